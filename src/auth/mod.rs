@@ -1,0 +1,6 @@
+//! Authentication and authorization: device identity, shared secrets, locality, and the pairing policy.
+
+pub mod identity;
+pub mod locality;
+pub mod policy;
+pub mod secrets;

@@ -1,0 +1,405 @@
+//! Devices, their grants and their tokens.
+
+use serde::Deserialize;
+use sqlx::SqliteConnection;
+
+use super::audit::{self, Actor, AuditEvent};
+use super::{Store, StoreError, StoreResult};
+use crate::clock::Millis;
+use crate::domain::{DeviceId, PairingReason, PublicKey, Role, ScopeSet, TokenDigest, TokenSecret};
+
+/// What a client says about itself; kept with the device and with pairing requests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientMeta {
+    pub client_id: Option<String>,
+    pub client_mode: Option<String>,
+    pub platform: Option<String>,
+    pub device_family: Option<String>,
+    pub display_name: Option<String>,
+}
+
+/// An approved role and its scopes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub role: Role,
+    pub scopes: ScopeSet,
+    pub approved_at_ms: Millis,
+}
+
+/// The newest token of a device for one role (live unless `revoked_at_ms` is set).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub role: Role,
+    pub digest: TokenDigest,
+    pub scopes: ScopeSet,
+    pub issued_at_ms: Millis,
+    pub rotated_at_ms: Option<Millis>,
+    pub revoked_at_ms: Option<Millis>,
+    pub last_used_at_ms: Option<Millis>,
+}
+
+/// A device as stored, with its grants and its newest token per role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub device_id: DeviceId,
+    pub public_key: PublicKey,
+    pub meta: ClientMeta,
+    pub remote_ip: Option<String>,
+    pub approved_via: Option<String>,
+    pub created_at_ms: Millis,
+    pub approved_at_ms: Option<Millis>,
+    pub last_seen_at_ms: Option<Millis>,
+    pub removed_at_ms: Option<Millis>,
+    pub grants: Vec<Grant>,
+    pub tokens: Vec<TokenInfo>,
+}
+
+impl DeviceRecord {
+    pub fn grant(&self, role: Role) -> Option<&Grant> {
+        self.grants.iter().find(|grant| grant.role == role)
+    }
+
+    pub fn live_token(&self, role: Role) -> Option<&TokenInfo> {
+        self.tokens.iter().find(|token| token.role == role && token.revoked_at_ms.is_none())
+    }
+
+    /// Approved roles, in a stable order.
+    pub fn roles(&self) -> Vec<Role> {
+        let mut roles: Vec<Role> = self.grants.iter().map(|grant| grant.role).collect();
+        roles.sort();
+        roles
+    }
+}
+
+/// An approval to record: the device as it presented itself, and the role and scopes approved.
+#[derive(Clone, Debug)]
+pub struct NewGrant {
+    pub device_id: DeviceId,
+    pub public_key: PublicKey,
+    pub meta: ClientMeta,
+    pub remote_ip: Option<String>,
+    pub role: Role,
+    pub scopes: ScopeSet,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GrantJson {
+    role: String,
+    scopes: Vec<String>,
+    approved_at_ms: Millis,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenJson {
+    role: String,
+    digest: String,
+    scopes: Vec<String>,
+    issued_at_ms: Millis,
+    rotated_at_ms: Option<Millis>,
+    revoked_at_ms: Option<Millis>,
+    last_used_at_ms: Option<Millis>,
+}
+
+fn invalid(what: &str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::InvalidData(format!("{what}: {detail}"))
+}
+
+fn parse_role(text: &str) -> StoreResult<Role> {
+    Role::parse(text).ok_or_else(|| invalid("role", text))
+}
+
+fn parse_scopes(names: &[String]) -> StoreResult<ScopeSet> {
+    ScopeSet::parse(names).map_err(|e| invalid("scopes", e))
+}
+
+fn parse_hex_digest(hex: &str) -> StoreResult<TokenDigest> {
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect();
+    bytes.as_deref().and_then(TokenDigest::from_slice).ok_or_else(|| invalid("token digest", "not 32 bytes of hex"))
+}
+
+/// One row of the device query, before its JSON columns are parsed.
+struct DeviceRow {
+    device_id: String,
+    public_key: String,
+    client_id: Option<String>,
+    client_mode: Option<String>,
+    platform: Option<String>,
+    device_family: Option<String>,
+    display_name: Option<String>,
+    remote_ip: Option<String>,
+    approved_via: Option<String>,
+    created_at_ms: i64,
+    approved_at_ms: Option<i64>,
+    last_seen_at_ms: Option<i64>,
+    removed_at_ms: Option<i64>,
+    grants: String,
+    tokens: String,
+}
+
+impl DeviceRow {
+    fn into_record(self) -> StoreResult<DeviceRecord> {
+        let device_id = DeviceId::try_from(self.device_id).map_err(|e| invalid("device id", e))?;
+        let public_key = PublicKey::from_base64url(&self.public_key).ok_or_else(|| invalid("public key", "not 32 bytes"))?;
+        let grants: Vec<GrantJson> = serde_json::from_str(&self.grants).map_err(|e| invalid("grants", e))?;
+        let tokens: Vec<TokenJson> = serde_json::from_str(&self.tokens).map_err(|e| invalid("tokens", e))?;
+        Ok(DeviceRecord {
+            device_id,
+            public_key,
+            meta: ClientMeta {
+                client_id: self.client_id,
+                client_mode: self.client_mode,
+                platform: self.platform,
+                device_family: self.device_family,
+                display_name: self.display_name,
+            },
+            remote_ip: self.remote_ip,
+            approved_via: self.approved_via,
+            created_at_ms: self.created_at_ms,
+            approved_at_ms: self.approved_at_ms,
+            last_seen_at_ms: self.last_seen_at_ms,
+            removed_at_ms: self.removed_at_ms,
+            grants: grants
+                .into_iter()
+                .map(|g| {
+                    Ok(Grant { role: parse_role(&g.role)?, scopes: parse_scopes(&g.scopes)?, approved_at_ms: g.approved_at_ms })
+                })
+                .collect::<StoreResult<_>>()?,
+            tokens: tokens
+                .into_iter()
+                .map(|t| {
+                    Ok(TokenInfo {
+                        role: parse_role(&t.role)?,
+                        digest: parse_hex_digest(&t.digest)?,
+                        scopes: parse_scopes(&t.scopes)?,
+                        issued_at_ms: t.issued_at_ms,
+                        rotated_at_ms: t.rotated_at_ms,
+                        revoked_at_ms: t.revoked_at_ms,
+                        last_used_at_ms: t.last_used_at_ms,
+                    })
+                })
+                .collect::<StoreResult<_>>()?,
+        })
+    }
+}
+
+impl Store {
+    /// The device, its grants and its newest token per role; `None` when never approved.
+    pub async fn device(&self, device_id: &DeviceId) -> StoreResult<Option<DeviceRecord>> {
+        let id = device_id.as_str();
+        let row = sqlx::query_as!(
+            DeviceRow,
+            r#"SELECT device_id AS "device_id!", public_key AS "public_key!", client_id, client_mode, platform,
+                      device_family, display_name, remote_ip, approved_via, created_at_ms AS "created_at_ms!",
+                      approved_at_ms, last_seen_at_ms, removed_at_ms, grants AS "grants!: String",
+                      tokens AS "tokens!: String"
+                 FROM device_records WHERE device_id = ?"#,
+            id
+        )
+        .fetch_optional(&self.readers)
+        .await?;
+        row.map(DeviceRow::into_record).transpose()
+    }
+
+    /// Devices that hold at least one grant, oldest approval first.
+    pub async fn paired_devices(&self) -> StoreResult<Vec<DeviceRecord>> {
+        let rows = sqlx::query_as!(
+            DeviceRow,
+            r#"SELECT device_id AS "device_id!", public_key AS "public_key!", client_id, client_mode, platform,
+                      device_family, display_name, remote_ip, approved_via, created_at_ms AS "created_at_ms!",
+                      approved_at_ms, last_seen_at_ms, removed_at_ms, grants AS "grants!: String",
+                      tokens AS "tokens!: String"
+                 FROM device_records
+                WHERE removed_at_ms IS NULL AND grants <> '[]'
+                ORDER BY approved_at_ms, device_id"#
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter().map(DeviceRow::into_record).collect()
+    }
+
+    /// A local connect asked for more than was approved and policy allows approving it silently: record
+    /// the grant (union with what was approved), resolve any pending request of the device, and mint a
+    /// token when asked, all in one transaction, before hello-ok is sent.
+    pub async fn approve_silently(
+        &self,
+        grant: &NewGrant,
+        reason: PairingReason,
+        mint_token: bool,
+        actor: &Actor,
+        now_ms: Millis,
+    ) -> StoreResult<Option<TokenSecret>> {
+        let mut tx = self.begin_write().await?;
+        let scopes = record_grant(&mut tx, grant, "silent", "silent", now_ms).await?;
+        let device_id = grant.device_id.as_str();
+        sqlx::query!(
+            "UPDATE pairing_requests SET status = 'approved', resolved_by = 'silent', resolved_at_ms = ?
+              WHERE device_id = ? AND status = 'pending'",
+            now_ms,
+            device_id
+        )
+        .execute(&mut *tx)
+        .await?;
+        let token = if mint_token { Some(mint_token_on(&mut tx, &grant.device_id, grant.role, &scopes, now_ms).await?) } else { None };
+        let event = AuditEvent::new(actor, "device.approve.silent", now_ms)
+            .subject(device_id)
+            .remote(grant.remote_ip.as_deref())
+            .details(serde_json::json!({
+                "role": grant.role, "scopes": scopes.names(), "reason": reason.as_str(), "tokenIssued": mint_token,
+            }));
+        audit::record(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(token)
+    }
+
+    /// Issues a new token for an approved device and role, revoking the previous one.
+    pub async fn issue_token(
+        &self,
+        device_id: &DeviceId,
+        role: Role,
+        actor: &Actor,
+        remote_addr: Option<&str>,
+        now_ms: Millis,
+    ) -> StoreResult<TokenSecret> {
+        let mut tx = self.begin_write().await?;
+        let scopes = grant_scopes_on(&mut tx, device_id, role)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("grant of role {role} for device {device_id}")))?;
+        let token = mint_token_on(&mut tx, device_id, role, &scopes, now_ms).await?;
+        let event = AuditEvent::new(actor, "token.issue", now_ms)
+            .subject(device_id.as_str())
+            .remote(remote_addr)
+            .details(serde_json::json!({ "role": role, "scopes": scopes.names() }));
+        audit::record(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(token)
+    }
+}
+
+pub(super) async fn grant_scopes_on(
+    conn: &mut SqliteConnection,
+    device_id: &DeviceId,
+    role: Role,
+) -> StoreResult<Option<ScopeSet>> {
+    let id = device_id.as_str();
+    let role_name = role.as_str();
+    let scopes = sqlx::query_scalar!(
+        r#"SELECT g.scopes FROM grants g JOIN devices d ON d.device_id = g.device_id
+            WHERE g.device_id = ? AND g.role = ? AND d.removed_at_ms IS NULL"#,
+        id,
+        role_name
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    scopes.map(|json| ScopeSet::from_json(&json).map_err(|e| invalid("grant scopes", e))).transpose()
+}
+
+/// Upserts the device and its grant for `grant.role` (scopes unioned with any existing grant), and
+/// keeps the live token's scopes equal to the grant's. Returns the resulting scopes.
+pub(super) async fn record_grant(
+    conn: &mut SqliteConnection,
+    grant: &NewGrant,
+    approved_via: &str,
+    approved_by: &str,
+    now_ms: Millis,
+) -> StoreResult<ScopeSet> {
+    let id = grant.device_id.as_str();
+    let key = grant.public_key.to_base64url();
+    let meta = &grant.meta;
+    // A different key under the same id cannot happen (the id is the key's hash); a re-pair after
+    // removal starts with no grants.
+    sqlx::query!(
+        r#"INSERT INTO devices (device_id, public_key, client_id, client_mode, platform, device_family,
+                                display_name, remote_ip, approved_via, created_at_ms, approved_at_ms)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (device_id) DO UPDATE SET
+               public_key = excluded.public_key, client_id = excluded.client_id,
+               client_mode = excluded.client_mode, platform = excluded.platform,
+               device_family = excluded.device_family,
+               display_name = COALESCE(excluded.display_name, devices.display_name),
+               remote_ip = COALESCE(excluded.remote_ip, devices.remote_ip),
+               approved_via = excluded.approved_via, approved_at_ms = excluded.approved_at_ms,
+               removed_at_ms = NULL"#,
+        id,
+        key,
+        meta.client_id,
+        meta.client_mode,
+        meta.platform,
+        meta.device_family,
+        meta.display_name,
+        grant.remote_ip,
+        approved_via,
+        now_ms,
+        now_ms
+    )
+    .execute(&mut *conn)
+    .await?;
+    let existing = grant_scopes_on(conn, &grant.device_id, grant.role).await?.unwrap_or_default();
+    let scopes = existing.union(&grant.scopes);
+    let scopes_json = scopes.to_json();
+    let role = grant.role.as_str();
+    sqlx::query!(
+        r#"INSERT INTO grants (device_id, role, scopes, approved_at_ms, approved_by) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (device_id, role) DO UPDATE SET
+               scopes = excluded.scopes, approved_at_ms = excluded.approved_at_ms, approved_by = excluded.approved_by"#,
+        id,
+        role,
+        scopes_json,
+        now_ms,
+        approved_by
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE device_tokens SET scopes = ? WHERE device_id = ? AND role = ? AND revoked_at_ms IS NULL",
+        scopes_json,
+        id,
+        role
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(scopes)
+}
+
+/// Revokes the live token of the device and role, if any, and stores the digest of a new one.
+pub(super) async fn mint_token_on(
+    conn: &mut SqliteConnection,
+    device_id: &DeviceId,
+    role: Role,
+    scopes: &ScopeSet,
+    now_ms: Millis,
+) -> StoreResult<TokenSecret> {
+    let id = device_id.as_str();
+    let role_name = role.as_str();
+    let replaced = sqlx::query!(
+        "UPDATE device_tokens SET revoked_at_ms = ? WHERE device_id = ? AND role = ? AND revoked_at_ms IS NULL",
+        now_ms,
+        id,
+        role_name
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let rotated_at = (replaced > 0).then_some(now_ms);
+    let token = TokenSecret::generate();
+    let digest = token.digest();
+    let digest_bytes = digest.as_bytes().as_slice();
+    let scopes_json = scopes.to_json();
+    sqlx::query!(
+        "INSERT INTO device_tokens (device_id, role, digest, scopes, issued_at_ms, rotated_at_ms)
+         VALUES (?, ?, ?, ?, ?, ?)",
+        id,
+        role_name,
+        digest_bytes,
+        scopes_json,
+        now_ms,
+        rotated_at
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(token)
+}

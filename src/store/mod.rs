@@ -1,0 +1,284 @@
+//! The store: the only module with SQL.
+//!
+//! One writer connection (every state change is one `BEGIN IMMEDIATE` transaction that also writes its
+//! audit row, committed with `synchronous=FULL`) and a small read-only pool for the connect path and
+//! admin lists. WAL lets readers run while the writer commits, and lets the offline CLI write to a
+//! database that `serve` has open.
+
+mod audit;
+mod devices;
+mod meta;
+mod requests;
+
+pub use audit::{Actor, AuditEvent, AuditRow};
+pub use devices::{ClientMeta, DeviceRecord, Grant, NewGrant, TokenInfo};
+pub use requests::{NewPairingRequest, PairingRequest, RequestOutcome};
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, Transaction};
+
+/// Everything embedded from `migrations/`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// What can go wrong in the store, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path} is not a SQLite database; point --db at a pairgate database or a new path")]
+    NotSqlite { path: PathBuf },
+    #[error("{path} is corrupt ({detail}); restore it from a backup")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("{path} is read-only; pairgate needs to write to its database (check the file's permissions)")]
+    ReadOnly { path: PathBuf },
+    #[error(
+        "{path} has schema version {found}, newer than this pairgate {binary} understands (up to {known}); \
+         it was migrated by pairgate {migrated_by}: run that version or newer, or restore a backup taken \
+         before the upgrade. Nothing was changed."
+    )]
+    NewerSchema { path: PathBuf, found: i64, known: i64, binary: &'static str, migrated_by: String },
+    #[error("the database is busy (another process holds a write lock); try again")]
+    Busy,
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("constraint violated: {0}")]
+    Constraint(String),
+    #[error("stored data is invalid: {0}")]
+    InvalidData(String),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &error {
+            use sqlx::error::ErrorKind;
+            match db.kind() {
+                ErrorKind::UniqueViolation
+                | ErrorKind::ForeignKeyViolation
+                | ErrorKind::CheckViolation
+                | ErrorKind::NotNullViolation => return StoreError::Constraint(db.message().to_owned()),
+                _ => {}
+            }
+            // SQLite primary result codes (the low byte of the extended code).
+            let primary = db.code().and_then(|code| code.parse::<i32>().ok()).map(|code| code & 0xff);
+            match primary {
+                Some(5) | Some(6) => return StoreError::Busy,
+                Some(8) => return StoreError::ReadOnly { path: PathBuf::new() },
+                Some(11) => return StoreError::Corrupt { path: PathBuf::new(), detail: db.message().to_owned() },
+                Some(26) => return StoreError::NotSqlite { path: PathBuf::new() },
+                _ => {}
+            }
+        }
+        StoreError::Database(error)
+    }
+}
+
+impl StoreError {
+    /// Fills in the database path for errors raised below the point where it is known.
+    fn at(self, db_path: &Path) -> Self {
+        let path = db_path.to_path_buf();
+        match self {
+            StoreError::ReadOnly { .. } => StoreError::ReadOnly { path },
+            StoreError::Corrupt { detail, .. } => StoreError::Corrupt { path, detail },
+            StoreError::NotSqlite { .. } => StoreError::NotSqlite { path },
+            other => other,
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The pairgate database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    writer: SqlitePool,
+    readers: SqlitePool,
+    path: PathBuf,
+}
+
+/// What `Store::open` found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    pub created: bool,
+    pub applied_migrations: Vec<i64>,
+    pub schema_version: i64,
+    pub sqlite_version: String,
+}
+
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+impl Store {
+    /// Opens (creating and migrating when needed) the database at `path`.
+    ///
+    /// Refuses, without modifying anything, a file that is not SQLite, a read-only file, and a database
+    /// whose schema is newer than this binary's.
+    pub async fn open(path: &Path) -> StoreResult<(Store, OpenReport)> {
+        let created = check_file_before_open(path)?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        }
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let writer_options = base
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // Every commit on the writer acknowledges durable state: fsync the WAL on commit.
+            .synchronous(SqliteSynchronous::Full);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(writer_options)
+            .await
+            .map_err(|e| StoreError::from(e).at(path))?;
+
+        let result = async {
+            let sqlite_version: String = sqlx::query_scalar!(r#"SELECT sqlite_version() AS "v!: String""#)
+                .fetch_one(&writer)
+                .await?;
+            let applied_migrations = migrate_if_needed(&writer, path).await?;
+            let schema_version = current_schema_version(&writer).await?;
+            Ok::<_, StoreError>((sqlite_version, applied_migrations, schema_version))
+        }
+        .await;
+        let (sqlite_version, applied_migrations, schema_version) = match result {
+            Ok(values) => values,
+            Err(error) => {
+                writer.close().await;
+                if created {
+                    // Leave no half-made database behind for a path that did not exist.
+                    remove_database_files(path);
+                }
+                return Err(error.at(path));
+            }
+        };
+
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(base.read_only(true))
+            .await
+            .map_err(|e| StoreError::from(e).at(path))?;
+        let store = Store { writer, readers, path: path.to_path_buf() };
+        Ok((store, OpenReport { created, applied_migrations, schema_version, sqlite_version }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Starts a write transaction that takes the write lock at once (a deferred transaction that reads
+    /// first could fail with BUSY without waiting when another process writes).
+    async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Readiness: the database answers and its schema is the one this binary expects.
+    pub async fn is_ready(&self) -> bool {
+        matches!(current_schema_version(&self.readers).await, Ok(version) if version == latest_known_version())
+    }
+
+    pub async fn close(&self) {
+        self.readers.close().await;
+        self.writer.close().await;
+    }
+}
+
+/// Returns whether the file is new; refuses files pairgate must not open.
+fn check_file_before_open(path: &Path) -> StoreResult<bool> {
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(StoreError::Database(sqlx::Error::Io(e))),
+    };
+    if metadata.len() > 0 {
+        use std::io::Read;
+        let mut header = [0u8; 16];
+        let read = std::fs::File::open(path)
+            .and_then(|mut file| file.read_exact(&mut header))
+            .map(|_| header == *SQLITE_HEADER);
+        if !matches!(read, Ok(true)) {
+            return Err(StoreError::NotSqlite { path: path.to_path_buf() });
+        }
+    }
+    // Checked by mode bits rather than by trying to open for writing: root may write to a 0444 file,
+    // but an operator who made the database read-only meant it.
+    if metadata.permissions().readonly() {
+        return Err(StoreError::ReadOnly { path: path.to_path_buf() });
+    }
+    Ok(false)
+}
+
+fn remove_database_files(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(name));
+    }
+}
+
+pub fn latest_known_version() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+async fn current_schema_version(pool: &SqlitePool) -> StoreResult<i64> {
+    if !migrations_table_exists(pool).await? {
+        return Ok(0);
+    }
+    let version = sqlx::query_scalar!(
+        r#"SELECT COALESCE(MAX(version), 0) AS "v!: i64" FROM _sqlx_migrations WHERE success = 1"#
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(version)
+}
+
+async fn migrations_table_exists(pool: &SqlitePool) -> StoreResult<bool> {
+    let found = sqlx::query_scalar!(
+        r#"SELECT COUNT(*) AS "n!: i64" FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"#
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(found > 0)
+}
+
+/// Refuses a newer schema before touching anything, then applies pending migrations and records which
+/// pairgate applied them.
+async fn migrate_if_needed(writer: &SqlitePool, path: &Path) -> StoreResult<Vec<i64>> {
+    let known = latest_known_version();
+    let found = current_schema_version(writer).await?;
+    if found > known {
+        let migrated_by = meta::get_on(writer, meta::LAST_MIGRATED_BY).await?.unwrap_or_else(|| "unknown".into());
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            known,
+            binary: env!("CARGO_PKG_VERSION"),
+            migrated_by,
+        });
+    }
+    let pending: Vec<i64> = MIGRATOR.iter().map(|m| m.version).filter(|v| *v > found).collect();
+    if pending.is_empty() {
+        return Ok(pending);
+    }
+    MIGRATOR.run(writer).await?;
+    meta::set_on(writer, meta::LAST_MIGRATED_BY, env!("CARGO_PKG_VERSION")).await?;
+    Ok(pending)
+}
+
+/// Maps an empty update to `NotFound`.
+fn expect_one(rows_affected: u64, what: impl FnOnce() -> String) -> StoreResult<()> {
+    if rows_affected == 0 { Err(StoreError::NotFound(what())) } else { Ok(()) }
+}

@@ -1,0 +1,392 @@
+//! Pairing requests: created by the connect path, decided by operators.
+
+use sqlx::SqliteConnection;
+
+use super::audit::{self, Actor, AuditEvent};
+use super::devices::{self, ClientMeta, NewGrant};
+use super::{Store, StoreError, StoreResult, expect_one};
+use crate::clock::Millis;
+use crate::domain::{
+    DeviceId, PAIRING_REQUEST_TTL_MS, PairingReason, PublicKey, RequestStatus, Role, ScopeSet,
+};
+
+/// A pairing request as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairingRequest {
+    pub request_id: String,
+    pub device_id: DeviceId,
+    pub public_key: PublicKey,
+    /// The role of the latest ask.
+    pub role: Role,
+    /// Every role asked for while this request (and those it superseded) was pending.
+    pub roles: Vec<Role>,
+    pub scopes: ScopeSet,
+    pub reason: PairingReason,
+    pub meta: ClientMeta,
+    pub remote_ip: Option<String>,
+    pub is_local: bool,
+    pub is_repair: bool,
+    pub created_at_ms: Millis,
+    pub refreshed_at_ms: Millis,
+    pub expires_at_ms: Millis,
+    pub status: RequestStatus,
+    pub resolved_by: Option<String>,
+    pub resolved_at_ms: Option<Millis>,
+}
+
+/// What a refused connect asks an operator for.
+#[derive(Clone, Debug)]
+pub struct NewPairingRequest {
+    pub device_id: DeviceId,
+    pub public_key: PublicKey,
+    pub role: Role,
+    pub scopes: ScopeSet,
+    pub reason: PairingReason,
+    pub meta: ClientMeta,
+    pub remote_ip: Option<String>,
+    pub is_local: bool,
+    /// The device was approved before (this is an upgrade, not a first pairing).
+    pub is_repair: bool,
+}
+
+/// What recording a request did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// A new request; no request of the device was pending.
+    Created,
+    /// The same ask was already pending: same id, its expiry pushed back.
+    Refreshed,
+    /// A different ask replaced the pending request `previous`; roles and scopes are unioned.
+    Superseded { previous: String },
+}
+
+struct RequestRow {
+    request_id: String,
+    device_id: String,
+    public_key: String,
+    role: String,
+    roles: String,
+    scopes: String,
+    reason: String,
+    client_id: Option<String>,
+    client_mode: Option<String>,
+    platform: Option<String>,
+    device_family: Option<String>,
+    display_name: Option<String>,
+    remote_ip: Option<String>,
+    is_local: i64,
+    is_repair: i64,
+    created_at_ms: i64,
+    refreshed_at_ms: i64,
+    expires_at_ms: i64,
+    status: String,
+    resolved_by: Option<String>,
+    resolved_at_ms: Option<i64>,
+}
+
+impl RequestRow {
+    fn into_request(self) -> StoreResult<PairingRequest> {
+        let bad = |what: &str| StoreError::InvalidData(format!("pairing request {}: bad {what}", self.request_id));
+        let role_names: Vec<String> = serde_json::from_str(&self.roles).map_err(|_| bad("roles"))?;
+        Ok(PairingRequest {
+            device_id: DeviceId::try_from(self.device_id.clone()).map_err(|_| bad("device id"))?,
+            public_key: PublicKey::from_base64url(&self.public_key).ok_or_else(|| bad("public key"))?,
+            role: Role::parse(&self.role).ok_or_else(|| bad("role"))?,
+            roles: role_names.iter().map(|r| Role::parse(r).ok_or_else(|| bad("roles"))).collect::<Result<_, _>>()?,
+            scopes: ScopeSet::from_json(&self.scopes).map_err(|_| bad("scopes"))?,
+            reason: PairingReason::parse(&self.reason).ok_or_else(|| bad("reason"))?,
+            status: RequestStatus::parse(&self.status).ok_or_else(|| bad("status"))?,
+            meta: ClientMeta {
+                client_id: self.client_id,
+                client_mode: self.client_mode,
+                platform: self.platform,
+                device_family: self.device_family,
+                display_name: self.display_name,
+            },
+            remote_ip: self.remote_ip,
+            is_local: self.is_local != 0,
+            is_repair: self.is_repair != 0,
+            created_at_ms: self.created_at_ms,
+            refreshed_at_ms: self.refreshed_at_ms,
+            expires_at_ms: self.expires_at_ms,
+            resolved_by: self.resolved_by,
+            resolved_at_ms: self.resolved_at_ms,
+            request_id: self.request_id,
+        })
+    }
+}
+
+fn roles_json(roles: &[Role]) -> String {
+    serde_json::to_string(&roles.iter().map(|r| r.as_str()).collect::<Vec<_>>()).expect("strings serialize")
+}
+
+async fn expire_stale(conn: &mut SqliteConnection, now_ms: Millis) -> StoreResult<u64> {
+    Ok(sqlx::query!(
+        "UPDATE pairing_requests SET status = 'expired', resolved_by = 'system', resolved_at_ms = ?
+          WHERE status = 'pending' AND expires_at_ms <= ?",
+        now_ms,
+        now_ms
+    )
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
+async fn request_on(conn: &mut SqliteConnection, request_id: &str) -> StoreResult<Option<PairingRequest>> {
+    let row = sqlx::query_as!(
+        RequestRow,
+        r#"SELECT request_id AS "request_id!", device_id, public_key, role, roles, scopes, reason, client_id,
+                  client_mode, platform, device_family, display_name, remote_ip, is_local, is_repair,
+                  created_at_ms, refreshed_at_ms, expires_at_ms, status, resolved_by, resolved_at_ms
+             FROM pairing_requests WHERE request_id = ?"#,
+        request_id
+    )
+    .fetch_optional(conn)
+    .await?;
+    row.map(RequestRow::into_request).transpose()
+}
+
+async fn pending_for_device(conn: &mut SqliteConnection, device_id: &DeviceId) -> StoreResult<Option<PairingRequest>> {
+    let id = device_id.as_str();
+    let request_id = sqlx::query_scalar!(
+        "SELECT request_id FROM pairing_requests WHERE device_id = ? AND status = 'pending'",
+        id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    match request_id {
+        Some(request_id) => request_on(conn, &request_id).await,
+        None => Ok(None),
+    }
+}
+
+/// Marks a pending request decided; `Conflict` when it was decided already, `Gone` when it expired.
+async fn take_pending(
+    conn: &mut SqliteConnection,
+    request_id: &str,
+    now_ms: Millis,
+) -> StoreResult<PairingRequest> {
+    expire_stale(conn, now_ms).await?;
+    let request =
+        request_on(conn, request_id).await?.ok_or_else(|| StoreError::NotFound(format!("pairing request {request_id}")))?;
+    match request.status {
+        RequestStatus::Pending => Ok(request),
+        RequestStatus::Expired => Err(StoreError::Gone(format!(
+            "pairing request {request_id} expired; the device must connect again to ask anew"
+        ))),
+        status => Err(StoreError::Conflict(format!("pairing request {request_id} is already {}", status.as_str()))),
+    }
+}
+
+async fn resolve(
+    conn: &mut SqliteConnection,
+    request_id: &str,
+    status: RequestStatus,
+    actor: &Actor,
+    now_ms: Millis,
+) -> StoreResult<()> {
+    let status_name = status.as_str();
+    let by = actor.label();
+    let updated = sqlx::query!(
+        "UPDATE pairing_requests SET status = ?, resolved_by = ?, resolved_at_ms = ?
+          WHERE request_id = ? AND status = 'pending'",
+        status_name,
+        by,
+        now_ms,
+        request_id
+    )
+    .execute(conn)
+    .await?
+    .rows_affected();
+    expect_one(updated, || format!("pending pairing request {request_id}"))
+}
+
+impl Store {
+    /// Records the ask of a refused connect, deduplicating and superseding per PROTOCOL.md §4, in one
+    /// transaction with its audit row.
+    pub async fn record_pairing_request(
+        &self,
+        ask: &NewPairingRequest,
+        actor: &Actor,
+        now_ms: Millis,
+    ) -> StoreResult<(PairingRequest, RequestOutcome)> {
+        let mut tx = self.begin_write().await?;
+        expire_stale(&mut tx, now_ms).await?;
+        let expires_at = now_ms + PAIRING_REQUEST_TTL_MS;
+        let pending = pending_for_device(&mut tx, &ask.device_id).await?;
+
+        if let Some(existing) = &pending {
+            let same_ask = existing.roles.contains(&ask.role)
+                && ask.scopes.iter().all(|scope| existing.scopes.contains(scope));
+            if same_ask {
+                sqlx::query!(
+                    "UPDATE pairing_requests SET refreshed_at_ms = ?, expires_at_ms = ? WHERE request_id = ?",
+                    now_ms,
+                    expires_at,
+                    existing.request_id
+                )
+                .execute(&mut *tx)
+                .await?;
+                let refreshed = request_on(&mut tx, &existing.request_id).await?.expect("row updated just now");
+                tx.commit().await?;
+                return Ok((refreshed, RequestOutcome::Refreshed));
+            }
+        }
+
+        let mut roles = vec![ask.role];
+        let mut scopes = ask.scopes.clone();
+        let request_id = uuid::Uuid::new_v4().to_string();
+        if let Some(existing) = &pending {
+            roles.extend(existing.roles.iter().copied());
+            roles.sort();
+            roles.dedup();
+            scopes = scopes.union(&existing.scopes);
+            // Resolve the old request first: at most one pending request per device.
+            sqlx::query!(
+                "UPDATE pairing_requests SET status = 'superseded', resolved_by = 'system', resolved_at_ms = ?
+                  WHERE request_id = ?",
+                now_ms,
+                existing.request_id
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        let (device_id, public_key, role) = (ask.device_id.as_str(), ask.public_key.to_base64url(), ask.role.as_str());
+        let (roles_text, scopes_text, reason) = (roles_json(&roles), scopes.to_json(), ask.reason.as_str());
+        let meta = &ask.meta;
+        sqlx::query!(
+            r#"INSERT INTO pairing_requests (request_id, device_id, public_key, role, roles, scopes, reason,
+                   client_id, client_mode, platform, device_family, display_name, remote_ip, is_local, is_repair,
+                   created_at_ms, refreshed_at_ms, expires_at_ms)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#,
+            request_id,
+            device_id,
+            public_key,
+            role,
+            roles_text,
+            scopes_text,
+            reason,
+            meta.client_id,
+            meta.client_mode,
+            meta.platform,
+            meta.device_family,
+            meta.display_name,
+            ask.remote_ip,
+            ask.is_local,
+            ask.is_repair,
+            now_ms,
+            now_ms,
+            expires_at
+        )
+        .execute(&mut *tx)
+        .await?;
+        if let Some(existing) = &pending {
+            sqlx::query!(
+                "UPDATE pairing_requests SET superseded_by = ? WHERE request_id = ?",
+                request_id,
+                existing.request_id
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        let outcome = match pending {
+            Some(existing) => RequestOutcome::Superseded { previous: existing.request_id },
+            None => RequestOutcome::Created,
+        };
+        let event = AuditEvent::new(actor, "pairing.request", now_ms)
+            .subject(device_id)
+            .remote(ask.remote_ip.as_deref())
+            .details(serde_json::json!({
+                "requestId": request_id, "reason": reason, "role": role, "scopes": scopes.names(),
+                "supersedes": match &outcome { RequestOutcome::Superseded { previous } => Some(previous), _ => None },
+            }));
+        audit::record(&mut tx, &event).await?;
+        let created = request_on(&mut tx, &request_id).await?.expect("row inserted just now");
+        tx.commit().await?;
+        Ok((created, outcome))
+    }
+
+    /// Approves a pending request: the device gets every role asked for, with the request's scopes, or
+    /// with `narrower` when given (which must be a subset of what was asked).
+    pub async fn approve_request(
+        &self,
+        request_id: &str,
+        narrower: Option<&ScopeSet>,
+        actor: &Actor,
+        now_ms: Millis,
+    ) -> StoreResult<PairingRequest> {
+        let mut tx = self.begin_write().await?;
+        let request = take_pending(&mut tx, request_id, now_ms).await?;
+        let scopes = match narrower {
+            Some(narrower) => {
+                if let Some(extra) = narrower.iter().find(|scope| !request.scopes.contains(*scope)) {
+                    return Err(StoreError::Conflict(format!(
+                        "cannot approve {extra}: pairing request {request_id} did not ask for it"
+                    )));
+                }
+                narrower.clone()
+            }
+            None => request.scopes.clone(),
+        };
+        for role in &request.roles {
+            let grant = NewGrant {
+                device_id: request.device_id.clone(),
+                public_key: request.public_key,
+                meta: request.meta.clone(),
+                remote_ip: request.remote_ip.clone(),
+                role: *role,
+                // Operator scopes belong to the operator role only.
+                scopes: if *role == Role::Operator { scopes.clone() } else { ScopeSet::new() },
+            };
+            devices::record_grant(&mut tx, &grant, "operator", &actor.label(), now_ms).await?;
+        }
+        resolve(&mut tx, request_id, RequestStatus::Approved, actor, now_ms).await?;
+        let event = AuditEvent::new(actor, "pairing.approve", now_ms)
+            .subject(request.device_id.as_str())
+            .details(serde_json::json!({
+                "requestId": request_id,
+                "roles": request.roles,
+                "scopes": scopes.names(),
+                "reason": request.reason.as_str(),
+            }));
+        audit::record(&mut tx, &event).await?;
+        let approved = request_on(&mut tx, request_id).await?.expect("row updated just now");
+        tx.commit().await?;
+        Ok(approved)
+    }
+
+    /// Rejects a pending request.
+    pub async fn reject_request(&self, request_id: &str, actor: &Actor, now_ms: Millis) -> StoreResult<PairingRequest> {
+        let mut tx = self.begin_write().await?;
+        let request = take_pending(&mut tx, request_id, now_ms).await?;
+        resolve(&mut tx, request_id, RequestStatus::Rejected, actor, now_ms).await?;
+        let event = AuditEvent::new(actor, "pairing.reject", now_ms)
+            .subject(request.device_id.as_str())
+            .details(serde_json::json!({ "requestId": request_id, "reason": request.reason.as_str() }));
+        audit::record(&mut tx, &event).await?;
+        let rejected = request_on(&mut tx, request_id).await?.expect("row updated just now");
+        tx.commit().await?;
+        Ok(rejected)
+    }
+
+    pub async fn pairing_request(&self, request_id: &str) -> StoreResult<Option<PairingRequest>> {
+        let mut conn = self.readers.acquire().await?;
+        request_on(&mut conn, request_id).await
+    }
+
+    /// Requests still pending and not yet expired at `now_ms`, oldest first.
+    pub async fn pending_requests(&self, now_ms: Millis) -> StoreResult<Vec<PairingRequest>> {
+        let rows = sqlx::query_as!(
+            RequestRow,
+            r#"SELECT request_id AS "request_id!", device_id, public_key, role, roles, scopes, reason, client_id,
+                      client_mode, platform, device_family, display_name, remote_ip, is_local, is_repair,
+                      created_at_ms, refreshed_at_ms, expires_at_ms, status, resolved_by, resolved_at_ms
+                 FROM pairing_requests WHERE status = 'pending' AND expires_at_ms > ?
+                ORDER BY created_at_ms, request_id"#,
+            now_ms
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter().map(RequestRow::into_request).collect()
+    }
+}
