@@ -106,6 +106,14 @@ pub(super) async fn record(conn: &mut SqliteConnection, event: &AuditEvent) -> S
 }
 
 impl Store {
+    /// Records an event that is not part of another change (a lockout, say).
+    pub async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        record(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Audit rows, newest first, before `before_id` when given.
     pub async fn audit_page(&self, before_id: Option<i64>, limit: i64) -> StoreResult<Vec<AuditRow>> {
         let before = before_id.unwrap_or(i64::MAX);

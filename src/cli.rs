@@ -1,0 +1,236 @@
+//! The command line: every flag also comes from a `PAIRGATE_*` environment variable.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::clock::{Clock, SystemClock};
+use crate::domain::ScopeSet;
+use crate::store::{Actor, Store};
+
+#[derive(Debug, Parser)]
+#[command(name = "pairgate", version, about = "Durable pairing and session store for OpenClaw-compatible gateways")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway: WebSocket at "/", health at /healthz and /readyz.
+    Serve(ServeArgs),
+    /// Schema migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Devices and pairing requests, offline on the database file (safe while `serve` runs).
+    Devices {
+        #[command(subcommand)]
+        action: DevicesAction,
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbArg {
+    /// The database file; created and migrated when it does not exist.
+    /// [default: the platform data directory, e.g. ~/.local/share/pairgate/pairgate.db]
+    #[arg(long, env = "PAIRGATE_DB", global = true)]
+    pub db: Option<PathBuf>,
+}
+
+impl DbArg {
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        match &self.db {
+            Some(path) => Ok(path.clone()),
+            None => default_db_path(),
+        }
+    }
+}
+
+/// `<data dir>/pairgate/pairgate.db`.
+pub fn default_db_path() -> anyhow::Result<PathBuf> {
+    let dirs = directories::ProjectDirs::from("", "", "pairgate")
+        .ok_or_else(|| anyhow::anyhow!("no home directory to put the database in; pass --db PATH"))?;
+    Ok(dirs.data_dir().join("pairgate.db"))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Address to listen on (HTTP and WebSocket on one port; OpenClaw's gateway port by default).
+    #[arg(long, env = "PAIRGATE_LISTEN", default_value = "127.0.0.1:18789")]
+    pub listen: SocketAddr,
+    /// Gateway token clients present as `auth.token`. Without it, pairgate generates one on first start
+    /// and writes it once to a 0600 file next to the database.
+    #[arg(long, env = "PAIRGATE_TOKEN", hide_env_values = true, conflicts_with = "password")]
+    pub token: Option<String>,
+    /// Use password auth (`auth.password`) with this password instead of a token.
+    #[arg(long, env = "PAIRGATE_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// A reverse proxy whose X-Forwarded-For is believed (repeatable; env: comma-separated).
+    #[arg(long = "trusted-proxy", env = "PAIRGATE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Approve pairing asks from local, non-browser clients without an operator.
+    #[arg(long, env = "PAIRGATE_AUTO_APPROVE_LOCAL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_approve_local: bool,
+    /// Close sockets that have not sent `connect` within this many milliseconds.
+    #[arg(long, env = "PAIRGATE_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub handshake_timeout_ms: u64,
+    /// Interval of `tick` events on connected sockets.
+    #[arg(long, env = "PAIRGATE_TICK_INTERVAL_MS", default_value_t = 30_000)]
+    pub tick_interval_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Show the schema version and the applied and pending migrations.
+    Status,
+    /// Apply pending migrations.
+    Up,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevicesAction {
+    /// List pending pairing requests and paired devices.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a pending pairing request.
+    Approve {
+        request_id: String,
+        /// Approve only these scopes (comma-separated; a subset of what was asked).
+        #[arg(long, value_delimiter = ',')]
+        scopes: Option<Vec<String>>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject a pending pairing request.
+    Reject {
+        request_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => crate::server::serve(args).await,
+        Command::Migrate { action, db } => migrate(action, &db).await,
+        Command::Devices { action, db } => devices(action, &db).await,
+    }
+}
+
+async fn open(db: &DbArg) -> anyhow::Result<Store> {
+    let path = db.path()?;
+    let (store, report) = Store::open(&path).await?;
+    if report.created {
+        eprintln!("created database {}", path.display());
+    }
+    Ok(store)
+}
+
+async fn migrate(action: MigrateAction, db: &DbArg) -> anyhow::Result<()> {
+    let path = db.path()?;
+    let (store, report) = Store::open(&path).await?;
+    match action {
+        MigrateAction::Up => {
+            if report.applied_migrations.is_empty() {
+                println!("{}: schema version {} is current; nothing to apply", path.display(), report.schema_version);
+            } else {
+                println!(
+                    "{}: applied migrations {:?}; schema version {}",
+                    path.display(),
+                    report.applied_migrations,
+                    report.schema_version
+                );
+            }
+        }
+        MigrateAction::Status => {
+            println!("database: {}", path.display());
+            println!("sqlite: {}", report.sqlite_version);
+            println!("schema version: {} (this pairgate knows up to {})", report.schema_version, crate::store::latest_known_version());
+            for migration in crate::store::MIGRATOR.iter() {
+                let state = if migration.version <= report.schema_version { "applied" } else { "pending" };
+                println!("  {:04} {:<40} {state}", migration.version, migration.description);
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn devices(action: DevicesAction, db: &DbArg) -> anyhow::Result<()> {
+    let store = open(db).await?;
+    let now = SystemClock.now_ms();
+    let actor = Actor::local_cli();
+    let result = match action {
+        DevicesAction::List { json } => {
+            let pending = store.pending_requests(now).await?;
+            let paired = store.paired_devices().await?;
+            if json {
+                let value = serde_json::json!({
+                    "pending": pending.iter().map(crate::gateway::methods::request_view).collect::<Vec<_>>(),
+                    "paired": paired.iter().map(|d| crate::gateway::methods::device_view(d, false)).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                println!("Pending ({}):", pending.len());
+                for request in &pending {
+                    println!(
+                        "  {}  device {}…  {} {}  [{}]  from {}",
+                        request.request_id,
+                        &request.device_id.as_str()[..12],
+                        request.reason.as_str(),
+                        request.role,
+                        request.scopes.names().join(","),
+                        request.remote_ip.as_deref().unwrap_or("?")
+                    );
+                }
+                println!("Paired ({}):", paired.len());
+                for device in &paired {
+                    let grants: Vec<String> =
+                        device.grants.iter().map(|g| format!("{}[{}]", g.role, g.scopes.names().join(","))).collect();
+                    println!(
+                        "  {}  {}  {}",
+                        device.device_id,
+                        device.meta.client_id.as_deref().unwrap_or("-"),
+                        grants.join(" ")
+                    );
+                }
+            }
+            Ok(())
+        }
+        DevicesAction::Approve { request_id, scopes, json } => {
+            let narrower = scopes.map(|names| ScopeSet::parse(&names)).transpose()?;
+            let request = store.approve_request(&request_id, narrower.as_ref(), &actor, now).await?;
+            report_decision(json, "approved", &request)
+        }
+        DevicesAction::Reject { request_id, json } => {
+            let request = store.reject_request(&request_id, &actor, now).await?;
+            report_decision(json, "rejected", &request)
+        }
+    };
+    store.close().await;
+    result
+}
+
+fn report_decision(json: bool, decision: &str, request: &crate::store::PairingRequest) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "requestId": request.request_id, "deviceId": request.device_id, "decision": decision })
+        );
+    } else {
+        println!("{decision} pairing request {} (device {})", request.request_id, request.device_id);
+    }
+    Ok(())
+}

@@ -1,0 +1,366 @@
+//! The `connect` request: facts in, `policy::decide`, effects out (PROTOCOL.md §2–4).
+
+use serde_json::{Value, json};
+
+use super::frames::{ConnectParams, ErrorShape, NOT_PAIRED, close};
+use super::{ConnInfo, Gateway};
+use crate::auth::identity::{DeviceProof, SignedFields, verify_device};
+use crate::auth::policy::{
+    self, AuthFailure, AuthOutcome, ConnectFacts, Credentials, Decision, DeviceClaim, ProvenDevice, Refusal,
+    TokenAction,
+};
+use crate::auth::secrets::SecretKind;
+use crate::domain::{DeviceId, PairingReason, Role, ScopeSet, TokenSecret};
+use crate::store::{Actor, ClientMeta, DeviceRecord, NewGrant, NewPairingRequest, PairingRequest, StoreError};
+
+/// Protocol versions pairgate speaks; it picks the highest one the client also speaks.
+pub const PROTOCOLS: std::ops::RangeInclusive<i64> = 3..=4;
+/// More scopes than there are operator scopes, with room for duplicates; beyond it the ask is refused.
+const MAX_REQUESTED_SCOPES: usize = 64;
+
+/// A refused connect: the error reply, then the close.
+#[derive(Debug)]
+pub struct ConnectError {
+    pub error: ErrorShape,
+    pub close_code: u16,
+    pub close_reason: String,
+}
+
+impl ConnectError {
+    fn policy(error: ErrorShape) -> Self {
+        let close_reason = error.message.clone();
+        ConnectError { error, close_code: close::POLICY, close_reason }
+    }
+
+    fn internal(error: &StoreError) -> Self {
+        tracing::error!(%error, "store failed during connect");
+        ConnectError {
+            error: ErrorShape::unavailable("gateway store unavailable, try again"),
+            close_code: close::TRY_AGAIN_LATER,
+            close_reason: "store unavailable".into(),
+        }
+    }
+}
+
+/// A successful connect: what the socket may do from now on.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub role: Role,
+    pub scopes: ScopeSet,
+    pub device_id: Option<DeviceId>,
+    pub client_id: String,
+    pub hello: Value,
+}
+
+/// Negotiates the protocol version.
+pub fn negotiate_protocol(min: i64, max: i64) -> Result<i64, ConnectError> {
+    let chosen = max.min(*PROTOCOLS.end());
+    if chosen >= min.max(*PROTOCOLS.start()) && min <= max {
+        return Ok(chosen);
+    }
+    Err(ConnectError {
+        error: ErrorShape::invalid("protocol mismatch").with_details(json!({
+            "code": "PROTOCOL_MISMATCH",
+            "clientMinProtocol": min,
+            "clientMaxProtocol": max,
+            "expectedProtocol": PROTOCOLS.end(),
+        })),
+        close_code: close::PROTOCOL_ERROR,
+        close_reason: "protocol mismatch".into(),
+    })
+}
+
+fn parse_role_and_scopes(params: &ConnectParams) -> Result<(Role, ScopeSet), ConnectError> {
+    let role_name = params.role.as_deref().unwrap_or("operator");
+    let role = Role::parse(role_name).ok_or_else(|| ConnectError::policy(ErrorShape::invalid("invalid role")))?;
+    let names = params.scopes.as_deref().unwrap_or_default();
+    if names.len() > MAX_REQUESTED_SCOPES {
+        return Err(ConnectError::policy(ErrorShape::invalid(format!(
+            "too many scopes: {} (at most {MAX_REQUESTED_SCOPES})",
+            names.len()
+        ))));
+    }
+    let scopes = ScopeSet::parse(names).map_err(|e| ConnectError::policy(ErrorShape::invalid(e.to_string())))?;
+    if role == Role::Node && !scopes.is_empty() {
+        return Err(ConnectError::policy(ErrorShape::invalid("role node takes no operator scopes")));
+    }
+    Ok((role, scopes))
+}
+
+fn auth_error(failure: AuthFailure, kind: SecretKind) -> ConnectError {
+    let (message, details) = match failure {
+        AuthFailure::Missing => (
+            match kind {
+                SecretKind::Token => "unauthorized: gateway token missing (provide auth.token)",
+                SecretKind::Password => "unauthorized: gateway password missing (provide auth.password)",
+            },
+            json!({"code": match kind { SecretKind::Token => "AUTH_TOKEN_MISSING", SecretKind::Password => "AUTH_PASSWORD_MISSING" },
+                   "authReason": match kind { SecretKind::Token => "token_missing", SecretKind::Password => "password_missing" },
+                   "canRetryWithDeviceToken": false, "recommendedNextStep": "update_auth_credentials"}),
+        ),
+        AuthFailure::TokenMismatch => (
+            "unauthorized: gateway token mismatch (check the gateway token)",
+            json!({"code": "AUTH_TOKEN_MISMATCH", "authReason": "token_mismatch",
+                   "canRetryWithDeviceToken": true, "recommendedNextStep": "retry_with_device_token"}),
+        ),
+        AuthFailure::PasswordMismatch => (
+            "unauthorized: gateway password mismatch (check the gateway password)",
+            json!({"code": "AUTH_PASSWORD_MISMATCH", "authReason": "password_mismatch",
+                   "canRetryWithDeviceToken": true, "recommendedNextStep": "retry_with_device_token"}),
+        ),
+        AuthFailure::DeviceTokenMismatch => (
+            "unauthorized: device token mismatch (rotated or revoked; reconnect with the gateway token)",
+            json!({"code": "AUTH_DEVICE_TOKEN_MISMATCH", "authReason": "device_token_mismatch",
+                   "canRetryWithDeviceToken": false, "recommendedNextStep": "update_auth_credentials"}),
+        ),
+        AuthFailure::RateLimited { retry_after_ms } => {
+            let mut error = ErrorShape::invalid("unauthorized: too many failed authentication attempts (retry later)")
+                .with_details(json!({"code": "AUTH_RATE_LIMITED", "authReason": "rate_limited",
+                                     "canRetryWithDeviceToken": false, "recommendedNextStep": "wait_then_retry"}));
+            error.retryable = Some(true);
+            error.retry_after_ms = Some(retry_after_ms);
+            return ConnectError::policy(error);
+        }
+    };
+    ConnectError::policy(ErrorShape::invalid(message).with_details(details))
+}
+
+fn refusal_error(refusal: Refusal, kind: SecretKind) -> ConnectError {
+    match refusal {
+        Refusal::Auth(failure) => auth_error(failure, kind),
+        Refusal::DeviceIdentityRequired => ConnectError::policy(
+            ErrorShape::invalid("device identity required").with_details(json!({"code": "DEVICE_IDENTITY_REQUIRED"})),
+        ),
+        Refusal::DeviceAuth(error) => {
+            ConnectError::policy(ErrorShape::invalid(error.message()).with_details(json!({"code": error.code()})))
+        }
+    }
+}
+
+fn pairing_error(request: &PairingRequest, reason: PairingReason, stored: Option<&DeviceRecord>) -> ConnectError {
+    let mut details = json!({
+        "code": "PAIRING_REQUIRED",
+        "reason": reason.as_str(),
+        "requestId": request.request_id,
+        "deviceId": request.device_id,
+        "requestedRole": request.role,
+        "requestedScopes": request.scopes.names(),
+    });
+    if let Some(record) = stored.filter(|record| !record.grants.is_empty() && record.removed_at_ms.is_none()) {
+        details["approvedRoles"] = json!(record.roles());
+        let approved: ScopeSet = record.grants.iter().flat_map(|grant| grant.scopes.iter()).collect();
+        details["approvedScopes"] = json!(approved.names());
+    }
+    let message = format!("pairing required: {}", reason.why());
+    let close_reason = format!("{message} (requestId: {})", request.request_id);
+    ConnectError {
+        error: ErrorShape { code: NOT_PAIRED, message, details: Some(details), retryable: None, retry_after_ms: None },
+        close_code: close::POLICY,
+        close_reason,
+    }
+}
+
+impl Gateway {
+    /// Runs the connect of one socket. `nonce` is the challenge sent on it.
+    pub async fn connect(&self, conn: &ConnInfo, nonce: &str, params: ConnectParams) -> Result<Session, ConnectError> {
+        let protocol = negotiate_protocol(params.min_protocol, params.max_protocol)?;
+        let (role, scopes) = parse_role_and_scopes(&params)?;
+        let now = self.clock.now_ms();
+        let client = &conn.client;
+        let auth = params.auth.unwrap_or_default();
+
+        // Facts, each gathered once: the secret check, the device proof, one store read.
+        let presented_secret = match self.secret.kind() {
+            SecretKind::Token => auth.token.as_deref(),
+            SecretKind::Password => auth.password.as_deref(),
+        };
+        let shared_secret = match presented_secret {
+            Some(secret) => Some(self.secret.verify(secret).await),
+            None => None,
+        };
+        let proof = params.device.as_ref().map(|device| {
+            let fields = SignedFields {
+                client_id: &params.client.id,
+                client_mode: &params.client.mode,
+                role: role.as_str(),
+                scopes: params.scopes.as_deref().unwrap_or_default(),
+                token: auth.signed_token(),
+                platform: params.client.platform.as_deref(),
+                device_family: params.client.device_family.as_deref(),
+            };
+            let proof = DeviceProof {
+                id: &device.id,
+                public_key: &device.public_key,
+                signature: &device.signature,
+                signed_at_ms: device.signed_at,
+                nonce: &device.nonce,
+            };
+            verify_device(&proof, &fields, nonce, now)
+        });
+        let stored = match &proof {
+            Some(Ok((device_id, _))) => self.store.device(device_id).await.map_err(|e| ConnectError::internal(&e))?,
+            _ => None,
+        };
+        let device_token_digest = auth.device_token.as_deref().map(|token| TokenSecret::from_presented(token).digest());
+        let credentials = Credentials {
+            shared_secret,
+            secret_is_password: self.secret.kind() == SecretKind::Password,
+            device_token: device_token_digest.as_ref(),
+            device_verified: matches!(proof, Some(Ok(_))),
+            rate_limited_for_ms: if client.local { None } else { self.limiter.locked_for(client.ip, now) },
+        };
+        let auth_outcome = policy::authenticate(&credentials, stored.as_ref(), role);
+        if let AuthOutcome::Failed(failure) = auth_outcome
+            && !client.local
+            && !matches!(failure, AuthFailure::RateLimited { .. })
+        {
+            self.record_auth_failure(conn, now).await;
+        }
+        let device_claim = match &proof {
+            None => DeviceClaim::Absent,
+            Some(Err(error)) => DeviceClaim::Invalid(*error),
+            Some(Ok((device_id, public_key))) => DeviceClaim::Proven {
+                device: ProvenDevice {
+                    device_id: device_id.clone(),
+                    public_key: *public_key,
+                    platform: params.client.platform.clone(),
+                    device_family: params.client.device_family.clone(),
+                },
+                stored: stored.as_ref(),
+            },
+        };
+        let facts = ConnectFacts {
+            local: client.local,
+            browser_origin: client.browser_origin,
+            client_id: &params.client.id,
+            client_mode: &params.client.mode,
+            role,
+            scopes: &scopes,
+            auth: auth_outcome,
+            device: device_claim,
+        };
+        let decision = policy::decide(&facts, &self.config.policy);
+
+        // Effects.
+        let meta = ClientMeta {
+            client_id: Some(params.client.id.clone()),
+            client_mode: Some(params.client.mode.clone()),
+            platform: params.client.platform.clone(),
+            device_family: params.client.device_family.clone(),
+            display_name: params.client.display_name.clone(),
+        };
+        let actor = Actor::Socket { conn_id: conn.conn_id.clone(), device_id: proof.as_ref().and_then(|p| p.as_ref().ok()).map(|(id, _)| id.to_string()) };
+        let remote_ip = client.ip.to_string();
+        match decision {
+            Decision::Refuse(refusal) => Err(refusal_error(refusal, self.secret.kind())),
+            Decision::RequirePairing { reason, is_repair } => {
+                let Some(Ok((device_id, public_key))) = proof else {
+                    unreachable!("policy asks for pairing only for a proven device")
+                };
+                let ask = NewPairingRequest {
+                    device_id,
+                    public_key,
+                    role,
+                    scopes,
+                    reason,
+                    meta,
+                    remote_ip: Some(remote_ip),
+                    is_local: client.local,
+                    is_repair,
+                };
+                let (request, _outcome) =
+                    self.store.record_pairing_request(&ask, &actor, now).await.map_err(|e| ConnectError::internal(&e))?;
+                Err(pairing_error(&request, reason, stored.as_ref()))
+            }
+            Decision::Allow { scopes: granted, silent_approval, token } => {
+                let device = proof.and_then(Result::ok);
+                let issued = match (&device, silent_approval, token) {
+                    (Some((device_id, public_key)), Some(reason), _) => {
+                        let grant = NewGrant {
+                            device_id: device_id.clone(),
+                            public_key: *public_key,
+                            meta,
+                            remote_ip: Some(remote_ip),
+                            role,
+                            scopes: granted.clone(),
+                        };
+                        self.store
+                            .approve_silently(&grant, reason, token == TokenAction::Mint, &actor, now)
+                            .await
+                            .map_err(|e| ConnectError::internal(&e))?
+                    }
+                    (Some((device_id, _)), None, TokenAction::Mint) => Some(
+                        self.store
+                            .issue_token(device_id, role, &actor, Some(&remote_ip), now)
+                            .await
+                            .map_err(|e| ConnectError::internal(&e))?,
+                    ),
+                    _ => None,
+                };
+                let auth_method = match auth_outcome {
+                    AuthOutcome::DeviceToken => "device-token",
+                    _ if self.secret.kind() == SecretKind::Password => "password",
+                    _ => "token",
+                };
+                let mut auth_info = json!({ "method": auth_method, "role": role, "scopes": granted.names() });
+                if let Some(minted) = &issued {
+                    auth_info["deviceToken"] = json!(minted.expose());
+                    auth_info["issuedAtMs"] = json!(now);
+                } else if token == TokenAction::Echo
+                    && let Some(presented) = auth.device_token.as_deref()
+                {
+                    auth_info["deviceToken"] = json!(presented);
+                }
+                let hello = self.hello_ok(protocol, conn, auth_info);
+                Ok(Session {
+                    role,
+                    scopes: granted,
+                    device_id: device.map(|(id, _)| id),
+                    client_id: params.client.id,
+                    hello,
+                })
+            }
+        }
+    }
+
+    fn hello_ok(&self, protocol: i64, conn: &ConnInfo, auth_info: Value) -> Value {
+        let uptime_ms = (self.clock.now_ms() - self.started_at_ms).max(0);
+        json!({
+            "type": "hello-ok",
+            "protocol": protocol,
+            "server": { "version": env!("CARGO_PKG_VERSION"), "connId": conn.conn_id },
+            "features": { "methods": super::methods::names(), "events": super::methods::EVENTS },
+            "snapshot": {
+                "presence": [],
+                "health": {},
+                "stateVersion": { "presence": 0, "health": 0 },
+                "uptimeMs": uptime_ms,
+                "authMode": match self.secret.kind() { SecretKind::Token => "token", SecretKind::Password => "password" },
+            },
+            "policy": {
+                "maxPayload": self.config.max_payload_bytes,
+                "maxBufferedBytes": self.config.max_buffered_bytes,
+                "tickIntervalMs": self.config.tick_interval.as_millis() as u64,
+            },
+            "auth": auth_info,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_negotiation_picks_the_highest_common_version() {
+        assert_eq!(negotiate_protocol(3, 3).unwrap(), 3);
+        assert_eq!(negotiate_protocol(4, 4).unwrap(), 4);
+        assert_eq!(negotiate_protocol(3, 4).unwrap(), 4);
+        assert_eq!(negotiate_protocol(1, 9).unwrap(), 4);
+        for (min, max) in [(5, 6), (1, 2), (4, 3)] {
+            let error = negotiate_protocol(min, max).unwrap_err();
+            assert_eq!(error.close_code, close::PROTOCOL_ERROR);
+            assert_eq!(error.error.details.unwrap()["code"], "PROTOCOL_MISMATCH");
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! The WebSocket front end: one socket's life from challenge to close.
+
+pub mod frames;
+pub mod handshake;
+pub mod methods;
+pub mod ratelimit;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::locality::{self, ClientAddr};
+use crate::auth::policy::PolicyConfig;
+use crate::auth::secrets::SharedSecret;
+use crate::clock::{Millis, SharedClock};
+use crate::domain::DeviceId;
+use crate::store::{Actor, AuditEvent, Store};
+use frames::{ErrorShape, RequestFrame, close};
+use handshake::Session;
+use ratelimit::{FailedAuthLimiter, FailureOutcome, RateLimitConfig};
+
+/// Settings of the WebSocket front end.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    pub policy: PolicyConfig,
+    pub trusted_proxies: Vec<IpAddr>,
+    /// A socket that has not completed `connect` by then is closed.
+    pub handshake_timeout: Duration,
+    pub tick_interval: Duration,
+    pub max_payload_bytes: usize,
+    pub max_buffered_bytes: usize,
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            policy: PolicyConfig::default(),
+            trusted_proxies: Vec::new(),
+            handshake_timeout: Duration::from_secs(10),
+            tick_interval: Duration::from_secs(30),
+            max_payload_bytes: 25 * 1024 * 1024,
+            max_buffered_bytes: 50 * 1024 * 1024,
+            rate_limit: RateLimitConfig::default(),
+        }
+    }
+}
+
+/// Who is on the other end of one socket.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub conn_id: String,
+    pub peer: SocketAddr,
+    pub client: ClientAddr,
+}
+
+/// Why the server closes a live socket from outside its loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForcedClose {
+    /// The device was removed, or its token rotated or revoked: 4001.
+    DeviceRemoved,
+}
+
+/// Live sockets by device, so that revoking a device can close its sockets.
+#[derive(Debug, Default)]
+pub struct LiveSockets {
+    by_device: Mutex<HashMap<DeviceId, HashMap<String, oneshot::Sender<ForcedClose>>>>,
+    count: std::sync::atomic::AtomicUsize,
+}
+
+impl LiveSockets {
+    fn register(&self, device_id: Option<&DeviceId>, conn_id: &str) -> Option<oneshot::Receiver<ForcedClose>> {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let device_id = device_id?;
+        let (sender, receiver) = oneshot::channel();
+        let mut map = self.by_device.lock().expect("live sockets lock");
+        map.entry(device_id.clone()).or_default().insert(conn_id.to_owned(), sender);
+        Some(receiver)
+    }
+
+    fn unregister(&self, device_id: Option<&DeviceId>, conn_id: &str) {
+        self.count.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(device_id) = device_id else { return };
+        let mut map = self.by_device.lock().expect("live sockets lock");
+        if let Some(conns) = map.get_mut(device_id) {
+            conns.remove(conn_id);
+            if conns.is_empty() {
+                map.remove(device_id);
+            }
+        }
+    }
+
+    /// Tells every live socket of the device to close; returns how many were told.
+    pub fn close_device(&self, device_id: &DeviceId, reason: ForcedClose) -> usize {
+        let conns = self.by_device.lock().expect("live sockets lock").remove(device_id).unwrap_or_default();
+        let told = conns.len();
+        for (_, sender) in conns {
+            let _ = sender.send(reason);
+        }
+        told
+    }
+
+    pub fn is_connected(&self, device_id: &DeviceId) -> bool {
+        self.by_device.lock().expect("live sockets lock").contains_key(device_id)
+    }
+
+    /// Sockets that completed `connect` and are still open.
+    pub fn socket_count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Shared state of the WebSocket front end.
+pub struct Gateway {
+    pub store: Store,
+    pub clock: SharedClock,
+    pub secret: Arc<SharedSecret>,
+    pub config: GatewayConfig,
+    pub limiter: FailedAuthLimiter,
+    pub live: LiveSockets,
+    pub started_at_ms: Millis,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+impl Gateway {
+    pub fn new(store: Store, clock: SharedClock, secret: Arc<SharedSecret>, config: GatewayConfig, shutdown: CancellationToken) -> Self {
+        let started_at_ms = clock.now_ms();
+        Gateway {
+            limiter: FailedAuthLimiter::new(config.rate_limit),
+            store,
+            clock,
+            secret,
+            config,
+            live: LiveSockets::default(),
+            started_at_ms,
+            shutdown,
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    async fn record_auth_failure(&self, conn: &ConnInfo, now: Millis) {
+        if self.limiter.record_failure(conn.client.ip, now) == FailureOutcome::LockedOut {
+            let ip = conn.client.ip.to_string();
+            tracing::warn!(client = %ip, "failed-auth limit reached; address locked out");
+            let event = AuditEvent::new(&Actor::System, "auth.lockout", now)
+                .subject(ip.clone())
+                .remote(Some(&ip))
+                .details(json!({ "lockoutMs": self.config.rate_limit.lockout_ms }));
+            if let Err(error) = self.store.record_audit(&event).await {
+                tracing::error!(%error, "could not audit a lockout");
+            }
+        }
+    }
+}
+
+/// `GET /` with an upgrade: the gateway WebSocket.
+pub async fn ws_handler(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let client = match locality::resolve(peer.ip(), &headers, &gateway.config.trusted_proxies) {
+        Ok(client) => client,
+        Err(_) => {
+            tracing::warn!(%peer, "forwarding headers from an untrusted peer; upgrade refused");
+            return (StatusCode::FORBIDDEN, "forwarding headers from an untrusted proxy").into_response();
+        }
+    };
+    if gateway.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    let conn = ConnInfo { conn_id: uuid::Uuid::new_v4().to_string(), peer, client };
+    let limit = gateway.config.max_payload_bytes;
+    let tracker = gateway.tracker.clone();
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .max_write_buffer_size(gateway.config.max_buffered_bytes)
+        .on_upgrade(move |socket| tracker.track_future(run_socket(gateway, socket, conn)))
+}
+
+/// Close reasons are limited to 123 bytes by the WebSocket protocol.
+fn close_message(code: u16, reason: &str) -> Message {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Message::Close(Some(CloseFrame { code, reason: reason[..end].into() }))
+}
+
+async fn send_text(socket: &mut WebSocket, text: String) -> bool {
+    socket.send(Message::Text(text.into())).await.is_ok()
+}
+
+async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
+    let _ = socket.send(close_message(code, reason)).await;
+}
+
+/// What a text frame turned out to be.
+enum Incoming {
+    Request(RequestFrame),
+    /// Not a request frame: the reason to close with.
+    Invalid(String),
+}
+
+fn parse_frame(text: &str) -> Incoming {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(_) => return Incoming::Invalid("invalid frame: not JSON".into()),
+    };
+    if value.get("type").and_then(Value::as_str) != Some("req") {
+        return Incoming::Invalid("invalid frame: expected a request (type \"req\")".into());
+    }
+    match serde_json::from_value::<RequestFrame>(value) {
+        Ok(frame) => Incoming::Request(frame),
+        Err(error) => Incoming::Invalid(format!("invalid request frame: {error}")),
+    }
+}
+
+/// Reads frames until one is a text frame; `Err(reason)` when the socket must close with 1008,
+/// `Ok(None)` when the client went away.
+async fn next_text(socket: &mut WebSocket) -> Result<Option<String>, String> {
+    loop {
+        match socket.recv().await {
+            None | Some(Ok(Message::Close(_))) => return Ok(None),
+            Some(Ok(Message::Text(text))) => return Ok(Some(text.to_string())),
+            Some(Ok(Message::Binary(_))) => return Err("invalid frame: binary frames are not supported".into()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Err(error)) => return Err(format!("invalid frame: {error}")),
+        }
+    }
+}
+
+async fn run_socket(gateway: Arc<Gateway>, mut socket: WebSocket, conn: ConnInfo) {
+    let nonce = uuid::Uuid::new_v4().to_string();
+    let challenge = frames::event("connect.challenge", json!({ "nonce": nonce, "ts": gateway.clock.now_ms() }), None);
+    if !send_text(&mut socket, challenge).await {
+        return;
+    }
+    let session = handshake(&gateway, &mut socket, &conn, &nonce).await;
+    let Some(session) = session else { return };
+    let forced_close = gateway.live.register(session.device_id.as_ref(), &conn.conn_id);
+    serve_connected(&gateway, &mut socket, &session, forced_close).await;
+    gateway.live.unregister(session.device_id.as_ref(), &conn.conn_id);
+}
+
+/// Waits for `connect` and answers it; `None` when the socket was closed.
+async fn handshake(gateway: &Gateway, socket: &mut WebSocket, conn: &ConnInfo, nonce: &str) -> Option<Session> {
+    // Only the wait for the first frame is bounded; once `connect` is in, it runs to its end, so that a
+    // store transaction is never cut in half.
+    let first = tokio::select! {
+        first = tokio::time::timeout(gateway.config.handshake_timeout, next_text(socket)) => first,
+        _ = gateway.shutdown.cancelled() => Ok(Err("server shutting down".to_owned())),
+    };
+    let text = match first {
+        Ok(Ok(Some(text))) => text,
+        Ok(Ok(None)) => return None,
+        Ok(Err(reason)) => {
+            let code = if gateway.shutdown.is_cancelled() { close::GOING_AWAY } else { close::POLICY };
+            close_with(socket, code, &reason).await;
+            return None;
+        }
+        Err(_elapsed) => {
+            close_with(socket, close::POLICY, "handshake timeout").await;
+            return None;
+        }
+    };
+    let frame = match parse_frame(&text) {
+        Incoming::Request(frame) => frame,
+        Incoming::Invalid(reason) => {
+            close_with(socket, close::POLICY, &reason).await;
+            return None;
+        }
+    };
+    if frame.method != "connect" {
+        let error = ErrorShape::invalid("invalid handshake: first request must be connect");
+        send_text(socket, frames::response_error(&frame.id, &error)).await;
+        close_with(socket, close::POLICY, &error.message).await;
+        return None;
+    }
+    let params = match serde_json::from_value(frame.params) {
+        Ok(params) => params,
+        Err(error) => {
+            let error = ErrorShape::invalid(format!("invalid connect params: {error}"));
+            send_text(socket, frames::response_error(&frame.id, &error)).await;
+            close_with(socket, close::POLICY, &error.message).await;
+            return None;
+        }
+    };
+    match gateway.connect(conn, nonce, params).await {
+        Ok(session) => {
+            send_text(socket, frames::response_ok(&frame.id, session.hello.clone())).await.then_some(session)
+        }
+        Err(refused) => {
+            tracing::info!(conn = %conn.conn_id, client = %conn.client.ip, code = refused.error.code, message = %refused.error.message, "connect refused");
+            send_text(socket, frames::response_error(&frame.id, &refused.error)).await;
+            close_with(socket, refused.close_code, &refused.close_reason).await;
+            None
+        }
+    }
+}
+
+/// The connected phase: requests, ticks, forced closes and shutdown.
+async fn serve_connected(
+    gateway: &Gateway,
+    socket: &mut WebSocket,
+    session: &Session,
+    forced_close: Option<oneshot::Receiver<ForcedClose>>,
+) {
+    let mut tick = tokio::time::interval(gateway.config.tick_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick fires at once; hello-ok was just sent
+    let forced_close = async {
+        match forced_close {
+            Some(receiver) => receiver.await.ok(),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(forced_close);
+    let mut forced_close_done = false;
+    enum Wake {
+        ShuttingDown,
+        Forced(Option<ForcedClose>),
+        Tick,
+        Frame(Result<Option<String>, String>),
+    }
+    loop {
+        let wake = tokio::select! {
+            _ = gateway.shutdown.cancelled() => Wake::ShuttingDown,
+            reason = &mut forced_close, if !forced_close_done => Wake::Forced(reason),
+            _ = tick.tick() => Wake::Tick,
+            incoming = next_text(socket) => Wake::Frame(incoming),
+        };
+        let text = match wake {
+            Wake::ShuttingDown => {
+                close_with(socket, close::GOING_AWAY, "server shutting down").await;
+                return;
+            }
+            Wake::Forced(Some(ForcedClose::DeviceRemoved)) => {
+                close_with(socket, 4001, "device removed").await;
+                return;
+            }
+            Wake::Forced(None) => {
+                forced_close_done = true;
+                continue;
+            }
+            Wake::Tick => {
+                let frame = frames::event("tick", json!({ "ts": gateway.clock.now_ms() }), None);
+                if !send_text(socket, frame).await {
+                    return;
+                }
+                continue;
+            }
+            Wake::Frame(Ok(Some(text))) => text,
+            Wake::Frame(Ok(None)) => return,
+            Wake::Frame(Err(reason)) => {
+                close_with(socket, close::POLICY, &reason).await;
+                return;
+            }
+        };
+        let frame = match parse_frame(&text) {
+            Incoming::Request(frame) => frame,
+            Incoming::Invalid(reason) => {
+                close_with(socket, close::POLICY, &reason).await;
+                return;
+            }
+        };
+        let reply = if frame.method == "connect" {
+            frames::response_error(&frame.id, &ErrorShape::invalid("connect already completed on this socket"))
+        } else {
+            match gateway.call(session, &frame.method, frame.params).await {
+                Ok(payload) => frames::response_ok(&frame.id, payload),
+                Err(error) => frames::response_error(&frame.id, &error),
+            }
+        };
+        if !send_text(socket, reply).await {
+            return;
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Failed-authentication limiter for non-local clients: 10 failures within 60 s lock the address out
+//! for 300 s, even with the right secret afterwards. Loopback clients are never counted (callers only
+//! consult it for non-local addresses).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use crate::clock::Millis;
+
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimitConfig {
+    pub max_failures: u32,
+    pub window_ms: Millis,
+    pub lockout_ms: Millis,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig { max_failures: 10, window_ms: 60_000, lockout_ms: 300_000 }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    window_start_ms: Millis,
+    failures: u32,
+    locked_until_ms: Option<Millis>,
+}
+
+/// The most addresses tracked at once; beyond it, stale entries are dropped first.
+const MAX_TRACKED: usize = 65_536;
+
+#[derive(Debug)]
+pub struct FailedAuthLimiter {
+    config: RateLimitConfig,
+    entries: Mutex<HashMap<IpAddr, Entry>>,
+}
+
+/// What recording a failure did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureOutcome {
+    Counted,
+    /// This failure locked the address out (worth an audit row).
+    LockedOut,
+}
+
+impl FailedAuthLimiter {
+    pub fn new(config: RateLimitConfig) -> Self {
+        FailedAuthLimiter { config, entries: Mutex::new(HashMap::new()) }
+    }
+
+    /// Milliseconds until `ip` may try again, when it is locked out.
+    pub fn locked_for(&self, ip: IpAddr, now_ms: Millis) -> Option<Millis> {
+        let entries = self.entries.lock().expect("limiter lock");
+        entries.get(&ip).and_then(|entry| entry.locked_until_ms).filter(|until| *until > now_ms).map(|until| until - now_ms)
+    }
+
+    pub fn record_failure(&self, ip: IpAddr, now_ms: Millis) -> FailureOutcome {
+        let mut entries = self.entries.lock().expect("limiter lock");
+        if entries.len() >= MAX_TRACKED {
+            let config = self.config;
+            entries.retain(|_, entry| {
+                entry.locked_until_ms.is_some_and(|until| until > now_ms) || now_ms - entry.window_start_ms < config.window_ms
+            });
+        }
+        let entry = entries.entry(ip).or_insert(Entry { window_start_ms: now_ms, failures: 0, locked_until_ms: None });
+        if entry.locked_until_ms.is_some_and(|until| until <= now_ms) {
+            *entry = Entry { window_start_ms: now_ms, failures: 0, locked_until_ms: None };
+        }
+        if now_ms - entry.window_start_ms >= self.config.window_ms {
+            entry.window_start_ms = now_ms;
+            entry.failures = 0;
+        }
+        entry.failures += 1;
+        if entry.failures >= self.config.max_failures && entry.locked_until_ms.is_none() {
+            entry.locked_until_ms = Some(now_ms + self.config.lockout_ms);
+            return FailureOutcome::LockedOut;
+        }
+        FailureOutcome::Counted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ten_failures_in_a_minute_lock_out_for_five_minutes() {
+        let limiter = FailedAuthLimiter::new(RateLimitConfig::default());
+        let addr = ip("203.0.113.1");
+        for i in 0..9 {
+            assert_eq!(limiter.record_failure(addr, 1_000 + i), FailureOutcome::Counted);
+            assert_eq!(limiter.locked_for(addr, 1_000 + i), None);
+        }
+        assert_eq!(limiter.record_failure(addr, 2_000), FailureOutcome::LockedOut);
+        assert_eq!(limiter.locked_for(addr, 2_000), Some(300_000));
+        assert_eq!(limiter.locked_for(addr, 301_999), Some(1));
+        assert_eq!(limiter.locked_for(addr, 302_000), None);
+        assert_eq!(limiter.locked_for(ip("203.0.113.2"), 2_000), None, "other addresses are not affected");
+    }
+
+    #[test]
+    fn failures_spread_over_more_than_a_window_do_not_lock() {
+        let limiter = FailedAuthLimiter::new(RateLimitConfig::default());
+        let addr = ip("198.51.100.1");
+        for i in 0..20 {
+            assert_eq!(limiter.record_failure(addr, i * 7_000), FailureOutcome::Counted, "failure {i}");
+        }
+        assert_eq!(limiter.locked_for(addr, 140_000), None);
+    }
+
+    #[test]
+    fn lockout_ends_and_counting_starts_over() {
+        let limiter = FailedAuthLimiter::new(RateLimitConfig { max_failures: 2, window_ms: 100, lockout_ms: 1_000 });
+        let addr = ip("198.51.100.2");
+        limiter.record_failure(addr, 0);
+        assert_eq!(limiter.record_failure(addr, 1), FailureOutcome::LockedOut);
+        assert_eq!(limiter.record_failure(addr, 2_000), FailureOutcome::Counted);
+        assert_eq!(limiter.locked_for(addr, 2_000), None);
+    }
+}
