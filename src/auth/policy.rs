@@ -150,9 +150,10 @@ pub fn decide(facts: &ConnectFacts<'_>, config: &PolicyConfig) -> Decision {
     // 1. Authentication.
     let auth_ok = match facts.auth {
         AuthOutcome::Failed(failure) => return Decision::Refuse(Refusal::Auth(failure)),
+        // A device token is only good with the device's proof: no proof, or a failed one, is the answer.
         AuthOutcome::DeviceUnverified => match &facts.device {
             DeviceClaim::Invalid(error) => return Decision::Refuse(Refusal::DeviceAuth(*error)),
-            _ => return Decision::Refuse(Refusal::Auth(AuthFailure::DeviceTokenMismatch)),
+            _ => return Decision::Refuse(Refusal::DeviceIdentityRequired),
         },
         auth => auth,
     };

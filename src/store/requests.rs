@@ -316,7 +316,14 @@ impl Store {
         now_ms: Millis,
     ) -> StoreResult<PairingRequest> {
         let mut tx = self.begin_write().await?;
-        let request = take_pending(&mut tx, request_id, now_ms).await?;
+        let request = match take_pending(&mut tx, request_id, now_ms).await {
+            // The expiry it found is still worth keeping: commit it, then refuse.
+            Err(gone @ StoreError::Gone(_)) => {
+                tx.commit().await?;
+                return Err(gone);
+            }
+            other => other?,
+        };
         let scopes = match narrower {
             Some(narrower) => {
                 if let Some(extra) = narrower.iter().find(|scope| !request.scopes.contains(*scope)) {
@@ -358,7 +365,14 @@ impl Store {
     /// Rejects a pending request.
     pub async fn reject_request(&self, request_id: &str, actor: &Actor, now_ms: Millis) -> StoreResult<PairingRequest> {
         let mut tx = self.begin_write().await?;
-        let request = take_pending(&mut tx, request_id, now_ms).await?;
+        let request = match take_pending(&mut tx, request_id, now_ms).await {
+            // The expiry it found is still worth keeping: commit it, then refuse.
+            Err(gone @ StoreError::Gone(_)) => {
+                tx.commit().await?;
+                return Err(gone);
+            }
+            other => other?,
+        };
         resolve(&mut tx, request_id, RequestStatus::Rejected, actor, now_ms).await?;
         let event = AuditEvent::new(actor, "pairing.reject", now_ms)
             .subject(request.device_id.as_str())

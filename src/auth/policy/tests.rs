@@ -130,6 +130,7 @@ fn rows() -> Vec<Row> {
         row("device token mismatch", false, CLI, READ, Failed(DeviceTokenMismatch), paired(READ, true), Expect::Refuse(Refusal::Auth(DeviceTokenMismatch))),
         row("no credentials", true, CLI, READ, Failed(Missing), Dev::New, Expect::Refuse(Refusal::Auth(Missing))),
         row("rate limited even for the backend", true, BACKEND, ADMIN, Failed(RateLimited { retry_after_ms: 5 }), Dev::New, Expect::Refuse(Refusal::Auth(RateLimited { retry_after_ms: 5 }))),
+        row("device token without a device", true, CLI, READ, DeviceUnverified, Dev::Absent, Expect::Refuse(Refusal::DeviceIdentityRequired)),
         row("device token with a bad proof reports the proof", false, CLI, READ, DeviceUnverified, Dev::Invalid(DeviceAuthError::SignatureInvalid), Expect::Refuse(Refusal::DeviceAuth(DeviceAuthError::SignatureInvalid))),
         // Step 2: no device identity.
         row("local cli without device keeps its scopes", true, CLI, PAIRING, SharedSecret, Dev::Absent, Expect::Allow(PAIRING, None, T::None)),

@@ -1,0 +1,339 @@
+//! Test harness: a real server on 127.0.0.1:0 over a real database file, and a WebSocket client that
+//! speaks the gateway protocol with a real Ed25519 identity.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::{Signer, SigningKey};
+use futures_util::{SinkExt, StreamExt};
+use pairgate::auth::identity::{SignedFields, payload_v2, payload_v3};
+use pairgate::auth::secrets::{SecretKind, SharedSecret};
+use pairgate::clock::{Clock, ManualClock};
+use pairgate::domain::{DeviceId, PublicKey};
+use pairgate::gateway::{Gateway, GatewayConfig};
+use pairgate::store::Store;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const TOKEN: &str = "test-gateway-token";
+/// Upper bound on waiting for a frame that must come; a hang fails the test instead of blocking CI.
+pub const FRAME_WAIT: Duration = Duration::from_secs(10);
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub clock: ManualClock,
+    pub gateway: Arc<Gateway>,
+    pub dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Server::start_with(GatewayConfig::default()).await
+    }
+
+    pub async fn start_with(config: GatewayConfig) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        Server::start_in(dir, config).await
+    }
+
+    /// Starts over the database in `dir` (a restart keeps the directory).
+    pub async fn start_in(dir: tempfile::TempDir, config: GatewayConfig) -> Server {
+        let (store, _) = Store::open(&dir.path().join("pairgate.db")).await.unwrap();
+        let clock = ManualClock::new(pairgate::clock::SystemClock.now_ms());
+        let secret = Arc::new(SharedSecret::from_plaintext(SecretKind::Token, TOKEN));
+        let gateway = Arc::new(Gateway::new(
+            store.clone(),
+            Arc::new(clock.clone()),
+            secret,
+            config,
+            tokio_util::sync::CancellationToken::new(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(pairgate::server::run(listener, gateway.clone()));
+        Server { addr, store, clock, gateway, dir, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Graceful stop; returns the database directory for a restart.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.gateway.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+        self.dir
+    }
+}
+
+/// An Ed25519 device identity.
+#[derive(Clone)]
+pub struct Device {
+    pub key: SigningKey,
+}
+
+impl Device {
+    pub fn new(seed: u8) -> Device {
+        Device { key: SigningKey::from_bytes(&[seed; 32]) }
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey::from_bytes(self.key.verifying_key().to_bytes())
+    }
+
+    pub fn id(&self) -> DeviceId {
+        DeviceId::from_public_key(&self.public_key())
+    }
+}
+
+/// One connect attempt, described field by field.
+#[derive(Clone)]
+pub struct Connect {
+    pub client_id: String,
+    pub client_mode: String,
+    pub role: String,
+    pub scopes: Vec<String>,
+    pub token: Option<String>,
+    pub password: Option<String>,
+    pub device_token: Option<String>,
+    pub device: Option<Device>,
+    pub platform: String,
+    pub device_family: Option<String>,
+    pub protocol: (i64, i64),
+    /// 3 or 2; anything else sends no signature-valid payload.
+    pub signature_version: u8,
+    pub headers: Vec<(&'static str, String)>,
+    /// Shifts `signedAt` away from the server's clock (stale signatures).
+    pub signed_at_offset_ms: i64,
+    /// Signs this nonce instead of the challenge's.
+    pub nonce_override: Option<String>,
+    /// Sends this device id instead of the key's.
+    pub id_override: Option<String>,
+}
+
+impl Connect {
+    pub fn cli() -> Connect {
+        Connect {
+            client_id: "cli".into(),
+            client_mode: "cli".into(),
+            role: "operator".into(),
+            scopes: vec!["operator.read".into()],
+            token: Some(TOKEN.into()),
+            password: None,
+            device_token: None,
+            device: None,
+            platform: "linux".into(),
+            device_family: None,
+            protocol: (4, 4),
+            signature_version: 3,
+            headers: vec![],
+            signed_at_offset_ms: 0,
+            nonce_override: None,
+            id_override: None,
+        }
+    }
+
+    pub fn backend() -> Connect {
+        Connect { client_id: "gateway-client".into(), client_mode: "backend".into(), ..Connect::cli() }
+    }
+
+    pub fn device(mut self, device: &Device) -> Connect {
+        self.device = Some(device.clone());
+        self
+    }
+
+    pub fn scopes(mut self, scopes: &[&str]) -> Connect {
+        self.scopes = scopes.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub fn token(mut self, token: Option<&str>) -> Connect {
+        self.token = token.map(str::to_owned);
+        self
+    }
+
+    pub fn device_token(mut self, token: &str) -> Connect {
+        self.device_token = Some(token.to_owned());
+        self
+    }
+
+    /// As if through a trusted proxy on loopback for a remote client.
+    pub fn from_remote(mut self, ip: &str) -> Connect {
+        self.headers.push(("x-forwarded-for", ip.to_owned()));
+        self
+    }
+
+    /// The `connect` params for a challenge `nonce` at server time `now`.
+    pub fn params(&self, nonce: &str, now: i64) -> Value {
+        let mut auth = serde_json::Map::new();
+        if let Some(token) = &self.token {
+            auth.insert("token".into(), json!(token));
+        }
+        if let Some(password) = &self.password {
+            auth.insert("password".into(), json!(password));
+        }
+        if let Some(token) = &self.device_token {
+            auth.insert("deviceToken".into(), json!(token));
+        }
+        let mut client = json!({
+            "id": self.client_id, "version": "test", "platform": self.platform, "mode": self.client_mode,
+        });
+        if let Some(family) = &self.device_family {
+            client["deviceFamily"] = json!(family);
+        }
+        let mut params = json!({
+            "minProtocol": self.protocol.0,
+            "maxProtocol": self.protocol.1,
+            "client": client,
+            "role": self.role,
+            "scopes": self.scopes,
+            "auth": auth,
+            "caps": [],
+            "locale": "en-US",
+        });
+        if let Some(device) = &self.device {
+            let signed_at = now + self.signed_at_offset_ms;
+            let nonce = self.nonce_override.clone().unwrap_or_else(|| nonce.to_owned());
+            let id = self.id_override.clone().unwrap_or_else(|| device.id().to_string());
+            let signed_token = self.token.as_deref().or(self.device_token.as_deref()).unwrap_or("");
+            let fields = SignedFields {
+                client_id: &self.client_id,
+                client_mode: &self.client_mode,
+                role: &self.role,
+                scopes: &self.scopes,
+                token: signed_token,
+                platform: Some(&self.platform),
+                device_family: self.device_family.as_deref(),
+            };
+            let payload = match self.signature_version {
+                3 => payload_v3(&id, &fields, signed_at, &nonce),
+                2 => payload_v2(&id, &fields, signed_at, &nonce),
+                _ => format!("v1|{id}"),
+            };
+            let signature = URL_SAFE_NO_PAD.encode(device.key.sign(payload.as_bytes()).to_bytes());
+            params["device"] = json!({
+                "id": id,
+                "publicKey": device.public_key().to_base64url(),
+                "signature": signature,
+                "signedAt": signed_at,
+                "nonce": nonce,
+            });
+        }
+        params
+    }
+}
+
+/// What a connect came to.
+pub enum Outcome {
+    Hello { hello: Value, ws: Ws },
+    Refused { error: Value, close: Option<(u16, String)> },
+}
+
+impl Outcome {
+    pub fn hello(self) -> (Value, Ws) {
+        match self {
+            Outcome::Hello { hello, ws } => (hello, ws),
+            Outcome::Refused { error, close } => panic!("expected hello-ok, got {error} / {close:?}"),
+        }
+    }
+
+    pub fn refused(self) -> (Value, Option<(u16, String)>) {
+        match self {
+            Outcome::Refused { error, close } => (error, close),
+            Outcome::Hello { hello, .. } => panic!("expected a refusal, got hello-ok {hello}"),
+        }
+    }
+}
+
+/// Opens a socket (with extra headers) and reads the challenge nonce.
+pub async fn open(url: &str, headers: &[(&'static str, String)]) -> Result<(Ws, String), tungstenite::Error> {
+    let mut request = url.into_client_request()?;
+    for (name, value) in headers {
+        request.headers_mut().append(*name, HeaderValue::from_str(value).unwrap());
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+    let challenge = next_json(&mut ws).await.expect("challenge");
+    assert_eq!(challenge["type"], "event");
+    assert_eq!(challenge["event"], "connect.challenge");
+    let nonce = challenge["payload"]["nonce"].as_str().expect("nonce").to_owned();
+    Ok((ws, nonce))
+}
+
+pub async fn connect(server: &Server, attempt: &Connect) -> Outcome {
+    connect_url(&server.url(), attempt, server.now()).await
+}
+
+pub async fn connect_url(url: &str, attempt: &Connect, now: i64) -> Outcome {
+    let (mut ws, nonce) = open(url, &attempt.headers).await.expect("open socket");
+    send_json(&mut ws, &json!({"type": "req", "id": "c1", "method": "connect", "params": attempt.params(&nonce, now)})).await;
+    let reply = next_json(&mut ws).await.expect("connect reply");
+    assert_eq!(reply["type"], "res", "{reply}");
+    assert_eq!(reply["id"], "c1");
+    if reply["ok"] == true {
+        assert_eq!(reply["payload"]["type"], "hello-ok");
+        Outcome::Hello { hello: reply["payload"].clone(), ws }
+    } else {
+        let close = expect_close(&mut ws).await;
+        Outcome::Refused { error: reply["error"].clone(), close }
+    }
+}
+
+pub async fn send_json(ws: &mut Ws, value: &Value) {
+    ws.send(Message::text(value.to_string())).await.unwrap();
+}
+
+/// The next text frame as JSON, skipping pings and ticks; `None` when the socket closed.
+pub async fn next_json(ws: &mut Ws) -> Option<Value> {
+    loop {
+        let message = tokio::time::timeout(FRAME_WAIT, ws.next()).await.expect("frame within FRAME_WAIT")?;
+        match message {
+            Ok(Message::Text(text)) => {
+                let value: Value = serde_json::from_str(text.as_str()).unwrap();
+                if value["event"] == "tick" {
+                    continue;
+                }
+                return Some(value);
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// Reads until the server's close frame; its code and reason.
+pub async fn expect_close(ws: &mut Ws) -> Option<(u16, String)> {
+    loop {
+        let message = tokio::time::timeout(FRAME_WAIT, ws.next()).await.expect("close within FRAME_WAIT")?;
+        match message {
+            Ok(Message::Close(Some(CloseFrame { code, reason }))) => return Some((u16::from(code), reason.to_string())),
+            Ok(Message::Close(None)) => return Some((1005, String::new())),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Sends a request on a connected socket and returns the response frame.
+pub async fn call(ws: &mut Ws, id: &str, method: &str, params: Value) -> Value {
+    send_json(ws, &json!({"type": "req", "id": id, "method": method, "params": params})).await;
+    let reply = next_json(ws).await.expect("response");
+    assert_eq!(reply["id"], id, "{reply}");
+    reply
+}
