@@ -190,6 +190,17 @@ impl Store {
         matches!(current_schema_version(&self.readers).await, Ok(version) if version == latest_known_version())
     }
 
+    /// The writer's journal mode, synchronous level (2 = FULL) and foreign-key enforcement, for
+    /// diagnostics: these are what make an acknowledged approval durable.
+    pub async fn settings(&self) -> StoreResult<(String, i64, bool)> {
+        // Pragmas are not compile-checked queries (the macros cannot describe them).
+        let mut conn = self.writer.acquire().await?;
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut *conn).await?;
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *conn).await?;
+        let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&mut *conn).await?;
+        Ok((journal, synchronous, foreign_keys == 1))
+    }
+
     pub async fn close(&self) {
         self.readers.close().await;
         self.writer.close().await;

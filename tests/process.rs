@@ -1,0 +1,222 @@
+//! The real binary: start with no configuration, refuse bad databases and a second server, stop
+//! cleanly on SIGTERM, and keep everything across SIGKILL restarts (the seed scenario, end to end).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pairgate");
+const START_WAIT: Duration = Duration::from_secs(30);
+
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    stderr_path: PathBuf,
+}
+
+impl Running {
+    fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    async fn kill9(mut self) {
+        self.child.start_kill().unwrap(); // SIGKILL
+        self.child.wait().await.unwrap();
+    }
+
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().unwrap().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(START_WAIT, self.child.wait()).await.expect("exits after SIGTERM").unwrap()
+    }
+}
+
+fn command(home: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command.env_clear().env("HOME", home).env("PATH", std::env::var("PATH").unwrap_or_default()).env("RUST_LOG", "info");
+    command
+}
+
+/// Starts `pairgate serve` with `args` and waits for its "listening" line.
+async fn serve(home: &Path, args: &[&str], stderr_name: &str) -> Running {
+    let stderr_path = home.join(stderr_name);
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
+    let mut child = command(home)
+        .arg("serve")
+        .args(args)
+        .env("PAIRGATE_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(START_WAIT, lines.next_line())
+        .await
+        .expect("pairgate starts")
+        .unwrap()
+        .unwrap_or_else(|| panic!("pairgate exited: {}", std::fs::read_to_string(&stderr_path).unwrap()));
+    let addr = line
+        .strip_prefix("pairgate listening on ")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .parse()
+        .unwrap();
+    Running { child, addr, stderr_path }
+}
+
+/// Runs a one-shot pairgate command; (success, stdout, stderr).
+async fn pairgate(home: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = command(home).args(args).output().await.unwrap();
+    (output.status.success(), String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap())
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}
+
+fn now_ms() -> i64 {
+    use pairgate::clock::Clock;
+    pairgate::clock::SystemClock.now_ms()
+}
+
+#[tokio::test]
+async fn serve_without_configuration_creates_its_database_and_token_file() {
+    let home = tempfile::tempdir().unwrap();
+    let server = serve(home.path(), &[], "first.log").await;
+    let db = home.path().join(".local/share/pairgate/pairgate.db");
+    let token_file = home.path().join(".local/share/pairgate/pairgate.db.gateway-token");
+    assert!(db.exists(), "the database is in the platform data directory");
+    let log = server.stderr();
+    assert!(log.contains(&db.display().to_string()), "the log names the database: {log}");
+    assert!(log.contains(&token_file.display().to_string()), "the log names the token file: {log}");
+
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    assert_eq!(token.len(), 43);
+    assert!(!log.contains(&token), "the token is never logged");
+    let db_bytes = std::fs::read(&db).unwrap();
+    assert!(!db_bytes.windows(token.len()).any(|w| w == token.as_bytes()), "only the token's hash is stored");
+
+    assert_eq!(http_get(server.addr, "/healthz").await, (200, r#"{"ok":true}"#.to_owned()));
+    assert_eq!(http_get(server.addr, "/readyz").await.0, 200);
+    let attempt = Connect::cli().token(Some(&token));
+    connect_url(&server.url(), &attempt, now_ms()).await.hello();
+    let (error, _) = connect_url(&server.url(), &Connect::cli().token(Some("wrong")), now_ms()).await.refused();
+    assert_eq!(error["details"]["code"], "AUTH_TOKEN_MISMATCH");
+
+    // A second server on the same database is refused at once.
+    let (ok, _, stderr) = pairgate(home.path(), &["serve", "--listen", "127.0.0.1:0"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("another pairgate serve is running"), "{stderr}");
+
+    // SIGTERM: live sockets are closed with 1001 and the process exits cleanly.
+    let (_, mut ws) = connect_url(&server.url(), &attempt, now_ms()).await.hello();
+    let status = server.terminate().await;
+    assert_eq!(expect_close(&mut ws).await.map(|(code, _)| code), Some(1001));
+    assert!(status.success());
+
+    // After a restart the generated token still works (verified against its stored hash).
+    let server = serve(home.path(), &[], "second.log").await;
+    connect_url(&server.url(), &attempt, now_ms()).await.hello();
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token, "the token is not regenerated");
+    server.kill9().await;
+}
+
+#[tokio::test]
+async fn serve_refuses_bad_databases_with_one_clear_line() {
+    let home = tempfile::tempdir().unwrap();
+    let not_sqlite = home.path().join("notes.txt");
+    std::fs::write(&not_sqlite, "hello").unwrap();
+    let db_arg = not_sqlite.display().to_string();
+    let (ok, _, stderr) = pairgate(home.path(), &["serve", "--db", &db_arg, "--listen", "127.0.0.1:0", "--token", "t"]).await;
+    assert!(!ok);
+    let last = stderr.lines().last().unwrap();
+    assert_eq!(last, format!("pairgate: {db_arg} is not a SQLite database; point --db at a pairgate database or a new path"));
+    assert_eq!(std::fs::read_to_string(&not_sqlite).unwrap(), "hello");
+
+    let (ok, stdout, _) = pairgate(home.path(), &["migrate", "status", "--db", &home.path().join("new.db").display().to_string()]).await;
+    assert!(ok);
+    assert!(stdout.contains("0001 initial schema") && stdout.contains("applied"), "{stdout}");
+}
+
+/// The seed bug (PROTOCOL.md §8) end to end, with a SIGKILL between every step.
+#[tokio::test]
+async fn seed_scenario_survives_sigkill_restarts() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("seed.db").display().to_string();
+    let args = ["--db", db.as_str(), "--token", TOKEN, "--trusted-proxy", "127.0.0.1"];
+    let device = Device::new(42);
+
+    // An earlier call paired the gateway's shared identity at operator.read.
+    let server = serve(home.path(), &args, "1.log").await;
+    connect_url(&server.url(), &Connect::cli().device(&device), now_ms()).await.hello();
+    server.kill9().await;
+
+    // The sub-agent spawn: the loopback backend asks read, then admin; neither is blocked.
+    let server = serve(home.path(), &args, "2.log").await;
+    let backend = Connect::backend().device(&device);
+    let (hello, _ws) = connect_url(&server.url(), &backend.clone().scopes(&["operator.read"]), now_ms()).await.hello();
+    assert_eq!(hello["auth"]["scopes"], json!(["operator.read"]));
+    let (hello, _ws) = connect_url(&server.url(), &backend.clone().scopes(&["operator.admin"]), now_ms()).await.hello();
+    assert_eq!(hello["auth"]["scopes"], json!(["operator.admin"]));
+    server.kill9().await;
+
+    // The same upgrade from a remote address: an approvable request, not a dead end.
+    let server = serve(home.path(), &args, "3.log").await;
+    let remote = backend.clone().scopes(&["operator.admin"]).from_remote("203.0.113.77");
+    let (error, close) = connect_url(&server.url(), &remote, now_ms()).await.refused();
+    assert_eq!(error["code"], "NOT_PAIRED");
+    assert_eq!(error["details"]["reason"], "scope-upgrade");
+    assert_eq!(close.unwrap().0, 1008);
+    let request_id = error["details"]["requestId"].as_str().unwrap().to_owned();
+    server.kill9().await;
+
+    // After the crash the request is still there; the operator approves it with the offline CLI while
+    // the server runs.
+    let server = serve(home.path(), &args, "4.log").await;
+    let (ok, listing, stderr) = pairgate(home.path(), &["devices", "list", "--json", "--db", &db]).await;
+    assert!(ok, "{stderr}");
+    let listing: Value = serde_json::from_str(&listing).unwrap();
+    assert_eq!(listing["pending"][0]["requestId"], request_id);
+    assert_eq!(listing["pending"][0]["scopes"], json!(["operator.admin"]));
+    assert_eq!(listing["paired"][0]["scopes"], json!(["operator.read"]));
+    let (ok, approved, stderr) = pairgate(home.path(), &["devices", "approve", &request_id, "--json", "--db", &db]).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(serde_json::from_str::<Value>(&approved).unwrap()["decision"], "approved");
+    // The running server sees the offline approval on the very next connect.
+    connect_url(&server.url(), &remote, now_ms()).await.hello();
+    server.kill9().await;
+
+    // The approval survived the crash: the remote upgrade is let in, and nothing was lost.
+    let server = serve(home.path(), &args, "5.log").await;
+    let (hello, _ws) = connect_url(&server.url(), &remote, now_ms()).await.hello();
+    assert_eq!(hello["auth"]["scopes"], json!(["operator.admin"]));
+    let (ok, listing, _) = pairgate(home.path(), &["devices", "list", "--json", "--db", &db]).await;
+    assert!(ok);
+    let listing: Value = serde_json::from_str(&listing).unwrap();
+    assert_eq!(listing["pending"], json!([]));
+    assert_eq!(listing["paired"][0]["scopes"], json!(["operator.admin", "operator.read"]));
+    server.kill9().await;
+}

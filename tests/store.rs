@@ -1,0 +1,275 @@
+//! The store over real temp-file databases: migrations, refusals, every operation, constraints and
+//! rollback.
+
+use std::path::{Path, PathBuf};
+
+use pairgate::domain::{DeviceId, PairingReason, PublicKey, RequestStatus, Role, ScopeSet};
+use pairgate::store::{Actor, ClientMeta, NewGrant, NewPairingRequest, RequestOutcome, Store, StoreError};
+
+const NOW: i64 = 1_800_000_000_000;
+
+fn db_in(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("pairgate.db")
+}
+
+fn scopes(names: &[&str]) -> ScopeSet {
+    ScopeSet::parse(names).unwrap()
+}
+
+fn device(seed: u8) -> (DeviceId, PublicKey) {
+    let key = PublicKey::from_bytes([seed; 32]);
+    (DeviceId::from_public_key(&key), key)
+}
+
+fn ask(seed: u8, role: Role, names: &[&str]) -> NewPairingRequest {
+    let (device_id, public_key) = device(seed);
+    NewPairingRequest {
+        device_id,
+        public_key,
+        role,
+        scopes: scopes(names),
+        reason: PairingReason::NotPaired,
+        meta: ClientMeta { client_id: Some("cli".into()), platform: Some("linux".into()), ..ClientMeta::default() },
+        remote_ip: Some("203.0.113.1".into()),
+        is_local: false,
+        is_repair: false,
+    }
+}
+
+fn grant(seed: u8, names: &[&str]) -> NewGrant {
+    let (device_id, public_key) = device(seed);
+    NewGrant { device_id, public_key, meta: ClientMeta::default(), remote_ip: None, role: Role::Operator, scopes: scopes(names) }
+}
+
+async fn raw_pool(path: &Path) -> sqlx::SqlitePool {
+    sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display())).await.unwrap()
+}
+
+#[tokio::test]
+async fn opens_creates_migrates_and_a_reopen_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dir/pairgate.db");
+    let (store, report) = Store::open(&path).await.unwrap();
+    assert!(report.created);
+    assert_eq!(report.applied_migrations, vec![1]);
+    assert_eq!(report.schema_version, pairgate::store::latest_known_version());
+    assert!(store.is_ready().await);
+    assert_eq!(store.settings().await.unwrap(), ("wal".to_owned(), 2, true), "WAL, synchronous=FULL, foreign keys on");
+    assert_eq!(store.meta("last_migrated_by").await.unwrap().as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    store.close().await;
+
+    let (store, report) = Store::open(&path).await.unwrap();
+    assert!(!report.created);
+    assert!(report.applied_migrations.is_empty());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_sqlite_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    std::fs::write(&path, b"this is a text file, not a database").unwrap();
+    let error = Store::open(&path).await.unwrap_err();
+    assert!(matches!(error, StoreError::NotSqlite { .. }), "{error}");
+    assert!(error.to_string().contains("is not a SQLite database"), "{error}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"this is a text file, not a database");
+}
+
+#[tokio::test]
+async fn a_corrupt_database_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let mut bytes = b"SQLite format 3\0".to_vec();
+    bytes.extend(std::iter::repeat_n(0xA5u8, 8192));
+    std::fs::write(&path, &bytes).unwrap();
+    let error = Store::open(&path).await.unwrap_err();
+    assert!(matches!(error, StoreError::Corrupt { .. } | StoreError::NotSqlite { .. }), "{error}");
+    assert!(error.to_string().contains(&path.display().to_string()), "the message names the file: {error}");
+    assert!(std::fs::read(&path).unwrap() == bytes, "the file changed");
+}
+
+#[tokio::test]
+async fn a_read_only_database_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let (store, _) = Store::open(&path).await.unwrap();
+    store.close().await;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let error = Store::open(&path).await.unwrap_err();
+    assert!(matches!(error, StoreError::ReadOnly { .. }), "{error}");
+    assert!(error.to_string().contains("read-only"));
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_with_both_versions_and_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let (store, _) = Store::open(&path).await.unwrap();
+    store.close().await;
+    let pool = raw_pool(&path).await;
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (9999, 'from the future', 1, x'00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE meta SET value = '9.9.9' WHERE key = 'last_migrated_by'").execute(&pool).await.unwrap();
+    // Everything into the main file, so that the file alone is the state to compare.
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await.unwrap();
+    pool.close().await;
+    let before = std::fs::read(&path).unwrap();
+
+    let error = Store::open(&path).await.unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, StoreError::NewerSchema { found: 9999, known: 1, .. }), "{message}");
+    assert!(message.contains("9.9.9") && message.contains(env!("CARGO_PKG_VERSION")), "{message}");
+    assert!(message.contains("Nothing was changed"), "{message}");
+    assert!(std::fs::read(&path).unwrap() == before, "the database file changed");
+}
+
+#[tokio::test]
+async fn pairing_requests_dedupe_supersede_approve_and_reject() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&db_in(&dir)).await.unwrap();
+    let actor = Actor::System;
+
+    let (first, outcome) = store.record_pairing_request(&ask(1, Role::Operator, &["operator.read"]), &actor, NOW).await.unwrap();
+    assert_eq!(outcome, RequestOutcome::Created);
+    assert_eq!(first.expires_at_ms, NOW + 300_000);
+    let (again, outcome) = store.record_pairing_request(&ask(1, Role::Operator, &["operator.read"]), &actor, NOW + 10).await.unwrap();
+    assert_eq!((again.request_id.as_str(), outcome), (first.request_id.as_str(), RequestOutcome::Refreshed));
+    assert_eq!(again.expires_at_ms, NOW + 10 + 300_000);
+
+    let (second, outcome) = store.record_pairing_request(&ask(1, Role::Node, &[]), &actor, NOW + 20).await.unwrap();
+    assert_eq!(outcome, RequestOutcome::Superseded { previous: first.request_id.clone() });
+    assert_eq!(second.roles, vec![Role::Operator, Role::Node]);
+    assert_eq!(second.scopes, scopes(&["operator.read"]));
+
+    // Approving a narrower set than asked is allowed; a scope that was not asked for is not.
+    let error = store.approve_request(&second.request_id, Some(&scopes(&["operator.admin"])), &actor, NOW + 30).await.unwrap_err();
+    assert!(matches!(error, StoreError::Conflict(_)), "{error}");
+    let approved = store.approve_request(&second.request_id, None, &actor, NOW + 40).await.unwrap();
+    assert_eq!(approved.status, RequestStatus::Approved);
+    let record = store.device(&second.device_id).await.unwrap().unwrap();
+    assert_eq!(record.roles(), vec![Role::Operator, Role::Node]);
+    assert_eq!(record.grant(Role::Operator).unwrap().scopes, scopes(&["operator.read"]));
+    assert!(record.grant(Role::Node).unwrap().scopes.is_empty());
+
+    // Decided requests cannot be decided again; unknown ones are not found.
+    let error = store.approve_request(&second.request_id, None, &actor, NOW + 50).await.unwrap_err();
+    assert_eq!(error.to_string(), format!("pairing request {} is already approved", second.request_id));
+    assert!(matches!(store.reject_request("no-such-id", &actor, NOW).await.unwrap_err(), StoreError::NotFound(_)));
+
+    let (other, _) = store.record_pairing_request(&ask(2, Role::Operator, &["operator.write"]), &actor, NOW).await.unwrap();
+    assert_eq!(store.reject_request(&other.request_id, &actor, NOW + 1).await.unwrap().status, RequestStatus::Rejected);
+    assert!(store.device(&other.device_id).await.unwrap().is_none());
+    assert!(store.pending_requests(NOW + 2).await.unwrap().is_empty());
+
+    let actions: Vec<String> = store.audit_page(None, 100).await.unwrap().into_iter().map(|row| row.action).collect();
+    assert_eq!(actions, ["pairing.reject", "pairing.request", "pairing.approve", "pairing.request", "pairing.request"]);
+}
+
+#[tokio::test]
+async fn silent_approval_unions_scopes_and_tokens_rotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&db_in(&dir)).await.unwrap();
+    let actor = Actor::System;
+    let first = store.approve_silently(&grant(3, &["operator.read"]), PairingReason::NotPaired, true, &actor, NOW).await.unwrap();
+    let first = first.expect("a token was asked for");
+    store.approve_silently(&grant(3, &["operator.write"]), PairingReason::ScopeUpgrade, false, &actor, NOW + 1).await.unwrap();
+    let (device_id, _) = device(3);
+    let record = store.device(&device_id).await.unwrap().unwrap();
+    assert_eq!(record.grant(Role::Operator).unwrap().scopes, scopes(&["operator.read", "operator.write"]));
+    let live = record.live_token(Role::Operator).unwrap();
+    assert!(live.digest.ct_eq(&first.digest()));
+    assert_eq!(live.scopes, scopes(&["operator.read", "operator.write"]), "the live token follows the grant");
+
+    let second = store.issue_token(&device_id, Role::Operator, &actor, None, NOW + 2).await.unwrap();
+    let record = store.device(&device_id).await.unwrap().unwrap();
+    let live = record.live_token(Role::Operator).unwrap();
+    assert!(live.digest.ct_eq(&second.digest()));
+    assert_eq!(live.rotated_at_ms, Some(NOW + 2));
+    assert_eq!(store.paired_devices().await.unwrap().len(), 1);
+
+    let error = store.issue_token(&device(4).0, Role::Operator, &actor, None, NOW).await.unwrap_err();
+    assert!(matches!(error, StoreError::NotFound(_)), "{error}");
+}
+
+#[tokio::test]
+async fn a_failure_inside_a_transaction_leaves_no_partial_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let (store, _) = Store::open(&path).await.unwrap();
+    let (request, _) = store.record_pairing_request(&ask(5, Role::Operator, &["operator.read"]), &Actor::System, NOW).await.unwrap();
+    // The audit row is the last write of an approval: make it fail after the grant was written.
+    let pool = raw_pool(&path).await;
+    sqlx::query(
+        "CREATE TRIGGER fail_approvals BEFORE INSERT ON audit_events WHEN NEW.action = 'pairing.approve'
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let error = store.approve_request(&request.request_id, None, &Actor::System, NOW + 1).await.unwrap_err();
+    assert!(error.to_string().contains("injected failure"), "{error}");
+    assert!(store.device(&request.device_id).await.unwrap().is_none(), "no device row");
+    let after = store.pairing_request(&request.request_id).await.unwrap().unwrap();
+    assert_eq!(after.status, RequestStatus::Pending, "the request is untouched");
+    let grants: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM grants").fetch_one(&pool).await.unwrap();
+    assert_eq!(grants, 0);
+
+    sqlx::query("DROP TRIGGER fail_approvals").execute(&pool).await.unwrap();
+    store.approve_request(&request.request_id, None, &Actor::System, NOW + 2).await.unwrap();
+    assert!(store.device(&request.device_id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn constraints_are_enforced_and_mapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let (store, _) = Store::open(&path).await.unwrap();
+    store.approve_silently(&grant(6, &["operator.read"]), PairingReason::NotPaired, true, &Actor::System, NOW).await.unwrap();
+    let (device_id, _) = device(6);
+    let id = device_id.as_str();
+    let pool = raw_pool(&path).await;
+    sqlx::query("PRAGMA foreign_keys = ON").execute(&pool).await.unwrap();
+    let attempts = [
+        ("INSERT INTO grants (device_id, role, scopes, approved_at_ms, approved_by) VALUES (?, 'root', '[]', 0, 'x')", id),
+        ("INSERT INTO grants (device_id, role, scopes, approved_at_ms, approved_by) VALUES (?, 'node', 'not json', 0, 'x')", id),
+        ("INSERT INTO grants (device_id, role, scopes, approved_at_ms, approved_by) VALUES (?, 'operator', '[]', 0, 'x')", id),
+        ("INSERT INTO device_tokens (device_id, role, digest, scopes, issued_at_ms) VALUES (?, 'operator', zeroblob(32), '[]', 0)", id),
+        ("INSERT INTO device_tokens (device_id, role, digest, scopes, issued_at_ms) VALUES (?, 'node', zeroblob(16), '[]', 0)", id),
+        ("INSERT INTO grants (device_id, role, scopes, approved_at_ms, approved_by) VALUES (?, 'node', '[]', 0, 'x')", &"f".repeat(64)),
+        ("INSERT INTO devices (device_id, public_key, created_at_ms) VALUES (?, 'short', 0)", &"F".repeat(64)),
+        ("INSERT INTO pairing_requests (request_id, device_id, public_key, role, roles, scopes, reason, is_local, is_repair, created_at_ms, refreshed_at_ms, expires_at_ms) VALUES ('r', ?, 'k', 'operator', '[]', '[]', 'because', 0, 0, 0, 0, 0)", id),
+    ];
+    for (sql, arg) in attempts {
+        let error = sqlx::query(sql).bind(arg).execute(&pool).await.unwrap_err();
+        let mapped = StoreError::from(error);
+        assert!(matches!(mapped, StoreError::Constraint(_)), "{sql}: {mapped}");
+    }
+    // The second live token for a device and role is refused by the partial unique index.
+    sqlx::query("INSERT INTO device_tokens (device_id, role, digest, scopes, issued_at_ms) VALUES (?, 'operator', randomblob(32), '[]', 0)")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .map(|_| ())
+        .map_err(StoreError::from)
+        .expect_err("one live token per device and role");
+}
+
+#[tokio::test]
+async fn audit_pages_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&db_in(&dir)).await.unwrap();
+    for seed in 10..15 {
+        store.record_pairing_request(&ask(seed, Role::Operator, &[]), &Actor::System, NOW + i64::from(seed)).await.unwrap();
+    }
+    let page = store.audit_page(None, 2).await.unwrap();
+    assert_eq!(page.iter().map(|row| row.at_ms).collect::<Vec<_>>(), [NOW + 14, NOW + 13]);
+    let next = store.audit_page(Some(page[1].event_id), 10).await.unwrap();
+    assert_eq!(next.iter().map(|row| row.at_ms).collect::<Vec<_>>(), [NOW + 12, NOW + 11, NOW + 10]);
+    assert_eq!(next[0].details["reason"], "not-paired");
+}
