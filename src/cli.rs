@@ -157,7 +157,11 @@ async fn migrate(action: MigrateAction, db: &DbArg) -> anyhow::Result<()> {
         MigrateAction::Status => {
             println!("database: {}", path.display());
             println!("sqlite: {}", report.sqlite_version);
-            println!("schema version: {} (this pairgate knows up to {})", report.schema_version, crate::store::latest_known_version());
+            println!(
+                "schema version: {} (this pairgate knows up to {})",
+                report.schema_version,
+                crate::store::latest_known_version()
+            );
             for migration in crate::store::MIGRATOR.iter() {
                 let state = if migration.version <= report.schema_version { "applied" } else { "pending" };
                 println!("  {:04} {:<40} {state}", migration.version, migration.description);

@@ -1,10 +1,10 @@
 //! pairgate: a durable pairing and session store for OpenClaw-compatible gateways.
 
+pub mod admin;
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod domain;
-pub mod store;
-pub mod admin;
-pub mod cli;
 pub mod gateway;
 pub mod server;
+pub mod store;

@@ -74,9 +74,8 @@ pub async fn serve(args: crate::cli::ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let gateway = Arc::new(Gateway::new(store, clock, Arc::new(secret), config, shutdown.clone()));
 
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let listener =
+        TcpListener::bind(args.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
     let local_addr = listener.local_addr()?;
     tracing::info!(%local_addr, "listening");
     // One plain line on stdout, for scripts and tests that start pairgate on port 0.
@@ -138,7 +137,7 @@ mod generated_token {
             anyhow::bail!("another process initialized the gateway token at the same time; start again");
         }
         tracing::info!(token_file = %file.display(), "gateway token generated; clients use the value in the token file");
-        Ok(SharedSecret::from_argon2(SecretKind::Token, phc).map_err(anyhow::Error::msg)?)
+        SharedSecret::from_argon2(SecretKind::Token, phc).map_err(anyhow::Error::msg)
     }
 
     fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {

@@ -36,8 +36,12 @@ async fn local_cli_without_device_gets_hello_ok_with_its_scopes() {
     assert_eq!(hello["protocol"], 4);
     assert!(hello["server"]["connId"].as_str().is_some_and(|id| !id.is_empty()));
     assert_eq!(hello["policy"], json!({"maxPayload": 26214400, "maxBufferedBytes": 52428800, "tickIntervalMs": 30000}));
-    assert_eq!(hello["auth"], json!({"method": "token", "role": "operator", "scopes": ["operator.pairing", "operator.read"]}));
-    let methods: Vec<&str> = hello["features"]["methods"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    assert_eq!(
+        hello["auth"],
+        json!({"method": "token", "role": "operator", "scopes": ["operator.pairing", "operator.read"]})
+    );
+    let methods: Vec<&str> =
+        hello["features"]["methods"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
     assert_eq!(methods, ["health", "status", "device.pair.list"]);
     assert!(hello["snapshot"]["presence"].is_array());
     assert_eq!(written(&server).await, (0, 0, 0), "a device-less CLI leaves no trace in the store");
@@ -94,10 +98,26 @@ async fn every_device_proof_failure_has_its_code_and_writes_nothing() {
     let base = Connect::cli().device(&device);
     let cases: Vec<(Connect, &str, &str)> = vec![
         (Connect { signature_version: 1, ..base.clone() }, "DEVICE_AUTH_SIGNATURE_INVALID", "device signature invalid"),
-        (Connect { nonce_override: Some("not-the-challenge".into()), ..base.clone() }, "DEVICE_AUTH_NONCE_MISMATCH", "device nonce mismatch"),
-        (Connect { signed_at_offset_ms: -120_001, ..base.clone() }, "DEVICE_AUTH_SIGNATURE_EXPIRED", "device signature expired"),
-        (Connect { signed_at_offset_ms: 120_001, ..base.clone() }, "DEVICE_AUTH_SIGNATURE_EXPIRED", "device signature expired"),
-        (Connect { id_override: Some("ab".repeat(32)), ..base.clone() }, "DEVICE_AUTH_DEVICE_ID_MISMATCH", "device identity mismatch"),
+        (
+            Connect { nonce_override: Some("not-the-challenge".into()), ..base.clone() },
+            "DEVICE_AUTH_NONCE_MISMATCH",
+            "device nonce mismatch",
+        ),
+        (
+            Connect { signed_at_offset_ms: -120_001, ..base.clone() },
+            "DEVICE_AUTH_SIGNATURE_EXPIRED",
+            "device signature expired",
+        ),
+        (
+            Connect { signed_at_offset_ms: 120_001, ..base.clone() },
+            "DEVICE_AUTH_SIGNATURE_EXPIRED",
+            "device signature expired",
+        ),
+        (
+            Connect { id_override: Some("ab".repeat(32)), ..base.clone() },
+            "DEVICE_AUTH_DEVICE_ID_MISMATCH",
+            "device identity mismatch",
+        ),
     ];
     for (attempt, code, message) in cases {
         let (error, close) = connect(&server, &attempt).await.refused();
@@ -158,7 +178,8 @@ async fn local_device_is_approved_silently_and_its_token_works_alone() {
     assert_eq!(server.store.audit_page(None, 10).await.unwrap().len(), 1, "plain reconnects write nothing");
 
     // A wrong device token is refused.
-    let (error, close) = connect(&server, &Connect::cli().device(&device).token(None).device_token("nope")).await.refused();
+    let (error, close) =
+        connect(&server, &Connect::cli().device(&device).token(None).device_token("nope")).await.refused();
     assert_eq!(error["details"]["code"], "AUTH_DEVICE_TOKEN_MISMATCH");
     assert_eq!(error["details"]["recommendedNextStep"], "update_auth_credentials");
     assert_eq!(close.unwrap().0, 1008);
@@ -168,7 +189,7 @@ async fn local_device_is_approved_silently_and_its_token_works_alone() {
 async fn remote_device_gets_a_pairing_request_that_dedupes_supersedes_and_can_be_approved() {
     let server = Server::start_with(with_proxy()).await;
     let device = Device::new(7);
-    let ask = Connect::cli().device(&device).from_remote("203.0.113.10");
+    let ask = Connect::cli().device(&device).via_proxy_for("203.0.113.10");
 
     let (error, close) = connect(&server, &ask).await.refused();
     assert_eq!(error["code"], "NOT_PAIRED");
@@ -184,7 +205,10 @@ async fn remote_device_gets_a_pairing_request_that_dedupes_supersedes_and_can_be
     assert_eq!(code, 1008);
     assert_eq!(reason, format!("pairing required: device is not approved yet (requestId: {first_id})"));
     let stored = server.store.pairing_request(&first_id).await.unwrap().unwrap();
-    assert_eq!((stored.status, stored.remote_ip.as_deref(), stored.is_local), (RequestStatus::Pending, Some("203.0.113.10"), false));
+    assert_eq!(
+        (stored.status, stored.remote_ip.as_deref(), stored.is_local),
+        (RequestStatus::Pending, Some("203.0.113.10"), false)
+    );
 
     // Same ask → same request id.
     let (error, _) = connect(&server, &ask).await.refused();
@@ -204,7 +228,8 @@ async fn remote_device_gets_a_pairing_request_that_dedupes_supersedes_and_can_be
     server.store.approve_request(&second_id, None, &Actor::local_cli(), server.now()).await.unwrap();
     let (hello, _ws) = connect(&server, &ask.clone().scopes(&["operator.write"])).await.hello();
     assert!(hello["auth"]["deviceToken"].is_string());
-    let actions: Vec<String> = server.store.audit_page(None, 20).await.unwrap().into_iter().map(|row| row.action).collect();
+    let actions: Vec<String> =
+        server.store.audit_page(None, 20).await.unwrap().into_iter().map(|row| row.action).collect();
     assert_eq!(actions, ["token.issue", "pairing.approve", "pairing.request", "pairing.request"]);
 }
 
@@ -214,7 +239,7 @@ async fn remote_upgrades_name_their_reason_and_what_is_approved() {
     let device = Device::new(8);
     // Paired locally first, at operator.read, platform linux.
     connect(&server, &Connect::cli().device(&device)).await.hello();
-    let remote = Connect::cli().device(&device).from_remote("198.51.100.20");
+    let remote = Connect::cli().device(&device).via_proxy_for("198.51.100.20");
 
     let (error, _) = connect(&server, &remote.clone().scopes(&["operator.admin"])).await.refused();
     assert_eq!(error["details"]["reason"], "scope-upgrade");
@@ -225,7 +250,9 @@ async fn remote_upgrades_name_their_reason_and_what_is_approved() {
     let (error, _) = connect(&server, &Connect { platform: "darwin".into(), ..remote.clone() }).await.refused();
     assert_eq!(error["details"]["reason"], "metadata-upgrade");
 
-    let node = Connect { role: "node".into(), client_id: "node-host".into(), client_mode: "node".into(), ..remote.clone() }.scopes(&[]);
+    let node =
+        Connect { role: "node".into(), client_id: "node-host".into(), client_mode: "node".into(), ..remote.clone() }
+            .scopes(&[]);
     let (error, _) = connect(&server, &node).await.refused();
     assert_eq!(error["details"]["reason"], "role-upgrade");
     assert_eq!(error["message"], "pairing required: device is asking for a role that is not approved");
@@ -238,7 +265,7 @@ async fn remote_upgrades_name_their_reason_and_what_is_approved() {
 async fn pending_requests_expire_after_five_minutes() {
     let server = Server::start_with(with_proxy()).await;
     let device = Device::new(9);
-    let ask = Connect::cli().device(&device).from_remote("203.0.113.11");
+    let ask = Connect::cli().device(&device).via_proxy_for("203.0.113.11");
     let (error, _) = connect(&server, &ask).await.refused();
     let old_id = error["details"]["requestId"].as_str().unwrap().to_owned();
 
@@ -288,7 +315,7 @@ async fn browsers_and_disabled_auto_approval_are_never_silent() {
 #[tokio::test]
 async fn failed_auth_from_remote_locks_out_and_loopback_is_exempt() {
     let server = Server::start_with(with_proxy()).await;
-    let remote = Connect::cli().from_remote("203.0.113.50");
+    let remote = Connect::cli().via_proxy_for("203.0.113.50");
     for _ in 0..10 {
         let (error, _) = connect(&server, &remote.clone().token(Some("wrong"))).await.refused();
         assert_eq!(error["details"]["code"], "AUTH_TOKEN_MISMATCH");
@@ -304,7 +331,7 @@ async fn failed_auth_from_remote_locks_out_and_loopback_is_exempt() {
     assert_eq!(audit[0].remote_addr.as_deref(), Some("203.0.113.50"));
 
     // Another remote address is not affected; the lockout ends after 300 s.
-    connect(&server, &Connect::cli().from_remote("203.0.113.51")).await.hello();
+    connect(&server, &Connect::cli().via_proxy_for("203.0.113.51")).await.hello();
     server.clock.advance_ms(300_000);
     connect(&server, &remote).await.hello();
 
@@ -357,12 +384,30 @@ async fn malformed_first_frames_close_with_1008() {
 async fn requests_before_connect_and_bad_params_get_an_error_then_1008() {
     let server = Server::start().await;
     let bad: Vec<(Value, &str)> = vec![
-        (json!({"type": "req", "id": "x", "method": "health", "params": {}}), "invalid handshake: first request must be connect"),
-        (json!({"type": "req", "id": "x", "method": "connect", "params": {"minProtocol": 4, "maxProtocol": 4}}), "invalid connect params: missing field `client`"),
-        (json!({"type": "req", "id": "x", "method": "connect", "params": {"minProtocol": "4", "maxProtocol": 4, "client": {"id": "cli", "mode": "cli"}}}), "invalid connect params: invalid type: string \"4\", expected i64"),
-        (json!({"type": "req", "id": "x", "method": "connect", "params": {"minProtocol": 4, "maxProtocol": 4, "client": {"id": "cli", "mode": "cli"}, "role": "root"}}), "invalid role"),
-        (json!({"type": "req", "id": "x", "method": "connect", "params": {"minProtocol": 4, "maxProtocol": 4, "client": {"id": "cli", "mode": "cli"}, "scopes": ["operator.root"]}}), "unknown scope: operator.root"),
-        (json!({"type": "req", "id": "x", "method": "connect", "params": {"minProtocol": 4, "maxProtocol": 4, "client": {"id": "n", "mode": "node"}, "role": "node", "scopes": ["operator.read"]}}), "role node takes no operator scopes"),
+        (
+            json!({"type": "req", "id": "x", "method": "health", "params": {}}),
+            "invalid handshake: first request must be connect",
+        ),
+        (
+            json!({"type": "req", "id": "x", "method": "connect", "params": {"minProtocol": 4, "maxProtocol": 4}}),
+            "invalid connect params: missing field `client`",
+        ),
+        (
+            json!({"type": "req", "id": "x", "method": "connect", "params": {"minProtocol": "4", "maxProtocol": 4, "client": {"id": "cli", "mode": "cli"}}}),
+            "invalid connect params: invalid type: string \"4\", expected i64",
+        ),
+        (
+            json!({"type": "req", "id": "x", "method": "connect", "params": {"minProtocol": 4, "maxProtocol": 4, "client": {"id": "cli", "mode": "cli"}, "role": "root"}}),
+            "invalid role",
+        ),
+        (
+            json!({"type": "req", "id": "x", "method": "connect", "params": {"minProtocol": 4, "maxProtocol": 4, "client": {"id": "cli", "mode": "cli"}, "scopes": ["operator.root"]}}),
+            "unknown scope: operator.root",
+        ),
+        (
+            json!({"type": "req", "id": "x", "method": "connect", "params": {"minProtocol": 4, "maxProtocol": 4, "client": {"id": "n", "mode": "node"}, "role": "node", "scopes": ["operator.read"]}}),
+            "role node takes no operator scopes",
+        ),
     ];
     for (frame, message) in bad {
         let (mut ws, _) = open(&server.url(), &[]).await.unwrap();
@@ -396,7 +441,10 @@ async fn a_100kb_scope_list_is_refused_and_nothing_is_written() {
 async fn a_30_mib_frame_is_refused_with_1008() {
     let server = Server::start().await;
     let (mut ws, _) = open(&server.url(), &[]).await.unwrap();
-    let big = format!(r#"{{"type":"req","id":"1","method":"connect","params":{{"pad":"{}"}}}}"#, "a".repeat(30 * 1024 * 1024));
+    let big = format!(
+        r#"{{"type":"req","id":"1","method":"connect","params":{{"pad":"{}"}}}}"#,
+        "a".repeat(30 * 1024 * 1024)
+    );
     // The server may close while the frame is still being written; either way it must close with 1008.
     let _ = ws.send(Message::text(big)).await;
     let (code, reason) = expect_close(&mut ws).await.expect("a close frame");
@@ -408,18 +456,23 @@ async fn a_30_mib_frame_is_refused_with_1008() {
 
 #[tokio::test]
 async fn a_socket_that_never_connects_is_closed_after_the_handshake_timeout() {
-    let server = Server::start_with(GatewayConfig { handshake_timeout: Duration::from_millis(200), ..GatewayConfig::default() }).await;
+    let server =
+        Server::start_with(GatewayConfig { handshake_timeout: Duration::from_millis(200), ..GatewayConfig::default() })
+            .await;
     let (mut ws, _) = open(&server.url(), &[]).await.unwrap();
     assert_eq!(expect_close(&mut ws).await, Some((1008, "handshake timeout".to_owned())));
 }
 
 #[tokio::test]
 async fn connected_sockets_get_ticks_and_a_1001_on_shutdown() {
-    let server = Server::start_with(GatewayConfig { tick_interval: Duration::from_millis(20), ..GatewayConfig::default() }).await;
+    let server =
+        Server::start_with(GatewayConfig { tick_interval: Duration::from_millis(20), ..GatewayConfig::default() })
+            .await;
     let (hello, mut ws) = connect(&server, &Connect::cli()).await.hello();
     assert_eq!(hello["policy"]["tickIntervalMs"], 20);
     let tick = loop {
-        let message = tokio::time::timeout(FRAME_WAIT, futures_util::StreamExt::next(&mut ws)).await.unwrap().unwrap().unwrap();
+        let message =
+            tokio::time::timeout(FRAME_WAIT, futures_util::StreamExt::next(&mut ws)).await.unwrap().unwrap().unwrap();
         if let Message::Text(text) = message {
             break serde_json::from_str::<Value>(text.as_str()).unwrap();
         }
@@ -449,7 +502,7 @@ async fn seed_local_backend_upgrade_is_never_blocked_and_remote_upgrade_is_appro
     assert!(hello["auth"].get("deviceToken").is_none(), "the backend path mints nothing");
     assert!(server.store.pending_requests(server.now()).await.unwrap().is_empty());
 
-    let remote = backend.clone().scopes(&["operator.admin"]).from_remote("198.51.100.9");
+    let remote = backend.clone().scopes(&["operator.admin"]).via_proxy_for("198.51.100.9");
     let (error, close) = connect(&server, &remote).await.refused();
     assert_eq!(error["details"]["reason"], "scope-upgrade");
     let request_id = error["details"]["requestId"].as_str().unwrap().to_owned();

@@ -46,7 +46,11 @@ impl Running {
 
 fn command(home: &Path) -> Command {
     let mut command = Command::new(BIN);
-    command.env_clear().env("HOME", home).env("PATH", std::env::var("PATH").unwrap_or_default()).env("RUST_LOG", "info");
+    command
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info");
     command
 }
 
@@ -150,13 +154,18 @@ async fn serve_refuses_bad_databases_with_one_clear_line() {
     let not_sqlite = home.path().join("notes.txt");
     std::fs::write(&not_sqlite, "hello").unwrap();
     let db_arg = not_sqlite.display().to_string();
-    let (ok, _, stderr) = pairgate(home.path(), &["serve", "--db", &db_arg, "--listen", "127.0.0.1:0", "--token", "t"]).await;
+    let (ok, _, stderr) =
+        pairgate(home.path(), &["serve", "--db", &db_arg, "--listen", "127.0.0.1:0", "--token", "t"]).await;
     assert!(!ok);
     let last = stderr.lines().last().unwrap();
-    assert_eq!(last, format!("pairgate: {db_arg} is not a SQLite database; point --db at a pairgate database or a new path"));
+    assert_eq!(
+        last,
+        format!("pairgate: {db_arg} is not a SQLite database; point --db at a pairgate database or a new path")
+    );
     assert_eq!(std::fs::read_to_string(&not_sqlite).unwrap(), "hello");
 
-    let (ok, stdout, _) = pairgate(home.path(), &["migrate", "status", "--db", &home.path().join("new.db").display().to_string()]).await;
+    let (ok, stdout, _) =
+        pairgate(home.path(), &["migrate", "status", "--db", &home.path().join("new.db").display().to_string()]).await;
     assert!(ok);
     assert!(stdout.contains("0001 initial schema") && stdout.contains("applied"), "{stdout}");
 }
@@ -185,7 +194,7 @@ async fn seed_scenario_survives_sigkill_restarts() {
 
     // The same upgrade from a remote address: an approvable request, not a dead end.
     let server = serve(home.path(), &args, "3.log").await;
-    let remote = backend.clone().scopes(&["operator.admin"]).from_remote("203.0.113.77");
+    let remote = backend.clone().scopes(&["operator.admin"]).via_proxy_for("203.0.113.77");
     let (error, close) = connect_url(&server.url(), &remote, now_ms()).await.refused();
     assert_eq!(error["code"], "NOT_PAIRED");
     assert_eq!(error["details"]["reason"], "scope-upgrade");
@@ -202,7 +211,8 @@ async fn seed_scenario_survives_sigkill_restarts() {
     assert_eq!(listing["pending"][0]["requestId"], request_id);
     assert_eq!(listing["pending"][0]["scopes"], json!(["operator.admin"]));
     assert_eq!(listing["paired"][0]["scopes"], json!(["operator.read"]));
-    let (ok, approved, stderr) = pairgate(home.path(), &["devices", "approve", &request_id, "--json", "--db", &db]).await;
+    let (ok, approved, stderr) =
+        pairgate(home.path(), &["devices", "approve", &request_id, "--json", "--db", &db]).await;
     assert!(ok, "{stderr}");
     assert_eq!(serde_json::from_str::<Value>(&approved).unwrap()["decision"], "approved");
     // The running server sees the offline approval on the very next connect.

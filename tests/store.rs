@@ -38,7 +38,14 @@ fn ask(seed: u8, role: Role, names: &[&str]) -> NewPairingRequest {
 
 fn grant(seed: u8, names: &[&str]) -> NewGrant {
     let (device_id, public_key) = device(seed);
-    NewGrant { device_id, public_key, meta: ClientMeta::default(), remote_ip: None, role: Role::Operator, scopes: scopes(names) }
+    NewGrant {
+        device_id,
+        public_key,
+        meta: ClientMeta::default(),
+        remote_ip: None,
+        role: Role::Operator,
+        scopes: scopes(names),
+    }
 }
 
 async fn raw_pool(path: &Path) -> sqlx::SqlitePool {
@@ -135,10 +142,12 @@ async fn pairing_requests_dedupe_supersede_approve_and_reject() {
     let (store, _) = Store::open(&db_in(&dir)).await.unwrap();
     let actor = Actor::System;
 
-    let (first, outcome) = store.record_pairing_request(&ask(1, Role::Operator, &["operator.read"]), &actor, NOW).await.unwrap();
+    let (first, outcome) =
+        store.record_pairing_request(&ask(1, Role::Operator, &["operator.read"]), &actor, NOW).await.unwrap();
     assert_eq!(outcome, RequestOutcome::Created);
     assert_eq!(first.expires_at_ms, NOW + 300_000);
-    let (again, outcome) = store.record_pairing_request(&ask(1, Role::Operator, &["operator.read"]), &actor, NOW + 10).await.unwrap();
+    let (again, outcome) =
+        store.record_pairing_request(&ask(1, Role::Operator, &["operator.read"]), &actor, NOW + 10).await.unwrap();
     assert_eq!((again.request_id.as_str(), outcome), (first.request_id.as_str(), RequestOutcome::Refreshed));
     assert_eq!(again.expires_at_ms, NOW + 10 + 300_000);
 
@@ -148,7 +157,10 @@ async fn pairing_requests_dedupe_supersede_approve_and_reject() {
     assert_eq!(second.scopes, scopes(&["operator.read"]));
 
     // Approving a narrower set than asked is allowed; a scope that was not asked for is not.
-    let error = store.approve_request(&second.request_id, Some(&scopes(&["operator.admin"])), &actor, NOW + 30).await.unwrap_err();
+    let error = store
+        .approve_request(&second.request_id, Some(&scopes(&["operator.admin"])), &actor, NOW + 30)
+        .await
+        .unwrap_err();
     assert!(matches!(error, StoreError::Conflict(_)), "{error}");
     let approved = store.approve_request(&second.request_id, None, &actor, NOW + 40).await.unwrap();
     assert_eq!(approved.status, RequestStatus::Approved);
@@ -162,7 +174,8 @@ async fn pairing_requests_dedupe_supersede_approve_and_reject() {
     assert_eq!(error.to_string(), format!("pairing request {} is already approved", second.request_id));
     assert!(matches!(store.reject_request("no-such-id", &actor, NOW).await.unwrap_err(), StoreError::NotFound(_)));
 
-    let (other, _) = store.record_pairing_request(&ask(2, Role::Operator, &["operator.write"]), &actor, NOW).await.unwrap();
+    let (other, _) =
+        store.record_pairing_request(&ask(2, Role::Operator, &["operator.write"]), &actor, NOW).await.unwrap();
     assert_eq!(store.reject_request(&other.request_id, &actor, NOW + 1).await.unwrap().status, RequestStatus::Rejected);
     assert!(store.device(&other.device_id).await.unwrap().is_none());
     assert!(store.pending_requests(NOW + 2).await.unwrap().is_empty());
@@ -176,9 +189,15 @@ async fn silent_approval_unions_scopes_and_tokens_rotate() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(&db_in(&dir)).await.unwrap();
     let actor = Actor::System;
-    let first = store.approve_silently(&grant(3, &["operator.read"]), PairingReason::NotPaired, true, &actor, NOW).await.unwrap();
+    let first = store
+        .approve_silently(&grant(3, &["operator.read"]), PairingReason::NotPaired, true, &actor, NOW)
+        .await
+        .unwrap();
     let first = first.expect("a token was asked for");
-    store.approve_silently(&grant(3, &["operator.write"]), PairingReason::ScopeUpgrade, false, &actor, NOW + 1).await.unwrap();
+    store
+        .approve_silently(&grant(3, &["operator.write"]), PairingReason::ScopeUpgrade, false, &actor, NOW + 1)
+        .await
+        .unwrap();
     let (device_id, _) = device(3);
     let record = store.device(&device_id).await.unwrap().unwrap();
     assert_eq!(record.grant(Role::Operator).unwrap().scopes, scopes(&["operator.read", "operator.write"]));
@@ -202,7 +221,8 @@ async fn a_failure_inside_a_transaction_leaves_no_partial_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let (store, _) = Store::open(&path).await.unwrap();
-    let (request, _) = store.record_pairing_request(&ask(5, Role::Operator, &["operator.read"]), &Actor::System, NOW).await.unwrap();
+    let (request, _) =
+        store.record_pairing_request(&ask(5, Role::Operator, &["operator.read"]), &Actor::System, NOW).await.unwrap();
     // The audit row is the last write of an approval: make it fail after the grant was written.
     let pool = raw_pool(&path).await;
     sqlx::query(
@@ -230,20 +250,44 @@ async fn constraints_are_enforced_and_mapped() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let (store, _) = Store::open(&path).await.unwrap();
-    store.approve_silently(&grant(6, &["operator.read"]), PairingReason::NotPaired, true, &Actor::System, NOW).await.unwrap();
+    store
+        .approve_silently(&grant(6, &["operator.read"]), PairingReason::NotPaired, true, &Actor::System, NOW)
+        .await
+        .unwrap();
     let (device_id, _) = device(6);
     let id = device_id.as_str();
     let pool = raw_pool(&path).await;
     sqlx::query("PRAGMA foreign_keys = ON").execute(&pool).await.unwrap();
     let attempts = [
-        ("INSERT INTO grants (device_id, role, scopes, approved_at_ms, approved_by) VALUES (?, 'root', '[]', 0, 'x')", id),
-        ("INSERT INTO grants (device_id, role, scopes, approved_at_ms, approved_by) VALUES (?, 'node', 'not json', 0, 'x')", id),
-        ("INSERT INTO grants (device_id, role, scopes, approved_at_ms, approved_by) VALUES (?, 'operator', '[]', 0, 'x')", id),
-        ("INSERT INTO device_tokens (device_id, role, digest, scopes, issued_at_ms) VALUES (?, 'operator', zeroblob(32), '[]', 0)", id),
-        ("INSERT INTO device_tokens (device_id, role, digest, scopes, issued_at_ms) VALUES (?, 'node', zeroblob(16), '[]', 0)", id),
-        ("INSERT INTO grants (device_id, role, scopes, approved_at_ms, approved_by) VALUES (?, 'node', '[]', 0, 'x')", &"f".repeat(64)),
+        (
+            "INSERT INTO grants (device_id, role, scopes, approved_at_ms, approved_by) VALUES (?, 'root', '[]', 0, 'x')",
+            id,
+        ),
+        (
+            "INSERT INTO grants (device_id, role, scopes, approved_at_ms, approved_by) VALUES (?, 'node', 'not json', 0, 'x')",
+            id,
+        ),
+        (
+            "INSERT INTO grants (device_id, role, scopes, approved_at_ms, approved_by) VALUES (?, 'operator', '[]', 0, 'x')",
+            id,
+        ),
+        (
+            "INSERT INTO device_tokens (device_id, role, digest, scopes, issued_at_ms) VALUES (?, 'operator', zeroblob(32), '[]', 0)",
+            id,
+        ),
+        (
+            "INSERT INTO device_tokens (device_id, role, digest, scopes, issued_at_ms) VALUES (?, 'node', zeroblob(16), '[]', 0)",
+            id,
+        ),
+        (
+            "INSERT INTO grants (device_id, role, scopes, approved_at_ms, approved_by) VALUES (?, 'node', '[]', 0, 'x')",
+            &"f".repeat(64),
+        ),
         ("INSERT INTO devices (device_id, public_key, created_at_ms) VALUES (?, 'short', 0)", &"F".repeat(64)),
-        ("INSERT INTO pairing_requests (request_id, device_id, public_key, role, roles, scopes, reason, is_local, is_repair, created_at_ms, refreshed_at_ms, expires_at_ms) VALUES ('r', ?, 'k', 'operator', '[]', '[]', 'because', 0, 0, 0, 0, 0)", id),
+        (
+            "INSERT INTO pairing_requests (request_id, device_id, public_key, role, roles, scopes, reason, is_local, is_repair, created_at_ms, refreshed_at_ms, expires_at_ms) VALUES ('r', ?, 'k', 'operator', '[]', '[]', 'because', 0, 0, 0, 0, 0)",
+            id,
+        ),
     ];
     for (sql, arg) in attempts {
         let error = sqlx::query(sql).bind(arg).execute(&pool).await.unwrap_err();
@@ -265,7 +309,10 @@ async fn audit_pages_newest_first() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(&db_in(&dir)).await.unwrap();
     for seed in 10..15 {
-        store.record_pairing_request(&ask(seed, Role::Operator, &[]), &Actor::System, NOW + i64::from(seed)).await.unwrap();
+        store
+            .record_pairing_request(&ask(seed, Role::Operator, &[]), &Actor::System, NOW + i64::from(seed))
+            .await
+            .unwrap();
     }
     let page = store.audit_page(None, 2).await.unwrap();
     assert_eq!(page.iter().map(|row| row.at_ms).collect::<Vec<_>>(), [NOW + 14, NOW + 13]);

@@ -27,6 +27,9 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> (StatusCode, Json<serde_
     if gateway.store.is_ready().await {
         (StatusCode::OK, Json(json!({ "ok": true, "schemaVersion": crate::store::latest_known_version() })))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ok": false, "reason": "database unavailable or schema not current" })))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ok": false, "reason": "database unavailable or schema not current" })),
+        )
     }
 }

@@ -112,9 +112,8 @@ pub fn verify_device(
     if (now_ms - proof.signed_at_ms).abs() > MAX_SIGNATURE_SKEW_MS {
         return Err(DeviceAuthError::SignatureExpired);
     }
-    let signature_bytes = URL_SAFE_NO_PAD
-        .decode(proof.signature.trim_end_matches('='))
-        .map_err(|_| DeviceAuthError::SignatureInvalid)?;
+    let signature_bytes =
+        URL_SAFE_NO_PAD.decode(proof.signature.trim_end_matches('=')).map_err(|_| DeviceAuthError::SignatureInvalid)?;
     let signature = Signature::from_slice(&signature_bytes).map_err(|_| DeviceAuthError::SignatureInvalid)?;
     let verifies = |payload: String| verifying_key.verify_strict(payload.as_bytes(), &signature).is_ok();
     if verifies(payload_v3(proof.id, fields, proof.signed_at_ms, proof.nonce))
@@ -151,7 +150,10 @@ mod tests {
         (id, public.to_base64url(), URL_SAFE_NO_PAD.encode(key.sign(payload.as_bytes()).to_bytes()))
     }
 
-    fn check(version: u8, tamper: impl FnOnce(&mut String, &mut String, &mut Millis, &mut String)) -> Result<(), DeviceAuthError> {
+    fn check(
+        version: u8,
+        tamper: impl FnOnce(&mut String, &mut String, &mut Millis, &mut String),
+    ) -> Result<(), DeviceAuthError> {
         let key = SigningKey::from_bytes(&[9; 32]);
         let scopes = vec!["operator.read".to_owned(), "operator.pairing".to_owned()];
         let id = DeviceId::from_public_key(&PublicKey::from_bytes(key.verifying_key().to_bytes())).to_string();
@@ -164,7 +166,13 @@ mod tests {
         let mut nonce = "nonce-1".to_owned();
         tamper(&mut id, &mut public_key, &mut signed_at, &mut signature);
         let _ = &mut nonce;
-        let proof = DeviceProof { id: &id, public_key: &public_key, signature: &signature, signed_at_ms: signed_at, nonce: &nonce };
+        let proof = DeviceProof {
+            id: &id,
+            public_key: &public_key,
+            signature: &signature,
+            signed_at_ms: signed_at,
+            nonce: &nonce,
+        };
         verify_device(&proof, &fields(&scopes), "nonce-1", NOW).map(|_| ())
     }
 
@@ -175,7 +183,10 @@ mod tests {
             payload_v3("abc", &fields(&scopes), 42, "n"),
             "v3|abc|cli|cli|operator|operator.read,operator.write|42|tok|n|linux|"
         );
-        assert_eq!(payload_v2("abc", &fields(&scopes), 42, "n"), "v2|abc|cli|cli|operator|operator.read,operator.write|42|tok|n");
+        assert_eq!(
+            payload_v2("abc", &fields(&scopes), 42, "n"),
+            "v2|abc|cli|cli|operator|operator.read,operator.write|42|tok|n"
+        );
     }
 
     #[test]
@@ -207,7 +218,13 @@ mod tests {
         let id = DeviceId::from_public_key(&public).to_string();
         let payload = payload_v3(&id, &fields(&scopes), NOW, "other-nonce");
         let (_, public_key, signature) = proof_for(&key, &payload);
-        let proof = DeviceProof { id: &id, public_key: &public_key, signature: &signature, signed_at_ms: NOW, nonce: "other-nonce" };
+        let proof = DeviceProof {
+            id: &id,
+            public_key: &public_key,
+            signature: &signature,
+            signed_at_ms: NOW,
+            nonce: "other-nonce",
+        };
         assert_eq!(verify_device(&proof, &fields(&scopes), "challenge", NOW), Err(DeviceAuthError::NonceMismatch));
     }
 
@@ -219,7 +236,8 @@ mod tests {
         let id = DeviceId::from_public_key(&public).to_string();
         let v1 = format!("v1|{id}|cli|cli|operator||{NOW}|tok|n");
         let (_, public_key, signature) = proof_for(&key, &v1);
-        let proof = DeviceProof { id: &id, public_key: &public_key, signature: &signature, signed_at_ms: NOW, nonce: "n" };
+        let proof =
+            DeviceProof { id: &id, public_key: &public_key, signature: &signature, signed_at_ms: NOW, nonce: "n" };
         assert_eq!(verify_device(&proof, &fields(&scopes), "n", NOW), Err(DeviceAuthError::SignatureInvalid));
     }
 }

@@ -34,7 +34,11 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
 }
 
 /// Resolves the client address of a connection from its TCP peer and headers.
-pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpAddr]) -> Result<ClientAddr, UntrustedForwarding> {
+pub fn resolve(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted_proxies: &[IpAddr],
+) -> Result<ClientAddr, UntrustedForwarding> {
     let peer = canonical(peer);
     let browser_origin = headers.contains_key("origin");
     let forwarded = FORWARDING_HEADERS.iter().any(|name| headers.contains_key(*name));
@@ -87,11 +91,14 @@ mod tests {
         text.parse().unwrap()
     }
 
+    /// (peer, headers, trusted proxies, expected (client ip, local, browser) or refusal)
+    type Row<'a> =
+        (&'a str, Vec<(&'static str, &'a str)>, &'a [IpAddr], Result<(&'a str, bool, bool), UntrustedForwarding>);
+
     #[test]
     fn locality_table() {
         let proxy = [ip("127.0.0.1")];
-        // (peer, headers, trusted proxies, expected (client ip, local, browser) or refusal)
-        let rows: Vec<(&str, Vec<(&'static str, &str)>, &[IpAddr], Result<(&str, bool, bool), UntrustedForwarding>)> = vec![
+        let rows: Vec<Row<'_>> = vec![
             ("127.0.0.1", vec![], &[], Ok(("127.0.0.1", true, false))),
             ("::1", vec![], &[], Ok(("::1", true, false))),
             ("::ffff:127.0.0.1", vec![], &[], Ok(("127.0.0.1", true, false))),
@@ -103,14 +110,20 @@ mod tests {
             ("127.0.0.1", vec![("x-forwarded-for", "203.0.113.5")], &proxy, Ok(("203.0.113.5", false, false))),
             ("127.0.0.1", vec![("x-forwarded-for", "127.0.0.1")], &proxy, Ok(("127.0.0.1", true, false))),
             // The left-most entry is client-written; the right-most untrusted one counts.
-            ("127.0.0.1", vec![("x-forwarded-for", "127.0.0.1, 198.51.100.7")], &proxy, Ok(("198.51.100.7", false, false))),
+            (
+                "127.0.0.1",
+                vec![("x-forwarded-for", "127.0.0.1, 198.51.100.7")],
+                &proxy,
+                Ok(("198.51.100.7", false, false)),
+            ),
             ("127.0.0.1", vec![("x-real-ip", "198.51.100.8")], &proxy, Ok(("198.51.100.8", false, false))),
             ("127.0.0.1", vec![], &proxy, Ok(("127.0.0.1", true, false))),
             ("127.0.0.1", vec![("x-forwarded-for", "garbage")], &proxy, Ok(("127.0.0.1", false, false))),
         ];
         for (peer, pairs, trusted, expected) in rows {
             let got = resolve(ip(peer), &headers(&pairs), trusted);
-            let expected = expected.map(|(client, local, browser)| ClientAddr { ip: ip(client), local, browser_origin: browser });
+            let expected =
+                expected.map(|(client, local, browser)| ClientAddr { ip: ip(client), local, browser_origin: browser });
             assert_eq!(got, expected, "peer {peer} headers {pairs:?} trusted {trusted:?}");
         }
     }

@@ -28,7 +28,9 @@ pub enum AuthFailure {
     TokenMismatch,
     PasswordMismatch,
     DeviceTokenMismatch,
-    RateLimited { retry_after_ms: i64 },
+    RateLimited {
+        retry_after_ms: i64,
+    },
 }
 
 /// The result of checking the credentials of a connect.
@@ -101,7 +103,10 @@ pub enum DeviceClaim<'a> {
     /// No `device` object.
     Absent,
     Invalid(DeviceAuthError),
-    Proven { device: ProvenDevice, stored: Option<&'a DeviceRecord> },
+    Proven {
+        device: ProvenDevice,
+        stored: Option<&'a DeviceRecord>,
+    },
 }
 
 /// Everything `decide` looks at.
@@ -140,9 +145,16 @@ pub enum Refusal {
 pub enum Decision {
     Refuse(Refusal),
     /// hello-ok with these scopes; record a silent approval first when `silent_approval` is set.
-    Allow { scopes: ScopeSet, silent_approval: Option<PairingReason>, token: TokenAction },
+    Allow {
+        scopes: ScopeSet,
+        silent_approval: Option<PairingReason>,
+        token: TokenAction,
+    },
     /// Store (or refresh) a pairing request and refuse with NOT_PAIRED.
-    RequirePairing { reason: PairingReason, is_repair: bool },
+    RequirePairing {
+        reason: PairingReason,
+        is_repair: bool,
+    },
 }
 
 /// The pairing decision, PROTOCOL.md §4 steps 1–7.
@@ -212,17 +224,20 @@ pub fn decide(facts: &ConnectFacts<'_>, config: &PolicyConfig) -> Decision {
 
     match reason {
         // 7. Approved already.
-        None => Decision::Allow { scopes: facts.scopes.clone(), silent_approval: None, token: echo_or_mint(live_token.is_some()) },
+        None => Decision::Allow {
+            scopes: facts.scopes.clone(),
+            silent_approval: None,
+            token: echo_or_mint(live_token.is_some()),
+        },
         // 6. Local and not a browser: approve silently.
         Some(reason) if facts.local && !facts.browser_origin && config.auto_approve_local => Decision::Allow {
             scopes: facts.scopes.clone(),
             silent_approval: Some(reason),
             token: echo_or_mint(live_token.is_some() && reason != PairingReason::NotPaired),
         },
-        Some(reason) => Decision::RequirePairing {
-            reason,
-            is_repair: stored.is_some_and(|record| !record.grants.is_empty()),
-        },
+        Some(reason) => {
+            Decision::RequirePairing { reason, is_repair: stored.is_some_and(|record| !record.grants.is_empty()) }
+        }
     }
 }
 

@@ -37,11 +37,7 @@ impl TryFrom<String> for DeviceId {
     type Error = String;
     fn try_from(value: String) -> Result<Self, Self::Error> {
         let valid = value.len() == 64 && value.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if valid {
-            Ok(DeviceId(value))
-        } else {
-            Err("device id must be 64 lowercase hex characters".to_owned())
-        }
+        if valid { Ok(DeviceId(value)) } else { Err("device id must be 64 lowercase hex characters".to_owned()) }
     }
 }
 

@@ -46,11 +46,23 @@ pub const UNAVAILABLE: &str = "UNAVAILABLE";
 
 impl ErrorShape {
     pub fn invalid(message: impl Into<String>) -> Self {
-        ErrorShape { code: INVALID_REQUEST, message: message.into(), details: None, retryable: None, retry_after_ms: None }
+        ErrorShape {
+            code: INVALID_REQUEST,
+            message: message.into(),
+            details: None,
+            retryable: None,
+            retry_after_ms: None,
+        }
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        ErrorShape { code: UNAVAILABLE, message: message.into(), details: None, retryable: Some(true), retry_after_ms: None }
+        ErrorShape {
+            code: UNAVAILABLE,
+            message: message.into(),
+            details: None,
+            retryable: Some(true),
+            retry_after_ms: None,
+        }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -137,11 +149,7 @@ impl std::fmt::Debug for ConnectAuth {
 impl ConnectAuth {
     /// The token covered by the device signature: token ?? deviceToken ?? bootstrapToken ?? "".
     pub fn signed_token(&self) -> &str {
-        self.token
-            .as_deref()
-            .or(self.device_token.as_deref())
-            .or(self.bootstrap_token.as_deref())
-            .unwrap_or("")
+        self.token.as_deref().or(self.device_token.as_deref()).or(self.bootstrap_token.as_deref()).unwrap_or("")
     }
 }
 
@@ -182,6 +190,9 @@ mod tests {
     fn error_frame_shape() {
         let frame = response_error("7", &ErrorShape::invalid("nope").with_details(json!({"code": "X"})));
         let value: Value = serde_json::from_str(&frame).unwrap();
-        assert_eq!(value, json!({"type": "res", "id": "7", "ok": false, "error": {"code": "INVALID_REQUEST", "message": "nope", "details": {"code": "X"}}}));
+        assert_eq!(
+            value,
+            json!({"type": "res", "id": "7", "ok": false, "error": {"code": "INVALID_REQUEST", "message": "nope", "details": {"code": "X"}}})
+        );
     }
 }

@@ -21,7 +21,8 @@ const MAX_REQUESTED_SCOPES: usize = 64;
 /// A refused connect: the error reply, then the close.
 #[derive(Debug)]
 pub struct ConnectError {
-    pub error: ErrorShape,
+    /// Boxed: refusals are the cold path, and a small `Result` keeps the hot one lean.
+    pub error: Box<ErrorShape>,
     pub close_code: u16,
     pub close_reason: String,
 }
@@ -29,13 +30,13 @@ pub struct ConnectError {
 impl ConnectError {
     fn policy(error: ErrorShape) -> Self {
         let close_reason = error.message.clone();
-        ConnectError { error, close_code: close::POLICY, close_reason }
+        ConnectError { error: Box::new(error), close_code: close::POLICY, close_reason }
     }
 
     fn internal(error: &StoreError) -> Self {
         tracing::error!(%error, "store failed during connect");
         ConnectError {
-            error: ErrorShape::unavailable("gateway store unavailable, try again"),
+            error: Box::new(ErrorShape::unavailable("gateway store unavailable, try again")),
             close_code: close::TRY_AGAIN_LATER,
             close_reason: "store unavailable".into(),
         }
@@ -59,12 +60,12 @@ pub fn negotiate_protocol(min: i64, max: i64) -> Result<i64, ConnectError> {
         return Ok(chosen);
     }
     Err(ConnectError {
-        error: ErrorShape::invalid("protocol mismatch").with_details(json!({
+        error: Box::new(ErrorShape::invalid("protocol mismatch").with_details(json!({
             "code": "PROTOCOL_MISMATCH",
             "clientMinProtocol": min,
             "clientMaxProtocol": max,
             "expectedProtocol": PROTOCOLS.end(),
-        })),
+        }))),
         close_code: close::PROTOCOL_ERROR,
         close_reason: "protocol mismatch".into(),
     })
@@ -154,7 +155,13 @@ fn pairing_error(request: &PairingRequest, reason: PairingReason, stored: Option
     let message = format!("pairing required: {}", reason.why());
     let close_reason = format!("{message} (requestId: {})", request.request_id);
     ConnectError {
-        error: ErrorShape { code: NOT_PAIRED, message, details: Some(details), retryable: None, retry_after_ms: None },
+        error: Box::new(ErrorShape {
+            code: NOT_PAIRED,
+            message,
+            details: Some(details),
+            retryable: None,
+            retry_after_ms: None,
+        }),
         close_code: close::POLICY,
         close_reason,
     }
@@ -249,7 +256,10 @@ impl Gateway {
             device_family: params.client.device_family.clone(),
             display_name: params.client.display_name.clone(),
         };
-        let actor = Actor::Socket { conn_id: conn.conn_id.clone(), device_id: proof.as_ref().and_then(|p| p.as_ref().ok()).map(|(id, _)| id.to_string()) };
+        let actor = Actor::Socket {
+            conn_id: conn.conn_id.clone(),
+            device_id: proof.as_ref().and_then(|p| p.as_ref().ok()).map(|(id, _)| id.to_string()),
+        };
         let remote_ip = client.ip.to_string();
         match decision {
             Decision::Refuse(refusal) => Err(refusal_error(refusal, self.secret.kind())),
@@ -268,8 +278,11 @@ impl Gateway {
                     is_local: client.local,
                     is_repair,
                 };
-                let (request, _outcome) =
-                    self.store.record_pairing_request(&ask, &actor, now).await.map_err(|e| ConnectError::internal(&e))?;
+                let (request, _outcome) = self
+                    .store
+                    .record_pairing_request(&ask, &actor, now)
+                    .await
+                    .map_err(|e| ConnectError::internal(&e))?;
                 Err(pairing_error(&request, reason, stored.as_ref()))
             }
             Decision::Allow { scopes: granted, silent_approval, token } => {

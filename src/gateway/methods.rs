@@ -10,11 +10,8 @@ use crate::domain::Scope;
 use crate::store::{DeviceRecord, PairingRequest};
 
 /// Method name → the scope it needs.
-pub const METHODS: &[(&str, Scope)] = &[
-    ("health", Scope::Read),
-    ("status", Scope::Read),
-    ("device.pair.list", Scope::Pairing),
-];
+pub const METHODS: &[(&str, Scope)] =
+    &[("health", Scope::Read), ("status", Scope::Read), ("device.pair.list", Scope::Pairing)];
 
 /// Events a client may receive.
 pub const EVENTS: &[&str] = &["connect.challenge", "tick"];

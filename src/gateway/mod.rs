@@ -134,7 +134,13 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(store: Store, clock: SharedClock, secret: Arc<SharedSecret>, config: GatewayConfig, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        store: Store,
+        clock: SharedClock,
+        secret: Arc<SharedSecret>,
+        config: GatewayConfig,
+        shutdown: CancellationToken,
+    ) -> Self {
         let started_at_ms = clock.now_ms();
         Gateway {
             limiter: FailedAuthLimiter::new(config.rate_limit),

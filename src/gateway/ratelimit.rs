@@ -53,7 +53,11 @@ impl FailedAuthLimiter {
     /// Milliseconds until `ip` may try again, when it is locked out.
     pub fn locked_for(&self, ip: IpAddr, now_ms: Millis) -> Option<Millis> {
         let entries = self.entries.lock().expect("limiter lock");
-        entries.get(&ip).and_then(|entry| entry.locked_until_ms).filter(|until| *until > now_ms).map(|until| until - now_ms)
+        entries
+            .get(&ip)
+            .and_then(|entry| entry.locked_until_ms)
+            .filter(|until| *until > now_ms)
+            .map(|until| until - now_ms)
     }
 
     pub fn record_failure(&self, ip: IpAddr, now_ms: Millis) -> FailureOutcome {
@@ -61,7 +65,8 @@ impl FailedAuthLimiter {
         if entries.len() >= MAX_TRACKED {
             let config = self.config;
             entries.retain(|_, entry| {
-                entry.locked_until_ms.is_some_and(|until| until > now_ms) || now_ms - entry.window_start_ms < config.window_ms
+                entry.locked_until_ms.is_some_and(|until| until > now_ms)
+                    || now_ms - entry.window_start_ms < config.window_ms
             });
         }
         let entry = entries.entry(ip).or_insert(Entry { window_start_ms: now_ms, failures: 0, locked_until_ms: None });

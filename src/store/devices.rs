@@ -144,7 +144,8 @@ struct DeviceRow {
 impl DeviceRow {
     fn into_record(self) -> StoreResult<DeviceRecord> {
         let device_id = DeviceId::try_from(self.device_id).map_err(|e| invalid("device id", e))?;
-        let public_key = PublicKey::from_base64url(&self.public_key).ok_or_else(|| invalid("public key", "not 32 bytes"))?;
+        let public_key =
+            PublicKey::from_base64url(&self.public_key).ok_or_else(|| invalid("public key", "not 32 bytes"))?;
         let grants: Vec<GrantJson> = serde_json::from_str(&self.grants).map_err(|e| invalid("grants", e))?;
         let tokens: Vec<TokenJson> = serde_json::from_str(&self.tokens).map_err(|e| invalid("tokens", e))?;
         Ok(DeviceRecord {
@@ -166,7 +167,11 @@ impl DeviceRow {
             grants: grants
                 .into_iter()
                 .map(|g| {
-                    Ok(Grant { role: parse_role(&g.role)?, scopes: parse_scopes(&g.scopes)?, approved_at_ms: g.approved_at_ms })
+                    Ok(Grant {
+                        role: parse_role(&g.role)?,
+                        scopes: parse_scopes(&g.scopes)?,
+                        approved_at_ms: g.approved_at_ms,
+                    })
                 })
                 .collect::<StoreResult<_>>()?,
             tokens: tokens
@@ -244,7 +249,11 @@ impl Store {
         )
         .execute(&mut *tx)
         .await?;
-        let token = if mint_token { Some(mint_token_on(&mut tx, &grant.device_id, grant.role, &scopes, now_ms).await?) } else { None };
+        let token = if mint_token {
+            Some(mint_token_on(&mut tx, &grant.device_id, grant.role, &scopes, now_ms).await?)
+        } else {
+            None
+        };
         let event = AuditEvent::new(actor, "device.approve.silent", now_ms)
             .subject(device_id)
             .remote(grant.remote_ip.as_deref())

@@ -39,17 +39,14 @@ impl Store {
     ) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
         let key = GATEWAY_TOKEN_ARGON2;
-        let inserted = sqlx::query!("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", key, phc)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
+        let inserted =
+            sqlx::query!("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", key, phc)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
         if inserted {
-            super::audit::record(
-                &mut tx,
-                &super::AuditEvent::new(actor, "gateway_token.generate", now_ms),
-            )
-            .await?;
+            super::audit::record(&mut tx, &super::AuditEvent::new(actor, "gateway_token.generate", now_ms)).await?;
         }
         tx.commit().await?;
         Ok(inserted)

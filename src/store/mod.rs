@@ -123,13 +123,9 @@ impl Store {
     pub async fn open(path: &Path) -> StoreResult<(Store, OpenReport)> {
         let created = check_file_before_open(path)?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         }
-        let base = SqliteConnectOptions::new()
-            .filename(path)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+        let base = SqliteConnectOptions::new().filename(path).foreign_keys(true).busy_timeout(Duration::from_secs(5));
         let writer_options = base
             .clone()
             .create_if_missing(true)
@@ -145,9 +141,8 @@ impl Store {
             .map_err(|e| StoreError::from(e).at(path))?;
 
         let result = async {
-            let sqlite_version: String = sqlx::query_scalar!(r#"SELECT sqlite_version() AS "v!: String""#)
-                .fetch_one(&writer)
-                .await?;
+            let sqlite_version: String =
+                sqlx::query_scalar!(r#"SELECT sqlite_version() AS "v!: String""#).fetch_one(&writer).await?;
             let applied_migrations = migrate_if_needed(&writer, path).await?;
             let schema_version = current_schema_version(&writer).await?;
             Ok::<_, StoreError>((sqlite_version, applied_migrations, schema_version))
@@ -248,11 +243,10 @@ async fn current_schema_version(pool: &SqlitePool) -> StoreResult<i64> {
     if !migrations_table_exists(pool).await? {
         return Ok(0);
     }
-    let version = sqlx::query_scalar!(
-        r#"SELECT COALESCE(MAX(version), 0) AS "v!: i64" FROM _sqlx_migrations WHERE success = 1"#
-    )
-    .fetch_one(pool)
-    .await?;
+    let version =
+        sqlx::query_scalar!(r#"SELECT COALESCE(MAX(version), 0) AS "v!: i64" FROM _sqlx_migrations WHERE success = 1"#)
+            .fetch_one(pool)
+            .await?;
     Ok(version)
 }
 

@@ -6,9 +6,7 @@ use super::audit::{self, Actor, AuditEvent};
 use super::devices::{self, ClientMeta, NewGrant};
 use super::{Store, StoreError, StoreResult, expect_one};
 use crate::clock::Millis;
-use crate::domain::{
-    DeviceId, PAIRING_REQUEST_TTL_MS, PairingReason, PublicKey, RequestStatus, Role, ScopeSet,
-};
+use crate::domain::{DeviceId, PAIRING_REQUEST_TTL_MS, PairingReason, PublicKey, RequestStatus, Role, ScopeSet};
 
 /// A pairing request as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,12 +146,10 @@ async fn request_on(conn: &mut SqliteConnection, request_id: &str) -> StoreResul
 
 async fn pending_for_device(conn: &mut SqliteConnection, device_id: &DeviceId) -> StoreResult<Option<PairingRequest>> {
     let id = device_id.as_str();
-    let request_id = sqlx::query_scalar!(
-        "SELECT request_id FROM pairing_requests WHERE device_id = ? AND status = 'pending'",
-        id
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
+    let request_id =
+        sqlx::query_scalar!("SELECT request_id FROM pairing_requests WHERE device_id = ? AND status = 'pending'", id)
+            .fetch_optional(&mut *conn)
+            .await?;
     match request_id {
         Some(request_id) => request_on(conn, &request_id).await,
         None => Ok(None),
@@ -161,14 +157,11 @@ async fn pending_for_device(conn: &mut SqliteConnection, device_id: &DeviceId) -
 }
 
 /// Marks a pending request decided; `Conflict` when it was decided already, `Gone` when it expired.
-async fn take_pending(
-    conn: &mut SqliteConnection,
-    request_id: &str,
-    now_ms: Millis,
-) -> StoreResult<PairingRequest> {
+async fn take_pending(conn: &mut SqliteConnection, request_id: &str, now_ms: Millis) -> StoreResult<PairingRequest> {
     expire_stale(conn, now_ms).await?;
-    let request =
-        request_on(conn, request_id).await?.ok_or_else(|| StoreError::NotFound(format!("pairing request {request_id}")))?;
+    let request = request_on(conn, request_id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("pairing request {request_id}")))?;
     match request.status {
         RequestStatus::Pending => Ok(request),
         RequestStatus::Expired => Err(StoreError::Gone(format!(
@@ -216,8 +209,8 @@ impl Store {
         let pending = pending_for_device(&mut tx, &ask.device_id).await?;
 
         if let Some(existing) = &pending {
-            let same_ask = existing.roles.contains(&ask.role)
-                && ask.scopes.iter().all(|scope| existing.scopes.contains(scope));
+            let same_ask =
+                existing.roles.contains(&ask.role) && ask.scopes.iter().all(|scope| existing.scopes.contains(scope));
             if same_ask {
                 sqlx::query!(
                     "UPDATE pairing_requests SET refreshed_at_ms = ?, expires_at_ms = ? WHERE request_id = ?",
@@ -348,14 +341,14 @@ impl Store {
             devices::record_grant(&mut tx, &grant, "operator", &actor.label(), now_ms).await?;
         }
         resolve(&mut tx, request_id, RequestStatus::Approved, actor, now_ms).await?;
-        let event = AuditEvent::new(actor, "pairing.approve", now_ms)
-            .subject(request.device_id.as_str())
-            .details(serde_json::json!({
+        let event = AuditEvent::new(actor, "pairing.approve", now_ms).subject(request.device_id.as_str()).details(
+            serde_json::json!({
                 "requestId": request_id,
                 "roles": request.roles,
                 "scopes": scopes.names(),
                 "reason": request.reason.as_str(),
-            }));
+            }),
+        );
         audit::record(&mut tx, &event).await?;
         let approved = request_on(&mut tx, request_id).await?.expect("row updated just now");
         tx.commit().await?;

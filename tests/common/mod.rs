@@ -175,7 +175,7 @@ impl Connect {
     }
 
     /// As if through a trusted proxy on loopback for a remote client.
-    pub fn from_remote(mut self, ip: &str) -> Connect {
+    pub fn via_proxy_for(mut self, ip: &str) -> Connect {
         self.headers.push(("x-forwarded-for", ip.to_owned()));
         self
     }
@@ -242,14 +242,14 @@ impl Connect {
 
 /// What a connect came to.
 pub enum Outcome {
-    Hello { hello: Value, ws: Ws },
+    Hello { hello: Value, ws: Box<Ws> },
     Refused { error: Value, close: Option<(u16, String)> },
 }
 
 impl Outcome {
     pub fn hello(self) -> (Value, Ws) {
         match self {
-            Outcome::Hello { hello, ws } => (hello, ws),
+            Outcome::Hello { hello, ws } => (hello, *ws),
             Outcome::Refused { error, close } => panic!("expected hello-ok, got {error} / {close:?}"),
         }
     }
@@ -282,13 +282,14 @@ pub async fn connect(server: &Server, attempt: &Connect) -> Outcome {
 
 pub async fn connect_url(url: &str, attempt: &Connect, now: i64) -> Outcome {
     let (mut ws, nonce) = open(url, &attempt.headers).await.expect("open socket");
-    send_json(&mut ws, &json!({"type": "req", "id": "c1", "method": "connect", "params": attempt.params(&nonce, now)})).await;
+    send_json(&mut ws, &json!({"type": "req", "id": "c1", "method": "connect", "params": attempt.params(&nonce, now)}))
+        .await;
     let reply = next_json(&mut ws).await.expect("connect reply");
     assert_eq!(reply["type"], "res", "{reply}");
     assert_eq!(reply["id"], "c1");
     if reply["ok"] == true {
         assert_eq!(reply["payload"]["type"], "hello-ok");
-        Outcome::Hello { hello: reply["payload"].clone(), ws }
+        Outcome::Hello { hello: reply["payload"].clone(), ws: Box::new(ws) }
     } else {
         let close = expect_close(&mut ws).await;
         Outcome::Refused { error: reply["error"].clone(), close }
@@ -322,7 +323,9 @@ pub async fn expect_close(ws: &mut Ws) -> Option<(u16, String)> {
     loop {
         let message = tokio::time::timeout(FRAME_WAIT, ws.next()).await.expect("close within FRAME_WAIT")?;
         match message {
-            Ok(Message::Close(Some(CloseFrame { code, reason }))) => return Some((u16::from(code), reason.to_string())),
+            Ok(Message::Close(Some(CloseFrame { code, reason }))) => {
+                return Some((u16::from(code), reason.to_string()));
+            }
             Ok(Message::Close(None)) => return Some((1005, String::new())),
             Ok(_) => continue,
             Err(_) => return None,

