@@ -511,3 +511,24 @@ async fn seed_local_backend_upgrade_is_never_blocked_and_remote_upgrade_is_appro
     let (hello, _ws) = connect(&server, &remote).await.hello();
     assert_eq!(hello["auth"]["scopes"], json!(["operator.admin"]));
 }
+
+#[tokio::test]
+async fn last_seen_is_recorded_off_the_connect_path_in_batches() {
+    let server = Server::start().await;
+    let device = Device::new(14);
+    let (hello, _ws) = connect(&server, &Connect::cli().device(&device)).await.hello();
+    let token = hello["auth"]["deviceToken"].as_str().unwrap().to_owned();
+    server.clock.advance_ms(1_000);
+    let seen_at = server.now();
+    connect(&server, &Connect::cli().device(&device).token(None).device_token(&token)).await.hello();
+    // Before a flush nothing is written on the connect path (the flush interval is 5 s).
+    let record = server.store.device(&device.id()).await.unwrap().unwrap();
+    assert_eq!(record.last_seen_at_ms, None);
+
+    // Shutting down flushes what is pending.
+    let dir = server.stop().await;
+    let (store, _) = pairgate::store::Store::open(&dir.path().join("pairgate.db")).await.unwrap();
+    let record = store.device(&device.id()).await.unwrap().unwrap();
+    assert_eq!(record.last_seen_at_ms, Some(seen_at));
+    assert_eq!(record.live_token(Role::Operator).map(|t| t.last_used_at_ms), Some(Some(seen_at)), "{record:?}");
+}

@@ -324,6 +324,10 @@ impl Gateway {
                 {
                     auth_info["deviceToken"] = json!(presented);
                 }
+                if let Some((device_id, _)) = &device {
+                    let token_used = auth_outcome == AuthOutcome::DeviceToken;
+                    self.last_seen.note(device_id.clone(), role, token_used, now);
+                }
                 let hello = self.hello_ok(protocol, conn, auth_info);
                 Ok(Session {
                     role,

@@ -2,6 +2,7 @@
 
 pub mod frames;
 pub mod handshake;
+mod last_seen;
 pub mod methods;
 pub mod ratelimit;
 
@@ -40,6 +41,8 @@ pub struct GatewayConfig {
     pub max_payload_bytes: usize,
     pub max_buffered_bytes: usize,
     pub rate_limit: RateLimitConfig,
+    /// How often `last_seen` notes are written (one transaction per flush).
+    pub last_seen_flush: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -52,6 +55,7 @@ impl Default for GatewayConfig {
             max_payload_bytes: 25 * 1024 * 1024,
             max_buffered_bytes: 50 * 1024 * 1024,
             rate_limit: RateLimitConfig::default(),
+            last_seen_flush: Duration::from_secs(5),
         }
     }
 }
@@ -128,6 +132,7 @@ pub struct Gateway {
     pub config: GatewayConfig,
     pub limiter: FailedAuthLimiter,
     pub live: LiveSockets,
+    pub last_seen: last_seen::LastSeen,
     pub started_at_ms: Millis,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -142,6 +147,8 @@ impl Gateway {
         shutdown: CancellationToken,
     ) -> Self {
         let started_at_ms = clock.now_ms();
+        let tracker = TaskTracker::new();
+        let last_seen = last_seen::LastSeen::start(store.clone(), config.last_seen_flush, shutdown.clone(), &tracker);
         Gateway {
             limiter: FailedAuthLimiter::new(config.rate_limit),
             store,
@@ -149,9 +156,10 @@ impl Gateway {
             secret,
             config,
             live: LiveSockets::default(),
+            last_seen,
             started_at_ms,
             shutdown,
-            tracker: TaskTracker::new(),
+            tracker,
         }
     }
 

@@ -412,3 +412,43 @@ pub(super) async fn mint_token_on(
     .await?;
     Ok(token)
 }
+
+/// A device was seen at `at_ms` (and used its token for `role`, when `token_used`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenNote {
+    pub device_id: DeviceId,
+    pub role: Role,
+    pub token_used: bool,
+    pub at_ms: Millis,
+}
+
+impl Store {
+    /// Records a batch of last-seen times in one transaction. Bookkeeping, not a decision: no audit row.
+    pub async fn record_last_seen(&self, notes: &[SeenNote]) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        for note in notes {
+            let id = note.device_id.as_str();
+            sqlx::query!(
+                "UPDATE devices SET last_seen_at_ms = MAX(COALESCE(last_seen_at_ms, 0), ?) WHERE device_id = ?",
+                note.at_ms,
+                id
+            )
+            .execute(&mut *tx)
+            .await?;
+            if note.token_used {
+                let role = note.role.as_str();
+                sqlx::query!(
+                    "UPDATE device_tokens SET last_used_at_ms = MAX(COALESCE(last_used_at_ms, 0), ?)
+                      WHERE device_id = ? AND role = ? AND revoked_at_ms IS NULL",
+                    note.at_ms,
+                    id,
+                    role
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
