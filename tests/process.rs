@@ -230,3 +230,32 @@ async fn seed_scenario_survives_sigkill_restarts() {
     assert_eq!(listing["paired"][0]["scopes"], json!(["operator.admin", "operator.read"]));
     server.kill9().await;
 }
+
+/// The load generator must keep working against a real server (its figures are reported, not asserted).
+#[tokio::test]
+async fn load_generator_smoke_run() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("load.db").display().to_string();
+    let server = serve(home.path(), &["--db", &db, "--token", TOKEN], "load.log").await;
+    let url = server.url();
+    let output = Command::new(env!("CARGO_BIN_EXE_pairgate-loadgen"))
+        .args(["--url", &url, "--token", TOKEN, "--devices", "4", "--concurrency", "4", "--count", "40"])
+        .args(["--max-seconds", "30", "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["handshakes"], 40, "{report}");
+    assert_eq!(report["errors"], json!({}));
+    assert!(report["latencyMs"]["p50"].as_f64().unwrap() > 0.0);
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_pairgate-loadgen"))
+        .args(["--url", "ws://192.0.2.1:18789/", "--token", TOKEN])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("loopback addresses only"));
+    server.kill9().await;
+}

@@ -6,12 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::{Signer, SigningKey};
 use futures_util::{SinkExt, StreamExt};
-use pairgate::auth::identity::{SignedFields, payload_v2, payload_v3};
 use pairgate::auth::secrets::{SecretKind, SharedSecret};
+use pairgate::client::{ConnectSpec, DeviceIdentity, PayloadVersion};
 use pairgate::clock::{Clock, ManualClock};
 use pairgate::domain::{DeviceId, PublicKey};
 use pairgate::gateway::{Gateway, GatewayConfig};
@@ -83,23 +80,23 @@ impl Server {
     }
 }
 
-/// An Ed25519 device identity.
+/// An Ed25519 device identity with a fixed seed.
 #[derive(Clone)]
 pub struct Device {
-    pub key: SigningKey,
+    pub identity: DeviceIdentity,
 }
 
 impl Device {
     pub fn new(seed: u8) -> Device {
-        Device { key: SigningKey::from_bytes(&[seed; 32]) }
+        Device { identity: DeviceIdentity::from_seed([seed; 32]) }
     }
 
     pub fn public_key(&self) -> PublicKey {
-        PublicKey::from_bytes(self.key.verifying_key().to_bytes())
+        self.identity.public_key()
     }
 
     pub fn id(&self) -> DeviceId {
-        DeviceId::from_public_key(&self.public_key())
+        self.identity.id()
     }
 }
 
@@ -180,61 +177,35 @@ impl Connect {
         self
     }
 
-    /// The `connect` params for a challenge `nonce` at server time `now`.
+    pub fn spec(&self) -> ConnectSpec {
+        ConnectSpec {
+            client_id: self.client_id.clone(),
+            client_mode: self.client_mode.clone(),
+            platform: self.platform.clone(),
+            device_family: self.device_family.clone(),
+            role: self.role.clone(),
+            scopes: self.scopes.clone(),
+            token: self.token.clone(),
+            password: self.password.clone(),
+            device_token: self.device_token.clone(),
+            min_protocol: self.protocol.0,
+            max_protocol: self.protocol.1,
+        }
+    }
+
+    /// The `connect` params for a challenge `nonce` at server time `now`, tampered as described.
     pub fn params(&self, nonce: &str, now: i64) -> Value {
-        let mut auth = serde_json::Map::new();
-        if let Some(token) = &self.token {
-            auth.insert("token".into(), json!(token));
-        }
-        if let Some(password) = &self.password {
-            auth.insert("password".into(), json!(password));
-        }
-        if let Some(token) = &self.device_token {
-            auth.insert("deviceToken".into(), json!(token));
-        }
-        let mut client = json!({
-            "id": self.client_id, "version": "test", "platform": self.platform, "mode": self.client_mode,
-        });
-        if let Some(family) = &self.device_family {
-            client["deviceFamily"] = json!(family);
-        }
-        let mut params = json!({
-            "minProtocol": self.protocol.0,
-            "maxProtocol": self.protocol.1,
-            "client": client,
-            "role": self.role,
-            "scopes": self.scopes,
-            "auth": auth,
-            "caps": [],
-            "locale": "en-US",
-        });
+        let spec = self.spec();
+        let mut params = spec.params();
         if let Some(device) = &self.device {
-            let signed_at = now + self.signed_at_offset_ms;
-            let nonce = self.nonce_override.clone().unwrap_or_else(|| nonce.to_owned());
             let id = self.id_override.clone().unwrap_or_else(|| device.id().to_string());
-            let signed_token = self.token.as_deref().or(self.device_token.as_deref()).unwrap_or("");
-            let fields = SignedFields {
-                client_id: &self.client_id,
-                client_mode: &self.client_mode,
-                role: &self.role,
-                scopes: &self.scopes,
-                token: signed_token,
-                platform: Some(&self.platform),
-                device_family: self.device_family.as_deref(),
-            };
-            let payload = match self.signature_version {
-                3 => payload_v3(&id, &fields, signed_at, &nonce),
-                2 => payload_v2(&id, &fields, signed_at, &nonce),
-                _ => format!("v1|{id}"),
-            };
-            let signature = URL_SAFE_NO_PAD.encode(device.key.sign(payload.as_bytes()).to_bytes());
-            params["device"] = json!({
-                "id": id,
-                "publicKey": device.public_key().to_base64url(),
-                "signature": signature,
-                "signedAt": signed_at,
-                "nonce": nonce,
-            });
+            let nonce = self.nonce_override.clone().unwrap_or_else(|| nonce.to_owned());
+            let version = if self.signature_version == 2 { PayloadVersion::V2 } else { PayloadVersion::V3 };
+            let signed_at = now + self.signed_at_offset_ms;
+            params["device"] = spec.device_proof(&device.identity, &id, &nonce, signed_at, version);
+            if self.signature_version == 1 {
+                params["device"]["signature"] = json!(device.identity.sign(&format!("v1|{id}|{nonce}")));
+            }
         }
         params
     }
