@@ -195,6 +195,24 @@ async fn resolve(
 }
 
 impl Store {
+    /// Opens the write transaction of a decision on a pending request. An expiry found on the way is
+    /// committed before refusing, so the store says `expired` rather than forgetting it.
+    async fn begin_decision(
+        &self,
+        request_id: &str,
+        now_ms: Millis,
+    ) -> StoreResult<(sqlx::Transaction<'static, sqlx::Sqlite>, PairingRequest)> {
+        let mut tx = self.begin_write().await?;
+        match take_pending(&mut tx, request_id, now_ms).await {
+            Ok(request) => Ok((tx, request)),
+            Err(gone @ StoreError::Gone(_)) => {
+                tx.commit().await?;
+                Err(gone)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
     /// Records the ask of a refused connect, deduplicating and superseding per PROTOCOL.md §4, in one
     /// transaction with its audit row.
     pub async fn record_pairing_request(
@@ -308,15 +326,7 @@ impl Store {
         actor: &Actor,
         now_ms: Millis,
     ) -> StoreResult<PairingRequest> {
-        let mut tx = self.begin_write().await?;
-        let request = match take_pending(&mut tx, request_id, now_ms).await {
-            // The expiry it found is still worth keeping: commit it, then refuse.
-            Err(gone @ StoreError::Gone(_)) => {
-                tx.commit().await?;
-                return Err(gone);
-            }
-            other => other?,
-        };
+        let (mut tx, request) = self.begin_decision(request_id, now_ms).await?;
         let scopes = match narrower {
             Some(narrower) => {
                 if let Some(extra) = narrower.iter().find(|scope| !request.scopes.contains(*scope)) {
@@ -357,15 +367,7 @@ impl Store {
 
     /// Rejects a pending request.
     pub async fn reject_request(&self, request_id: &str, actor: &Actor, now_ms: Millis) -> StoreResult<PairingRequest> {
-        let mut tx = self.begin_write().await?;
-        let request = match take_pending(&mut tx, request_id, now_ms).await {
-            // The expiry it found is still worth keeping: commit it, then refuse.
-            Err(gone @ StoreError::Gone(_)) => {
-                tx.commit().await?;
-                return Err(gone);
-            }
-            other => other?,
-        };
+        let (mut tx, request) = self.begin_decision(request_id, now_ms).await?;
         resolve(&mut tx, request_id, RequestStatus::Rejected, actor, now_ms).await?;
         let event = AuditEvent::new(actor, "pairing.reject", now_ms)
             .subject(request.device_id.as_str())
