@@ -32,12 +32,26 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 /// their tasks (axum does not track upgraded connections; the gateway's tracker does).
 pub async fn run(listener: TcpListener, gateway: Arc<Gateway>) -> std::io::Result<()> {
     let shutdown: CancellationToken = gateway.shutdown.clone();
+    gateway.tracker.spawn(sweep_expired_requests(gateway.clone()));
     let app = router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     gateway.tracker.close();
     gateway.tracker.wait().await;
     gateway.store.close().await;
     Ok(())
+}
+
+/// How often pending pairing requests past their 5 minutes are expired and announced.
+const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+async fn sweep_expired_requests(gateway: Arc<Gateway>) {
+    let mut ticker = tokio::time::interval(EXPIRY_SWEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => gateway.sweep_expired().await,
+            _ = gateway.shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// `pairgate serve`: open (create, migrate) the database, take the single-server lock, prepare the

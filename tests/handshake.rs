@@ -42,7 +42,19 @@ async fn local_cli_without_device_gets_hello_ok_with_its_scopes() {
     );
     let methods: Vec<&str> =
         hello["features"]["methods"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
-    assert_eq!(methods, ["health", "status", "device.pair.list"]);
+    assert_eq!(
+        methods,
+        [
+            "health",
+            "status",
+            "device.pair.list",
+            "device.pair.approve",
+            "device.pair.reject",
+            "device.pair.remove",
+            "device.token.rotate",
+            "device.token.revoke"
+        ]
+    );
     assert!(hello["snapshot"]["presence"].is_array());
     assert_eq!(written(&server).await, (0, 0, 0), "a device-less CLI leaves no trace in the store");
 }

@@ -13,6 +13,10 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     /// Try again later: the server is not ready.
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The device was removed, or its token rotated or revoked.
+    pub const DEVICE_REMOVED: u16 = 4001;
+    /// The socket did not read its events fast enough; its queue overflowed.
+    pub const SLOW_CONSUMER: u16 = 4008;
 }
 
 /// A request frame, loosely parsed: `params` is decoded per method.

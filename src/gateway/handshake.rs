@@ -11,7 +11,9 @@ use crate::auth::policy::{
 };
 use crate::auth::secrets::SecretKind;
 use crate::domain::{DeviceId, PairingReason, Role, ScopeSet, TokenSecret};
-use crate::store::{Actor, ClientMeta, DeviceRecord, NewGrant, NewPairingRequest, PairingRequest, StoreError};
+use crate::store::{
+    Actor, ClientMeta, DeviceRecord, NewGrant, NewPairingRequest, PairingRequest, RequestOutcome, StoreError,
+};
 
 /// Protocol versions pairgate speaks; it picks the highest one the client also speaks.
 pub const PROTOCOLS: std::ops::RangeInclusive<i64> = 3..=4;
@@ -46,6 +48,9 @@ impl ConnectError {
 /// A successful connect: what the socket may do from now on.
 #[derive(Debug, Clone)]
 pub struct Session {
+    pub conn_id: String,
+    /// The resolved client address, for audit rows.
+    pub client_ip: String,
     pub role: Role,
     pub scopes: ScopeSet,
     pub device_id: Option<DeviceId>,
@@ -278,11 +283,14 @@ impl Gateway {
                     is_local: client.local,
                     is_repair,
                 };
-                let (request, _outcome) = self
+                let (request, outcome) = self
                     .store
                     .record_pairing_request(&ask, &actor, now)
                     .await
                     .map_err(|e| ConnectError::internal(&e))?;
+                if outcome != RequestOutcome::Refreshed {
+                    self.live.broadcast("device.pair.requested", super::methods::request_view(&request));
+                }
                 Err(pairing_error(&request, reason, stored.as_ref()))
             }
             Decision::Allow { scopes: granted, silent_approval, token } => {
@@ -330,6 +338,8 @@ impl Gateway {
                 }
                 let hello = self.hello_ok(protocol, conn, auth_info);
                 Ok(Session {
+                    conn_id: conn.conn_id.clone(),
+                    client_ip: conn.client.ip.to_string(),
                     role,
                     scopes: granted,
                     device_id: device.map(|(id, _)| id),

@@ -3,18 +3,28 @@
 
 use serde_json::{Value, json};
 
+use serde::Deserialize;
+
 use super::Gateway;
-use super::frames::ErrorShape;
+use super::frames::{ErrorShape, close};
 use super::handshake::Session;
-use crate::domain::Scope;
-use crate::store::{DeviceRecord, PairingRequest};
+use crate::domain::{DeviceId, Role, Scope, ScopeSet};
+use crate::store::{Actor, DeviceRecord, PairingRequest, StoreError};
 
 /// Method name → the scope it needs.
-pub const METHODS: &[(&str, Scope)] =
-    &[("health", Scope::Read), ("status", Scope::Read), ("device.pair.list", Scope::Pairing)];
+pub const METHODS: &[(&str, Scope)] = &[
+    ("health", Scope::Read),
+    ("status", Scope::Read),
+    ("device.pair.list", Scope::Pairing),
+    ("device.pair.approve", Scope::Pairing),
+    ("device.pair.reject", Scope::Pairing),
+    ("device.pair.remove", Scope::Pairing),
+    ("device.token.rotate", Scope::Pairing),
+    ("device.token.revoke", Scope::Pairing),
+];
 
 /// Events a client may receive.
-pub const EVENTS: &[&str] = &["connect.challenge", "tick"];
+pub const EVENTS: &[&str] = &["connect.challenge", "tick", "device.pair.requested", "device.pair.resolved"];
 
 pub fn names() -> Vec<&'static str> {
     METHODS.iter().map(|(name, _)| *name).collect()
@@ -26,7 +36,7 @@ pub fn required_scope(method: &str) -> Option<Scope> {
 
 impl Gateway {
     /// Runs one request of a connected socket.
-    pub async fn call(&self, session: &Session, method: &str, _params: Value) -> Result<Value, ErrorShape> {
+    pub async fn call(&self, session: &Session, method: &str, params: Value) -> Result<Value, ErrorShape> {
         let Some(needed) = required_scope(method) else {
             return Err(ErrorShape::invalid(format!("unknown method: {}", truncate(method, 64))));
         };
@@ -55,7 +65,197 @@ impl Gateway {
                     "paired": paired.iter().map(|device| device_view(device, self.live.is_connected(&device.device_id))).collect::<Vec<_>>(),
                 }))
             }
+            "device.pair.approve" => self.approve(session, parse(params)?).await,
+            "device.pair.reject" => self.reject(session, parse(params)?).await,
+            "device.pair.remove" => self.remove(session, parse(params)?).await,
+            "device.token.rotate" => self.rotate(session, parse(params)?).await,
+            "device.token.revoke" => self.revoke(session, parse(params)?).await,
             _ => unreachable!("every method in METHODS has an arm"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIdParams {
+    request_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeviceParams {
+    device_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenParams {
+    device_id: String,
+    role: String,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(params: Value) -> Result<T, ErrorShape> {
+    serde_json::from_value(params).map_err(|e| ErrorShape::invalid(format!("invalid params: {e}")))
+}
+
+fn store_unavailable(error: StoreError) -> ErrorShape {
+    tracing::error!(%error, "store failed");
+    ErrorShape::unavailable("gateway store unavailable, try again")
+}
+
+/// The CLI recognises "unknown requestId" as "no such pending request".
+fn request_error(request_id: &str, error: StoreError) -> ErrorShape {
+    match error {
+        StoreError::NotFound(_) => ErrorShape::invalid(format!("unknown requestId: {}", truncate(request_id, 64))),
+        StoreError::Conflict(why) | StoreError::Gone(why) => ErrorShape::invalid(format!("unknown requestId ({why})")),
+        other => store_unavailable(other),
+    }
+}
+
+fn device_error(device_id: &str, role: Option<Role>, error: StoreError) -> ErrorShape {
+    match (error, role) {
+        (StoreError::NotFound(_), None) => {
+            ErrorShape::invalid(format!("unknown deviceId: {}", truncate(device_id, 64)))
+        }
+        (StoreError::NotFound(what), Some(_)) => ErrorShape::invalid(format!("unknown device token: {what}")),
+        (StoreError::Conflict(why), _) => ErrorShape::invalid(why),
+        (other, _) => store_unavailable(other),
+    }
+}
+
+fn parse_device_id(text: &str) -> Result<DeviceId, ErrorShape> {
+    DeviceId::try_from(text.to_owned())
+        .map_err(|_| ErrorShape::invalid(format!("unknown deviceId: {}", truncate(text, 64))))
+}
+
+fn parse_role(text: &str) -> Result<Role, ErrorShape> {
+    Role::parse(text).ok_or_else(|| ErrorShape::invalid("invalid role"))
+}
+
+/// A caller may only hand out what it holds itself; a node role takes `operator.admin`.
+fn check_may_grant(session: &Session, what: &str, roles: &[Role], scopes: &ScopeSet) -> Result<(), ErrorShape> {
+    if roles.contains(&Role::Node) && !session.scopes.allows(Scope::Admin) {
+        return Err(ErrorShape::invalid(format!("{what} denied: role node requires operator.admin")));
+    }
+    match session.scopes.first_missing(scopes) {
+        Some(scope) => Err(ErrorShape::invalid(format!("{what} denied: missing scope {scope}"))),
+        None => Ok(()),
+    }
+}
+
+impl Gateway {
+    fn actor(session: &Session) -> Actor {
+        Actor::Socket {
+            conn_id: session.conn_id.clone(),
+            device_id: session.device_id.as_ref().map(|id| id.to_string()),
+        }
+    }
+
+    fn announce_resolution(&self, request: &PairingRequest, decision: &str) {
+        let payload = json!({
+            "requestId": request.request_id, "deviceId": request.device_id, "decision": decision, "ts": self.clock.now_ms(),
+        });
+        self.live.broadcast("device.pair.resolved", payload);
+    }
+
+    /// Expires pending requests whose time is up and announces each; runs periodically.
+    pub async fn sweep_expired(&self) {
+        match self.store.expire_pending(self.clock.now_ms()).await {
+            Ok(expired) => {
+                for (request_id, device_id) in expired {
+                    let payload = json!({
+                        "requestId": request_id, "deviceId": device_id, "decision": "expired", "ts": self.clock.now_ms(),
+                    });
+                    self.live.broadcast("device.pair.resolved", payload);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not expire pairing requests"),
+        }
+    }
+
+    async fn approve(&self, session: &Session, params: RequestIdParams) -> Result<Value, ErrorShape> {
+        let id = params.request_id.as_str();
+        let request = self.store.pairing_request(id).await.map_err(store_unavailable)?;
+        let request = request.ok_or_else(|| request_error(id, StoreError::NotFound(id.to_owned())))?;
+        check_may_grant(session, "device pairing approval", &request.roles, &request.scopes)?;
+        let now = self.clock.now_ms();
+        let approved =
+            self.store.approve_request(id, None, &Self::actor(session), now).await.map_err(|e| request_error(id, e))?;
+        let device = self.store.device(&approved.device_id).await.map_err(store_unavailable)?;
+        self.announce_resolution(&approved, "approved");
+        let connected = self.live.is_connected(&approved.device_id);
+        Ok(json!({ "requestId": id, "device": device.as_ref().map(|device| device_view(device, connected)) }))
+    }
+
+    async fn reject(&self, session: &Session, params: RequestIdParams) -> Result<Value, ErrorShape> {
+        let id = params.request_id.as_str();
+        let now = self.clock.now_ms();
+        let rejected =
+            self.store.reject_request(id, &Self::actor(session), now).await.map_err(|e| request_error(id, e))?;
+        self.announce_resolution(&rejected, "rejected");
+        Ok(json!({ "requestId": id, "deviceId": rejected.device_id }))
+    }
+
+    async fn remove(&self, session: &Session, params: DeviceParams) -> Result<Value, ErrorShape> {
+        let device_id = parse_device_id(&params.device_id)?;
+        let now = self.clock.now_ms();
+        self.store
+            .remove_device(&device_id, &Self::actor(session), Some(&session.client_ip), now)
+            .await
+            .map_err(|e| device_error(&params.device_id, None, e))?;
+        self.close_device_sockets(&device_id, session).await;
+        Ok(json!({ "deviceId": device_id }))
+    }
+
+    async fn rotate(&self, session: &Session, params: TokenParams) -> Result<Value, ErrorShape> {
+        let (device_id, role) = (parse_device_id(&params.device_id)?, parse_role(&params.role)?);
+        let narrower = params
+            .scopes
+            .as_deref()
+            .map(ScopeSet::parse)
+            .transpose()
+            .map_err(|e| ErrorShape::invalid(e.to_string()))?;
+        let record = self.store.device(&device_id).await.map_err(store_unavailable)?;
+        let granted = record.as_ref().and_then(|r| r.grant(role)).map(|g| g.scopes.clone()).unwrap_or_default();
+        check_may_grant(session, "device token rotation", &[role], narrower.as_ref().unwrap_or(&granted))?;
+        let now = self.clock.now_ms();
+        let change = self
+            .store
+            .rotate_token(&device_id, role, narrower.as_ref(), &Self::actor(session), Some(&session.client_ip), now)
+            .await
+            .map_err(|e| device_error(&params.device_id, Some(role), e))?;
+        self.close_device_sockets(&device_id, session).await;
+        Ok(json!({
+            "deviceId": device_id, "role": role, "scopes": change.scopes.names(), "rotatedAtMs": change.at_ms,
+            // The new token is handed to the device itself in hello-ok on its next connect, never here.
+            "tokenDelivery": "withheld-cross-device",
+        }))
+    }
+
+    async fn revoke(&self, session: &Session, params: TokenParams) -> Result<Value, ErrorShape> {
+        let (device_id, role) = (parse_device_id(&params.device_id)?, parse_role(&params.role)?);
+        let record = self.store.device(&device_id).await.map_err(store_unavailable)?;
+        let granted = record.as_ref().and_then(|r| r.grant(role)).map(|g| g.scopes.clone()).unwrap_or_default();
+        check_may_grant(session, "device token revocation", &[role], &granted)?;
+        let now = self.clock.now_ms();
+        let change = self
+            .store
+            .revoke_token(&device_id, role, &Self::actor(session), Some(&session.client_ip), now)
+            .await
+            .map_err(|e| device_error(&params.device_id, Some(role), e))?;
+        self.close_device_sockets(&device_id, session).await;
+        Ok(json!({ "deviceId": device_id, "role": role, "revokedAtMs": change.at_ms }))
+    }
+
+    /// Revocation bites before the reply: the device's other sockets are closed with 4001 (its own
+    /// socket, when it revoked itself, closes right after this reply).
+    async fn close_device_sockets(&self, device_id: &DeviceId, session: &Session) {
+        let closed =
+            self.live.close_device(device_id, close::DEVICE_REMOVED, "device removed", Some(&session.conn_id)).await;
+        if closed > 0 {
+            tracing::info!(device = %device_id, sockets = closed, "closed the device's live sockets");
         }
     }
 }

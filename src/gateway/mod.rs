@@ -5,10 +5,10 @@ pub mod handshake;
 mod last_seen;
 pub mod methods;
 pub mod ratelimit;
+pub mod registry;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -16,7 +16,6 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,11 +23,12 @@ use crate::auth::locality::{self, ClientAddr};
 use crate::auth::policy::PolicyConfig;
 use crate::auth::secrets::SharedSecret;
 use crate::clock::{Millis, SharedClock};
-use crate::domain::DeviceId;
+use crate::domain::Scope;
 use crate::store::{Actor, AuditEvent, Store};
 use frames::{ErrorShape, RequestFrame, close};
 use handshake::Session;
 use ratelimit::{FailedAuthLimiter, FailureOutcome, RateLimitConfig};
+use registry::{CloseOrder, Event, Registration};
 
 /// Settings of the WebSocket front end.
 #[derive(Clone, Debug)]
@@ -68,62 +68,6 @@ pub struct ConnInfo {
     pub client: ClientAddr,
 }
 
-/// Why the server closes a live socket from outside its loop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ForcedClose {
-    /// The device was removed, or its token rotated or revoked: 4001.
-    DeviceRemoved,
-}
-
-/// Live sockets by device, so that revoking a device can close its sockets.
-#[derive(Debug, Default)]
-pub struct LiveSockets {
-    by_device: Mutex<HashMap<DeviceId, HashMap<String, oneshot::Sender<ForcedClose>>>>,
-    count: std::sync::atomic::AtomicUsize,
-}
-
-impl LiveSockets {
-    fn register(&self, device_id: Option<&DeviceId>, conn_id: &str) -> Option<oneshot::Receiver<ForcedClose>> {
-        self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let device_id = device_id?;
-        let (sender, receiver) = oneshot::channel();
-        let mut map = self.by_device.lock().expect("live sockets lock");
-        map.entry(device_id.clone()).or_default().insert(conn_id.to_owned(), sender);
-        Some(receiver)
-    }
-
-    fn unregister(&self, device_id: Option<&DeviceId>, conn_id: &str) {
-        self.count.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        let Some(device_id) = device_id else { return };
-        let mut map = self.by_device.lock().expect("live sockets lock");
-        if let Some(conns) = map.get_mut(device_id) {
-            conns.remove(conn_id);
-            if conns.is_empty() {
-                map.remove(device_id);
-            }
-        }
-    }
-
-    /// Tells every live socket of the device to close; returns how many were told.
-    pub fn close_device(&self, device_id: &DeviceId, reason: ForcedClose) -> usize {
-        let conns = self.by_device.lock().expect("live sockets lock").remove(device_id).unwrap_or_default();
-        let told = conns.len();
-        for (_, sender) in conns {
-            let _ = sender.send(reason);
-        }
-        told
-    }
-
-    pub fn is_connected(&self, device_id: &DeviceId) -> bool {
-        self.by_device.lock().expect("live sockets lock").contains_key(device_id)
-    }
-
-    /// Sockets that completed `connect` and are still open.
-    pub fn socket_count(&self) -> usize {
-        self.count.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
 /// Shared state of the WebSocket front end.
 pub struct Gateway {
     pub store: Store,
@@ -131,7 +75,7 @@ pub struct Gateway {
     pub secret: Arc<SharedSecret>,
     pub config: GatewayConfig,
     pub limiter: FailedAuthLimiter,
-    pub live: LiveSockets,
+    pub live: registry::Registry,
     pub last_seen: last_seen::LastSeen,
     pub started_at_ms: Millis,
     pub shutdown: CancellationToken,
@@ -155,7 +99,7 @@ impl Gateway {
             clock,
             secret,
             config,
-            live: LiveSockets::default(),
+            live: registry::Registry::default(),
             last_seen,
             started_at_ms,
             shutdown,
@@ -264,9 +208,10 @@ async fn run_socket(gateway: Arc<Gateway>, mut socket: WebSocket, conn: ConnInfo
     }
     let session = handshake(&gateway, &mut socket, &conn, &nonce).await;
     let Some(session) = session else { return };
-    let forced_close = gateway.live.register(session.device_id.as_ref(), &conn.conn_id);
-    serve_connected(&gateway, &mut socket, &session, forced_close).await;
-    gateway.live.unregister(session.device_id.as_ref(), &conn.conn_id);
+    let subscribe = session.scopes.allows(Scope::Pairing);
+    let registration = gateway.live.register(&conn.conn_id, session.device_id.as_ref(), subscribe);
+    serve_connected(&gateway, &mut socket, &session, registration).await;
+    gateway.live.unregister(&conn.conn_id);
 }
 
 /// Waits for `connect` and answers it; `None` when the socket was closed.
@@ -325,34 +270,27 @@ async fn handshake(gateway: &Gateway, socket: &mut WebSocket, conn: &ConnInfo, n
     }
 }
 
-/// The connected phase: requests, ticks, forced closes and shutdown.
-async fn serve_connected(
-    gateway: &Gateway,
-    socket: &mut WebSocket,
-    session: &Session,
-    forced_close: Option<oneshot::Receiver<ForcedClose>>,
-) {
+/// The connected phase: requests, ticks, events, forced closes and shutdown.
+async fn serve_connected(gateway: &Gateway, socket: &mut WebSocket, session: &Session, registration: Registration) {
     let mut tick = tokio::time::interval(gateway.config.tick_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick fires at once; hello-ok was just sent
-    let forced_close = async {
-        match forced_close {
-            Some(receiver) => receiver.await.ok(),
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(forced_close);
-    let mut forced_close_done = false;
+    let Registration { mut close_orders, events } = registration;
+    let subscribed = events.is_some();
+    let mut events = events.unwrap_or_else(|| tokio::sync::mpsc::channel(1).1);
+    let mut seq: u64 = 0;
     enum Wake {
         ShuttingDown,
-        Forced(Option<ForcedClose>),
+        CloseOrder(Option<CloseOrder>),
+        Event(Option<Arc<Event>>),
         Tick,
         Frame(Result<Option<String>, String>),
     }
     loop {
         let wake = tokio::select! {
             _ = gateway.shutdown.cancelled() => Wake::ShuttingDown,
-            reason = &mut forced_close, if !forced_close_done => Wake::Forced(reason),
+            order = close_orders.recv() => Wake::CloseOrder(order),
+            event = events.recv(), if subscribed => Wake::Event(event),
             _ = tick.tick() => Wake::Tick,
             incoming = next_text(socket) => Wake::Frame(incoming),
         };
@@ -361,13 +299,23 @@ async fn serve_connected(
                 close_with(socket, close::GOING_AWAY, "server shutting down").await;
                 return;
             }
-            Wake::Forced(Some(ForcedClose::DeviceRemoved)) => {
-                close_with(socket, 4001, "device removed").await;
+            Wake::CloseOrder(Some(order)) => {
+                close_with(socket, order.code, order.reason).await;
+                let _ = order.ack.send(());
                 return;
             }
-            Wake::Forced(None) => {
-                forced_close_done = true;
+            // The registry holds the sender for as long as the socket is registered.
+            Wake::CloseOrder(None) => return,
+            Wake::Event(Some(event)) => {
+                seq += 1;
+                if !send_text(socket, frames::event(event.name, event.payload.clone(), Some(seq))).await {
+                    return;
+                }
                 continue;
+            }
+            Wake::Event(None) => {
+                close_with(socket, close::SLOW_CONSUMER, "slow consumer: event queue full").await;
+                return;
             }
             Wake::Tick => {
                 let frame = frames::event("tick", json!({ "ts": gateway.clock.now_ms() }), None);

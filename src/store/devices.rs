@@ -452,3 +452,127 @@ impl Store {
         Ok(())
     }
 }
+
+/// What a token rotation or revocation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenChange {
+    pub device_id: DeviceId,
+    pub role: Role,
+    /// The grant's scopes after the change.
+    pub scopes: ScopeSet,
+    pub at_ms: Millis,
+}
+
+impl Store {
+    /// Removes a device: its grants go, its live tokens are revoked, the row stays for the audit trail.
+    pub async fn remove_device(
+        &self,
+        device_id: &DeviceId,
+        actor: &Actor,
+        remote_addr: Option<&str>,
+        now_ms: Millis,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let id = device_id.as_str();
+        let removed = sqlx::query!(
+            "UPDATE devices SET removed_at_ms = ? WHERE device_id = ? AND removed_at_ms IS NULL",
+            now_ms,
+            id
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        super::expect_one(removed, || format!("device {device_id}"))?;
+        sqlx::query!("DELETE FROM grants WHERE device_id = ?", id).execute(&mut *tx).await?;
+        sqlx::query!(
+            "UPDATE device_tokens SET revoked_at_ms = ? WHERE device_id = ? AND revoked_at_ms IS NULL",
+            now_ms,
+            id
+        )
+        .execute(&mut *tx)
+        .await?;
+        audit::record(&mut tx, &AuditEvent::new(actor, "device.remove", now_ms).subject(id).remote(remote_addr))
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Rotates the token of an approved role: the live token is revoked, and the next connect that proves
+    /// itself with the gateway secret is handed a new one (a token value never travels in a reply).
+    /// `narrower` replaces the grant's scopes with a subset of them.
+    pub async fn rotate_token(
+        &self,
+        device_id: &DeviceId,
+        role: Role,
+        narrower: Option<&ScopeSet>,
+        actor: &Actor,
+        remote_addr: Option<&str>,
+        now_ms: Millis,
+    ) -> StoreResult<TokenChange> {
+        let mut tx = self.begin_write().await?;
+        let mut scopes = grant_scopes_on(&mut tx, device_id, role)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("role {role} of device {device_id}")))?;
+        if let Some(narrower) = narrower {
+            if let Some(extra) = narrower.iter().find(|scope| !scopes.contains(*scope)) {
+                return Err(StoreError::Conflict(format!(
+                    "cannot rotate to {extra}: the {role} role was not approved for it"
+                )));
+            }
+            scopes = narrower.clone();
+            let (id, role_name, scopes_json) = (device_id.as_str(), role.as_str(), scopes.to_json());
+            sqlx::query!("UPDATE grants SET scopes = ? WHERE device_id = ? AND role = ?", scopes_json, id, role_name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (id, role_name) = (device_id.as_str(), role.as_str());
+        sqlx::query!(
+            "UPDATE device_tokens SET revoked_at_ms = ?, rotated_at_ms = ?
+              WHERE device_id = ? AND role = ? AND revoked_at_ms IS NULL",
+            now_ms,
+            now_ms,
+            id,
+            role_name
+        )
+        .execute(&mut *tx)
+        .await?;
+        let event = AuditEvent::new(actor, "token.rotate", now_ms)
+            .subject(id)
+            .remote(remote_addr)
+            .details(serde_json::json!({ "role": role, "scopes": scopes.names() }));
+        audit::record(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(TokenChange { device_id: device_id.clone(), role, scopes, at_ms: now_ms })
+    }
+
+    /// Revokes the live token of a device's role; `NotFound` when there is none.
+    pub async fn revoke_token(
+        &self,
+        device_id: &DeviceId,
+        role: Role,
+        actor: &Actor,
+        remote_addr: Option<&str>,
+        now_ms: Millis,
+    ) -> StoreResult<TokenChange> {
+        let mut tx = self.begin_write().await?;
+        let scopes = grant_scopes_on(&mut tx, device_id, role).await?.unwrap_or_default();
+        let (id, role_name) = (device_id.as_str(), role.as_str());
+        let revoked = sqlx::query!(
+            "UPDATE device_tokens SET revoked_at_ms = ? WHERE device_id = ? AND role = ? AND revoked_at_ms IS NULL",
+            now_ms,
+            id,
+            role_name
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        super::expect_one(revoked, || format!("live {role} token of device {device_id}"))?;
+        let event = AuditEvent::new(actor, "token.revoke", now_ms)
+            .subject(id)
+            .remote(remote_addr)
+            .details(serde_json::json!({ "role": role }));
+        audit::record(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(TokenChange { device_id: device_id.clone(), role, scopes, at_ms: now_ms })
+    }
+}

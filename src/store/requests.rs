@@ -118,16 +118,18 @@ fn roles_json(roles: &[Role]) -> String {
     serde_json::to_string(&roles.iter().map(|r| r.as_str()).collect::<Vec<_>>()).expect("strings serialize")
 }
 
-async fn expire_stale(conn: &mut SqliteConnection, now_ms: Millis) -> StoreResult<u64> {
-    Ok(sqlx::query!(
-        "UPDATE pairing_requests SET status = 'expired', resolved_by = 'system', resolved_at_ms = ?
-          WHERE status = 'pending' AND expires_at_ms <= ?",
+/// Marks pending requests past their expiry as expired; returns (request id, device id) of each.
+async fn expire_stale(conn: &mut SqliteConnection, now_ms: Millis) -> StoreResult<Vec<(String, String)>> {
+    let expired = sqlx::query!(
+        r#"UPDATE pairing_requests SET status = 'expired', resolved_by = 'system', resolved_at_ms = ?
+            WHERE status = 'pending' AND expires_at_ms <= ?
+           RETURNING request_id AS "request_id!", device_id"#,
         now_ms,
         now_ms
     )
-    .execute(conn)
-    .await?
-    .rows_affected())
+    .fetch_all(conn)
+    .await?;
+    Ok(expired.into_iter().map(|row| (row.request_id, row.device_id)).collect())
 }
 
 async fn request_on(conn: &mut SqliteConnection, request_id: &str) -> StoreResult<Option<PairingRequest>> {
@@ -376,6 +378,21 @@ impl Store {
         let rejected = request_on(&mut tx, request_id).await?.expect("row updated just now");
         tx.commit().await?;
         Ok(rejected)
+    }
+
+    /// Expires pending requests past their time; returns (request id, device id) of each, so that their
+    /// resolution can be announced.
+    pub async fn expire_pending(&self, now_ms: Millis) -> StoreResult<Vec<(String, String)>> {
+        let mut tx = self.begin_write().await?;
+        let expired = expire_stale(&mut tx, now_ms).await?;
+        if !expired.is_empty() {
+            let ids: Vec<&str> = expired.iter().map(|(request_id, _)| request_id.as_str()).collect();
+            let event = AuditEvent::new(&Actor::System, "pairing.expire", now_ms)
+                .details(serde_json::json!({ "requestIds": ids }));
+            audit::record(&mut tx, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(expired)
     }
 
     pub async fn pairing_request(&self, request_id: &str) -> StoreResult<Option<PairingRequest>> {

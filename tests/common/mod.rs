@@ -304,10 +304,15 @@ pub async fn expect_close(ws: &mut Ws) -> Option<(u16, String)> {
     }
 }
 
-/// Sends a request on a connected socket and returns the response frame.
+/// Sends a request on a connected socket and returns its response frame, passing over events.
 pub async fn call(ws: &mut Ws, id: &str, method: &str, params: Value) -> Value {
     send_json(ws, &json!({"type": "req", "id": id, "method": method, "params": params})).await;
-    let reply = next_json(ws).await.expect("response");
-    assert_eq!(reply["id"], id, "{reply}");
-    reply
+    loop {
+        let frame = next_json(ws).await.expect("response");
+        if frame["type"] == "event" {
+            continue;
+        }
+        assert_eq!(frame["id"], id, "{frame}");
+        return frame;
+    }
 }

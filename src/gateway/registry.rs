@@ -1,0 +1,147 @@
+//! Live connections: who is connected as which device, forced closes (revocation) and event fan-out.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::DeviceId;
+
+/// Events a socket may have queued before it counts as a slow consumer and is closed with 4008.
+pub const EVENT_QUEUE_CAPACITY: usize = 256;
+/// How long revocation waits for a socket to confirm it closed before replying anyway.
+const CLOSE_ACK_WAIT: Duration = Duration::from_secs(2);
+
+/// An event to fan out; the socket adds its own `seq`.
+#[derive(Debug)]
+pub struct Event {
+    pub name: &'static str,
+    pub payload: Value,
+}
+
+/// Tells a socket to close; it acknowledges once its close frame is sent.
+#[derive(Debug)]
+pub struct CloseOrder {
+    pub code: u16,
+    pub reason: &'static str,
+    pub ack: oneshot::Sender<()>,
+}
+
+/// What a socket receives when it registers.
+pub struct Registration {
+    pub close_orders: mpsc::Receiver<CloseOrder>,
+    /// `Some` for sockets that may see pairing events; `None` from it means "too slow, dropped".
+    pub events: Option<mpsc::Receiver<Arc<Event>>>,
+}
+
+struct Entry {
+    device_id: Option<DeviceId>,
+    close: mpsc::Sender<CloseOrder>,
+    events: Option<mpsc::Sender<Arc<Event>>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    conns: HashMap<String, Entry>,
+    by_device: HashMap<DeviceId, HashSet<String>>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("sockets", &self.socket_count()).finish()
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("registry lock")
+    }
+
+    pub fn register(&self, conn_id: &str, device_id: Option<&DeviceId>, subscribe: bool) -> Registration {
+        let (close, close_orders) = mpsc::channel(1);
+        let (events, events_rx) = if subscribe {
+            let (sender, receiver) = mpsc::channel(EVENT_QUEUE_CAPACITY);
+            (Some(sender), Some(receiver))
+        } else {
+            (None, None)
+        };
+        let mut inner = self.lock();
+        if let Some(device_id) = device_id {
+            inner.by_device.entry(device_id.clone()).or_default().insert(conn_id.to_owned());
+        }
+        inner.conns.insert(conn_id.to_owned(), Entry { device_id: device_id.cloned(), close, events });
+        Registration { close_orders, events: events_rx }
+    }
+
+    pub fn unregister(&self, conn_id: &str) {
+        let mut inner = self.lock();
+        if let Some(Entry { device_id: Some(device_id), .. }) = inner.conns.remove(conn_id)
+            && let Some(conns) = inner.by_device.get_mut(&device_id)
+        {
+            conns.remove(conn_id);
+            if conns.is_empty() {
+                inner.by_device.remove(&device_id);
+            }
+        }
+    }
+
+    /// Closes every live socket of the device and waits (briefly) until each has sent its close frame.
+    /// The caller's own socket (`except`) is told too, but not waited for: it closes after its reply.
+    pub async fn close_device(
+        &self,
+        device_id: &DeviceId,
+        code: u16,
+        reason: &'static str,
+        except: Option<&str>,
+    ) -> usize {
+        let targets: Vec<(String, mpsc::Sender<CloseOrder>)> = {
+            let inner = self.lock();
+            inner
+                .by_device
+                .get(device_id)
+                .into_iter()
+                .flatten()
+                .filter_map(|conn_id| inner.conns.get(conn_id).map(|entry| (conn_id.clone(), entry.close.clone())))
+                .collect()
+        };
+        let mut acks = Vec::new();
+        for (conn_id, sender) in &targets {
+            let (ack, acked) = oneshot::channel();
+            if sender.try_send(CloseOrder { code, reason, ack }).is_ok() && except != Some(conn_id.as_str()) {
+                acks.push(acked);
+            }
+        }
+        let _ = tokio::time::timeout(CLOSE_ACK_WAIT, futures_util::future::join_all(acks)).await;
+        targets.len()
+    }
+
+    /// Queues an event for every subscribed socket, never waiting: a socket whose queue is full is
+    /// dropped from the subscribers and closes itself with 4008.
+    pub fn broadcast(&self, name: &'static str, payload: Value) {
+        let event = Arc::new(Event { name, payload });
+        let mut inner = self.lock();
+        for entry in inner.conns.values_mut() {
+            if let Some(sender) = &entry.events
+                && sender.try_send(event.clone()).is_err()
+            {
+                entry.events = None;
+            }
+        }
+    }
+
+    pub fn is_connected(&self, device_id: &DeviceId) -> bool {
+        self.lock().by_device.contains_key(device_id)
+    }
+
+    /// Sockets that completed `connect` and are still open.
+    pub fn socket_count(&self) -> usize {
+        self.lock().conns.len()
+    }
+}

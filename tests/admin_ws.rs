@@ -1,0 +1,254 @@
+//! Device administration over the WebSocket: the pairing methods the real CLI calls, events, and
+//! revocation that closes live sockets.
+
+mod common;
+
+use common::*;
+use pairgate::domain::{RequestStatus, Role};
+use pairgate::gateway::GatewayConfig;
+use serde_json::{Value, json};
+
+fn with_proxy() -> GatewayConfig {
+    GatewayConfig { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..GatewayConfig::default() }
+}
+
+/// An operator socket like the CLI's: no device identity, local, pairing + read (+ more).
+async fn operator(server: &Server, scopes: &[&str]) -> Ws {
+    connect(server, &Connect::cli().scopes(scopes)).await.hello().1
+}
+
+/// A remote device asks to pair; returns its request id.
+async fn remote_ask(server: &Server, device: &Device, scopes: &[&str]) -> String {
+    let (error, _) =
+        connect(server, &Connect::cli().device(device).scopes(scopes).via_proxy_for("203.0.113.20")).await.refused();
+    error["details"]["requestId"].as_str().unwrap().to_owned()
+}
+
+async fn next_event(ws: &mut Ws) -> Value {
+    let frame = next_json(ws).await.expect("an event");
+    assert_eq!(frame["type"], "event", "{frame}");
+    frame
+}
+
+#[tokio::test]
+async fn approval_is_announced_in_order_only_to_pairing_sockets() {
+    let server = Server::start_with(with_proxy()).await;
+    let mut watcher = operator(&server, &["operator.pairing", "operator.read"]).await;
+    let mut bystander = operator(&server, &["operator.read"]).await;
+    let device = Device::new(20);
+
+    let request_id = remote_ask(&server, &device, &["operator.read"]).await;
+    let requested = next_event(&mut watcher).await;
+    assert_eq!(requested["event"], "device.pair.requested");
+    assert_eq!(requested["seq"], 1);
+    assert_eq!(requested["payload"]["requestId"], request_id);
+    assert_eq!(requested["payload"]["deviceId"], device.id().as_str());
+    assert_eq!(requested["payload"]["remoteIp"], "203.0.113.20");
+    // Asking again is the same request: no new event (the next frame is the approval's).
+
+    remote_ask(&server, &device, &["operator.read"]).await;
+    let mut approver = operator(&server, &["operator.pairing", "operator.read"]).await;
+    let reply = call(&mut approver, "a1", "device.pair.approve", json!({"requestId": request_id})).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["payload"]["requestId"], request_id);
+    assert_eq!(reply["payload"]["device"]["deviceId"], device.id().as_str());
+    assert_eq!(reply["payload"]["device"]["scopes"], json!(["operator.read"]));
+    assert!(!reply.to_string().contains("deviceToken"), "no token value in any payload");
+
+    let resolved = next_event(&mut watcher).await;
+    assert_eq!(resolved["event"], "device.pair.resolved");
+    assert_eq!(resolved["seq"], 2);
+    assert_eq!(resolved["payload"]["decision"], "approved");
+    assert_eq!(resolved["payload"]["requestId"], request_id);
+
+    // The bystander (no operator.pairing) got neither event: its next frame is its own reply.
+    let reply = call(&mut bystander, "b1", "health", json!({})).await;
+    assert_eq!(reply["ok"], true);
+
+    // Approving again: the CLI's "unknown requestId".
+    let reply = call(&mut approver, "a2", "device.pair.approve", json!({"requestId": request_id})).await;
+    assert_eq!(reply["error"]["code"], "INVALID_REQUEST");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("unknown requestId") && message.contains("already approved"), "{message}");
+    let reply = call(&mut approver, "a3", "device.pair.approve", json!({"requestId": "nope"})).await;
+    assert_eq!(reply["error"]["message"], "unknown requestId: nope");
+    let reply = call(&mut approver, "a4", "device.pair.approve", json!({})).await;
+    assert_eq!(reply["error"]["message"], "invalid params: missing field `requestId`");
+
+    connect(&server, &Connect::cli().device(&device).via_proxy_for("203.0.113.20")).await.hello();
+}
+
+#[tokio::test]
+async fn a_caller_cannot_approve_more_than_it_holds() {
+    let server = Server::start_with(with_proxy()).await;
+    let device = Device::new(21);
+    let request_id = remote_ask(&server, &device, &["operator.admin"]).await;
+    let mut approver = operator(&server, &["operator.pairing", "operator.read"]).await;
+    let reply = call(&mut approver, "1", "device.pair.approve", json!({"requestId": request_id})).await;
+    assert_eq!(reply["error"]["message"], "device pairing approval denied: missing scope operator.admin");
+    let request = server.store.pairing_request(&request_id).await.unwrap().unwrap();
+    assert_eq!(request.status, RequestStatus::Pending, "nothing was written");
+
+    let node = Device::new(22);
+    let node_ask =
+        Connect { role: "node".into(), client_id: "node-host".into(), client_mode: "node".into(), ..Connect::cli() };
+    let (error, _) =
+        connect(&server, &node_ask.device(&node).scopes(&[]).via_proxy_for("203.0.113.21")).await.refused();
+    let node_request = error["details"]["requestId"].as_str().unwrap();
+    let reply = call(&mut approver, "2", "device.pair.approve", json!({"requestId": node_request})).await;
+    assert_eq!(reply["error"]["message"], "device pairing approval denied: role node requires operator.admin");
+
+    let mut admin = operator(&server, &["operator.admin"]).await;
+    for id in [request_id.as_str(), node_request] {
+        let reply = call(&mut admin, id, "device.pair.approve", json!({"requestId": id})).await;
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+}
+
+#[tokio::test]
+async fn reject_is_announced_and_the_device_stays_unpaired() {
+    let server = Server::start_with(with_proxy()).await;
+    let mut watcher = operator(&server, &["operator.admin"]).await;
+    let device = Device::new(23);
+    let request_id = remote_ask(&server, &device, &["operator.read"]).await;
+    assert_eq!(next_event(&mut watcher).await["event"], "device.pair.requested");
+    let reply = call(&mut watcher, "r", "device.pair.reject", json!({"requestId": request_id})).await;
+    assert_eq!(reply["payload"], json!({"requestId": request_id, "deviceId": device.id().as_str()}));
+    let resolved = next_event(&mut watcher).await;
+    assert_eq!((resolved["payload"]["decision"].as_str(), resolved["seq"].as_u64()), (Some("rejected"), Some(2)));
+    assert!(server.store.device(&device.id()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn expiry_is_announced() {
+    let server = Server::start_with(with_proxy()).await;
+    let mut watcher = operator(&server, &["operator.pairing"]).await;
+    let request_id = remote_ask(&server, &Device::new(24), &["operator.read"]).await;
+    assert_eq!(next_event(&mut watcher).await["event"], "device.pair.requested");
+    server.clock.advance_ms(5 * 60 * 1000);
+    server.gateway.sweep_expired().await;
+    let resolved = next_event(&mut watcher).await;
+    assert_eq!(resolved["payload"]["decision"], "expired");
+    assert_eq!(resolved["payload"]["requestId"], request_id);
+    let audit = server.store.audit_page(None, 1).await.unwrap();
+    assert_eq!(audit[0].action, "pairing.expire");
+}
+
+/// A paired device with a live socket and its device token.
+async fn live_device(server: &Server, device: &Device) -> (Ws, String) {
+    let (hello, _) =
+        connect(server, &Connect::cli().device(device).scopes(&["operator.read", "operator.write"])).await.hello();
+    let token = hello["auth"]["deviceToken"].as_str().unwrap().to_owned();
+    let attempt = Connect::cli().device(device).token(None).device_token(&token);
+    let (_, ws) = connect(server, &attempt).await.hello();
+    (ws, token)
+}
+
+#[tokio::test]
+async fn revoke_closes_live_sockets_before_the_reply_and_the_old_token_fails() {
+    let server = Server::start().await;
+    let device = Device::new(25);
+    let (mut device_ws, token) = live_device(&server, &device).await;
+    let mut admin = operator(&server, &["operator.pairing", "operator.read", "operator.write"]).await;
+
+    let reply =
+        call(&mut admin, "1", "device.token.revoke", json!({"deviceId": device.id(), "role": "operator"})).await;
+    assert_eq!(reply["payload"]["deviceId"], device.id().as_str());
+    assert_eq!(reply["payload"]["role"], "operator");
+    assert_eq!(reply["payload"]["revokedAtMs"], server.now());
+    assert_eq!(expect_close(&mut device_ws).await, Some((4001, "device removed".to_owned())));
+
+    let (error, _) = connect(&server, &Connect::cli().device(&device).token(None).device_token(&token)).await.refused();
+    assert_eq!(error["details"]["code"], "AUTH_DEVICE_TOKEN_MISMATCH");
+    // With the gateway secret the still-paired device gets a fresh token.
+    let (hello, _) = connect(&server, &Connect::cli().device(&device)).await.hello();
+    assert_ne!(hello["auth"]["deviceToken"].as_str().unwrap(), token);
+
+    let reply =
+        call(&mut admin, "2", "device.token.revoke", json!({"deviceId": "0".repeat(64), "role": "operator"})).await;
+    assert!(reply["error"]["message"].as_str().unwrap().starts_with("unknown device token"), "{reply}");
+    let reply = call(&mut admin, "3", "device.token.revoke", json!({"deviceId": device.id(), "role": "root"})).await;
+    assert_eq!(reply["error"]["message"], "invalid role");
+}
+
+#[tokio::test]
+async fn rotate_narrows_scopes_and_the_next_connect_gets_the_new_token() {
+    let server = Server::start().await;
+    let device = Device::new(26);
+    let (mut device_ws, token) = live_device(&server, &device).await;
+    let mut admin = operator(&server, &["operator.pairing", "operator.read"]).await;
+
+    // The caller holds read but not write: it may not hand out write again.
+    let params = json!({"deviceId": device.id(), "role": "operator"});
+    let reply = call(&mut admin, "1", "device.token.rotate", params).await;
+    assert_eq!(reply["error"]["message"], "device token rotation denied: missing scope operator.write");
+
+    let params = json!({"deviceId": device.id(), "role": "operator", "scopes": ["operator.read"]});
+    let reply = call(&mut admin, "2", "device.token.rotate", params).await;
+    assert_eq!(
+        reply["payload"],
+        json!({"deviceId": device.id(), "role": "operator", "scopes": ["operator.read"], "rotatedAtMs": server.now(),
+               "tokenDelivery": "withheld-cross-device"})
+    );
+    assert_eq!(expect_close(&mut device_ws).await.map(|(code, _)| code), Some(4001));
+    let (error, _) = connect(&server, &Connect::cli().device(&device).token(None).device_token(&token)).await.refused();
+    assert_eq!(error["details"]["code"], "AUTH_DEVICE_TOKEN_MISMATCH");
+    let (hello, _) = connect(&server, &Connect::cli().device(&device)).await.hello();
+    assert!(hello["auth"]["deviceToken"].is_string());
+    let record = server.store.device(&device.id()).await.unwrap().unwrap();
+    assert_eq!(record.grant(Role::Operator).unwrap().scopes.names(), ["operator.read"]);
+}
+
+#[tokio::test]
+async fn remove_closes_sockets_and_unpairs() {
+    let server = Server::start_with(with_proxy()).await;
+    let device = Device::new(27);
+    let (mut device_ws, _) = live_device(&server, &device).await;
+    let mut admin = operator(&server, &["operator.pairing"]).await;
+    let reply = call(&mut admin, "1", "device.pair.list", json!({})).await;
+    assert_eq!(reply["payload"]["paired"][0]["connected"], true);
+
+    let reply = call(&mut admin, "2", "device.pair.remove", json!({"deviceId": device.id()})).await;
+    assert_eq!(reply["payload"], json!({"deviceId": device.id()}));
+    assert_eq!(expect_close(&mut device_ws).await.map(|(code, _)| code), Some(4001));
+    let reply = call(&mut admin, "3", "device.pair.list", json!({})).await;
+    assert_eq!(reply["payload"]["paired"], json!([]));
+    let reply = call(&mut admin, "4", "device.pair.remove", json!({"deviceId": device.id()})).await;
+    assert_eq!(reply["error"]["message"], format!("unknown deviceId: {}", device.id()));
+
+    // From afar it must pair again.
+    let (error, _) = connect(&server, &Connect::cli().device(&device).via_proxy_for("203.0.113.30")).await.refused();
+    assert_eq!(error["details"]["reason"], "not-paired");
+    let actions: Vec<String> =
+        server.store.audit_page(None, 3).await.unwrap().into_iter().map(|row| row.action).collect();
+    assert_eq!(actions, ["pairing.request", "device.remove", "device.approve.silent"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_event_consumer_is_closed_with_4008() {
+    let server = Server::start().await;
+    let mut slow = operator(&server, &["operator.pairing"]).await;
+    // On this single-threaded runtime the socket's task cannot drain its queue while this loop runs,
+    // so the queue fills deterministically.
+    for i in 0..(pairgate::gateway::registry::EVENT_QUEUE_CAPACITY + 1) {
+        server.gateway.live.broadcast("device.pair.requested", json!({ "n": i }));
+    }
+    let mut received = 0;
+    let close = loop {
+        match tokio::time::timeout(FRAME_WAIT, futures_util::StreamExt::next(&mut slow)).await.unwrap() {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_))) => received += 1,
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {
+                break (u16::from(frame.code), frame.reason.to_string());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(close, (4008, "slow consumer: event queue full".to_owned()));
+    assert_eq!(
+        received,
+        pairgate::gateway::registry::EVENT_QUEUE_CAPACITY,
+        "what was queued is delivered, then the close"
+    );
+    // Others are unaffected.
+    operator(&server, &["operator.pairing"]).await;
+}
