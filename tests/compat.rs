@@ -177,3 +177,74 @@ async fn openclaw_4_1_speaks_protocol_3_with_its_device_identity() {
         .count();
     assert_eq!(approvals, 1);
 }
+
+/// The operator's whole cycle with the real CLI: a remote device asks, `openclaw devices approve` lets
+/// it in, and rotate / revoke / remove close its live socket with 4001; reject declines another ask.
+#[tokio::test]
+async fn openclaw_9_6_drives_the_full_device_cycle() {
+    let Some(oc) = openclaw() else { return };
+    let server = real_time_server(GatewayConfig {
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        ..GatewayConfig::default()
+    })
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let url = server.url();
+    // Runs `openclaw <args> --url … --token … --json` and returns its JSON output.
+    let cli = |args: &[&str]| {
+        let mut full: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        full.extend(["--url".into(), url.clone(), "--token".into(), TOKEN.into(), "--json".into()]);
+        let (node, v96, home) = (oc.node.clone(), oc.v96.clone(), home.path().to_path_buf());
+        async move {
+            let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+            let (ok, stdout, stderr) = run_cli(&node, &v96, &home, &refs).await;
+            assert!(ok, "openclaw {refs:?} failed:\n{stdout}\n{stderr}");
+            json_of(&stdout)
+        }
+    };
+
+    let device = Device::new(70);
+    let remote = Connect::cli().device(&device).scopes(&["operator.read"]).via_proxy_for("203.0.113.70");
+    let (error, _) = connect(&server, &remote).await.refused();
+    assert_eq!(error["code"], "NOT_PAIRED");
+    let request_id = error["details"]["requestId"].as_str().unwrap().to_owned();
+
+    let listing = cli(&["devices", "list"]).await;
+    assert_eq!(listing["pending"][0]["requestId"], request_id);
+
+    let approved = cli(&["devices", "approve", &request_id]).await;
+    assert_eq!(approved["requestId"], request_id);
+    assert_eq!(approved["device"]["deviceId"], device.id().as_str());
+    let (_, mut live) = connect(&server, &remote).await.hello();
+
+    let device_id = device.id().to_string();
+    let rotated = cli(&["devices", "rotate", "--device", &device_id, "--role", "operator"]).await;
+    assert_eq!(rotated["deviceId"], device_id.as_str());
+    assert_eq!(rotated["tokenDelivery"], "withheld-cross-device");
+    assert!(rotated.get("token").is_none());
+    assert_eq!(expect_close(&mut live).await.map(|(code, _)| code), Some(4001));
+
+    server.clock.set_ms(SystemClock.now_ms());
+    let (_, mut live) = connect(&server, &remote).await.hello();
+    let revoked = cli(&["devices", "revoke", "--device", &device_id, "--role", "operator"]).await;
+    assert_eq!(revoked["deviceId"], device_id.as_str());
+    assert!(revoked["revokedAtMs"].is_i64());
+    assert_eq!(expect_close(&mut live).await.map(|(code, _)| code), Some(4001));
+
+    server.clock.set_ms(SystemClock.now_ms());
+    let (_, mut live) = connect(&server, &remote).await.hello();
+    let removed = cli(&["devices", "remove", &device_id]).await;
+    assert_eq!(removed["deviceId"], device_id.as_str());
+    assert_eq!(expect_close(&mut live).await.map(|(code, _)| code), Some(4001));
+    let listing = cli(&["devices", "list"]).await;
+    assert_eq!(listing["paired"], json!([]));
+
+    server.clock.set_ms(SystemClock.now_ms());
+    let other = Device::new(71);
+    let (error, _) = connect(&server, &Connect::cli().device(&other).via_proxy_for("203.0.113.71")).await.refused();
+    let other_request = error["details"]["requestId"].as_str().unwrap().to_owned();
+    let rejected = cli(&["devices", "reject", &other_request]).await;
+    assert_eq!(rejected, json!({"requestId": other_request, "deviceId": other.id().as_str()}));
+    let status = server.store.pairing_request(&other_request).await.unwrap().unwrap().status;
+    assert_eq!(status, pairgate::domain::RequestStatus::Rejected);
+}
