@@ -6,8 +6,9 @@ use serde_json::{Value, json};
 use serde::Deserialize;
 
 use super::Gateway;
-use super::frames::{ErrorShape, close};
+use super::frames::ErrorShape;
 use super::handshake::Session;
+use super::ops::{Caller, OpError};
 use crate::domain::{DeviceId, Role, Scope, ScopeSet};
 use crate::store::{Actor, DeviceRecord, PairingRequest, StoreError};
 
@@ -105,23 +106,15 @@ fn store_unavailable(error: StoreError) -> ErrorShape {
     ErrorShape::unavailable("gateway store unavailable, try again")
 }
 
-/// The CLI recognises "unknown requestId" as "no such pending request".
-fn request_error(request_id: &str, error: StoreError) -> ErrorShape {
+/// The wording the real CLI understands: "unknown requestId" means "no such pending request".
+fn op_error(error: OpError) -> ErrorShape {
     match error {
-        StoreError::NotFound(_) => ErrorShape::invalid(format!("unknown requestId: {}", truncate(request_id, 64))),
-        StoreError::Conflict(why) | StoreError::Gone(why) => ErrorShape::invalid(format!("unknown requestId ({why})")),
-        other => store_unavailable(other),
-    }
-}
-
-fn device_error(device_id: &str, role: Option<Role>, error: StoreError) -> ErrorShape {
-    match (error, role) {
-        (StoreError::NotFound(_), None) => {
-            ErrorShape::invalid(format!("unknown deviceId: {}", truncate(device_id, 64)))
-        }
-        (StoreError::NotFound(what), Some(_)) => ErrorShape::invalid(format!("unknown device token: {what}")),
-        (StoreError::Conflict(why), _) => ErrorShape::invalid(why),
-        (other, _) => store_unavailable(other),
+        OpError::UnknownRequest(id) => ErrorShape::invalid(format!("unknown requestId: {}", truncate(&id, 64))),
+        OpError::Decided(why) | OpError::Expired(why) => ErrorShape::invalid(format!("unknown requestId ({why})")),
+        OpError::UnknownDevice(id) => ErrorShape::invalid(format!("unknown deviceId: {id}")),
+        OpError::UnknownToken(what) => ErrorShape::invalid(format!("unknown device token: {what}")),
+        OpError::Denied(why) | OpError::Invalid(why) => ErrorShape::invalid(why),
+        OpError::Store(error) => store_unavailable(error),
     }
 }
 
@@ -134,99 +127,48 @@ fn parse_role(text: &str) -> Result<Role, ErrorShape> {
     Role::parse(text).ok_or_else(|| ErrorShape::invalid("invalid role"))
 }
 
-/// A caller may only hand out what it holds itself; a node role takes `operator.admin`.
-fn check_may_grant(session: &Session, what: &str, roles: &[Role], scopes: &ScopeSet) -> Result<(), ErrorShape> {
-    if roles.contains(&Role::Node) && !session.scopes.allows(Scope::Admin) {
-        return Err(ErrorShape::invalid(format!("{what} denied: role node requires operator.admin")));
-    }
-    match session.scopes.first_missing(scopes) {
-        Some(scope) => Err(ErrorShape::invalid(format!("{what} denied: missing scope {scope}"))),
-        None => Ok(()),
+fn parse_scopes(names: Option<&[String]>) -> Result<Option<ScopeSet>, ErrorShape> {
+    names.map(ScopeSet::parse).transpose().map_err(|e| ErrorShape::invalid(e.to_string()))
+}
+
+fn caller(session: &Session) -> Caller<'_> {
+    Caller {
+        actor: Actor::Socket {
+            conn_id: session.conn_id.clone(),
+            device_id: session.device_id.as_ref().map(|id| id.to_string()),
+        },
+        remote_addr: Some(session.client_ip.clone()),
+        conn_id: Some(&session.conn_id),
+        scopes: Some(&session.scopes),
     }
 }
 
 impl Gateway {
-    fn actor(session: &Session) -> Actor {
-        Actor::Socket {
-            conn_id: session.conn_id.clone(),
-            device_id: session.device_id.as_ref().map(|id| id.to_string()),
-        }
-    }
-
-    fn announce_resolution(&self, request: &PairingRequest, decision: &str) {
-        let payload = json!({
-            "requestId": request.request_id, "deviceId": request.device_id, "decision": decision, "ts": self.clock.now_ms(),
-        });
-        self.live.broadcast("device.pair.resolved", payload);
-    }
-
-    /// Expires pending requests whose time is up and announces each; runs periodically.
-    pub async fn sweep_expired(&self) {
-        match self.store.expire_pending(self.clock.now_ms()).await {
-            Ok(expired) => {
-                for (request_id, device_id) in expired {
-                    let payload = json!({
-                        "requestId": request_id, "deviceId": device_id, "decision": "expired", "ts": self.clock.now_ms(),
-                    });
-                    self.live.broadcast("device.pair.resolved", payload);
-                }
-            }
-            Err(error) => tracing::warn!(%error, "could not expire pairing requests"),
-        }
-    }
-
     async fn approve(&self, session: &Session, params: RequestIdParams) -> Result<Value, ErrorShape> {
-        let id = params.request_id.as_str();
-        let request = self.store.pairing_request(id).await.map_err(store_unavailable)?;
-        let request = request.ok_or_else(|| request_error(id, StoreError::NotFound(id.to_owned())))?;
-        check_may_grant(session, "device pairing approval", &request.roles, &request.scopes)?;
-        let now = self.clock.now_ms();
-        let approved =
-            self.store.approve_request(id, None, &Self::actor(session), now).await.map_err(|e| request_error(id, e))?;
-        let device = self.store.device(&approved.device_id).await.map_err(store_unavailable)?;
-        self.announce_resolution(&approved, "approved");
-        let connected = self.live.is_connected(&approved.device_id);
-        Ok(json!({ "requestId": id, "device": device.as_ref().map(|device| device_view(device, connected)) }))
+        let (request, device) =
+            self.approve_request(&caller(session), &params.request_id, None).await.map_err(op_error)?;
+        let connected = self.live.is_connected(&request.device_id);
+        Ok(
+            json!({ "requestId": request.request_id, "device": device.as_ref().map(|device| device_view(device, connected)) }),
+        )
     }
 
     async fn reject(&self, session: &Session, params: RequestIdParams) -> Result<Value, ErrorShape> {
-        let id = params.request_id.as_str();
-        let now = self.clock.now_ms();
-        let rejected =
-            self.store.reject_request(id, &Self::actor(session), now).await.map_err(|e| request_error(id, e))?;
-        self.announce_resolution(&rejected, "rejected");
-        Ok(json!({ "requestId": id, "deviceId": rejected.device_id }))
+        let rejected = self.reject_request(&caller(session), &params.request_id).await.map_err(op_error)?;
+        Ok(json!({ "requestId": rejected.request_id, "deviceId": rejected.device_id }))
     }
 
     async fn remove(&self, session: &Session, params: DeviceParams) -> Result<Value, ErrorShape> {
         let device_id = parse_device_id(&params.device_id)?;
-        let now = self.clock.now_ms();
-        self.store
-            .remove_device(&device_id, &Self::actor(session), Some(&session.client_ip), now)
-            .await
-            .map_err(|e| device_error(&params.device_id, None, e))?;
-        self.close_device_sockets(&device_id, session).await;
+        self.remove_device(&caller(session), &device_id).await.map_err(op_error)?;
         Ok(json!({ "deviceId": device_id }))
     }
 
     async fn rotate(&self, session: &Session, params: TokenParams) -> Result<Value, ErrorShape> {
         let (device_id, role) = (parse_device_id(&params.device_id)?, parse_role(&params.role)?);
-        let narrower = params
-            .scopes
-            .as_deref()
-            .map(ScopeSet::parse)
-            .transpose()
-            .map_err(|e| ErrorShape::invalid(e.to_string()))?;
-        let record = self.store.device(&device_id).await.map_err(store_unavailable)?;
-        let granted = record.as_ref().and_then(|r| r.grant(role)).map(|g| g.scopes.clone()).unwrap_or_default();
-        check_may_grant(session, "device token rotation", &[role], narrower.as_ref().unwrap_or(&granted))?;
-        let now = self.clock.now_ms();
-        let change = self
-            .store
-            .rotate_token(&device_id, role, narrower.as_ref(), &Self::actor(session), Some(&session.client_ip), now)
-            .await
-            .map_err(|e| device_error(&params.device_id, Some(role), e))?;
-        self.close_device_sockets(&device_id, session).await;
+        let narrower = parse_scopes(params.scopes.as_deref())?;
+        let change =
+            self.rotate_token(&caller(session), &device_id, role, narrower.as_ref()).await.map_err(op_error)?;
         Ok(json!({
             "deviceId": device_id, "role": role, "scopes": change.scopes.names(), "rotatedAtMs": change.at_ms,
             // The new token is handed to the device itself in hello-ok on its next connect, never here.
@@ -236,27 +178,8 @@ impl Gateway {
 
     async fn revoke(&self, session: &Session, params: TokenParams) -> Result<Value, ErrorShape> {
         let (device_id, role) = (parse_device_id(&params.device_id)?, parse_role(&params.role)?);
-        let record = self.store.device(&device_id).await.map_err(store_unavailable)?;
-        let granted = record.as_ref().and_then(|r| r.grant(role)).map(|g| g.scopes.clone()).unwrap_or_default();
-        check_may_grant(session, "device token revocation", &[role], &granted)?;
-        let now = self.clock.now_ms();
-        let change = self
-            .store
-            .revoke_token(&device_id, role, &Self::actor(session), Some(&session.client_ip), now)
-            .await
-            .map_err(|e| device_error(&params.device_id, Some(role), e))?;
-        self.close_device_sockets(&device_id, session).await;
+        let change = self.revoke_token(&caller(session), &device_id, role).await.map_err(op_error)?;
         Ok(json!({ "deviceId": device_id, "role": role, "revokedAtMs": change.at_ms }))
-    }
-
-    /// Revocation bites before the reply: the device's other sockets are closed with 4001 (its own
-    /// socket, when it revoked itself, closes right after this reply).
-    async fn close_device_sockets(&self, device_id: &DeviceId, session: &Session) {
-        let closed =
-            self.live.close_device(device_id, close::DEVICE_REMOVED, "device removed", Some(&session.conn_id)).await;
-        if closed > 0 {
-            tracing::info!(device = %device_id, sockets = closed, "closed the device's live sockets");
-        }
     }
 }
 

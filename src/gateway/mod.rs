@@ -4,6 +4,7 @@ pub mod frames;
 pub mod handshake;
 mod last_seen;
 pub mod methods;
+pub mod ops;
 pub mod ratelimit;
 pub mod registry;
 
