@@ -1,4 +1,6 @@
-//! HTTP endpoints beside the WebSocket: health and readiness (REST admin comes here too).
+//! HTTP endpoints beside the WebSocket: health, readiness and the REST admin API.
+
+pub mod api;
 
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use serde_json::json;
 use crate::gateway::Gateway;
 
 pub fn router() -> Router<Arc<Gateway>> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).merge(api::router())
 }
 
 /// The process is up.

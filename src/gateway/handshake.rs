@@ -226,7 +226,7 @@ impl Gateway {
             && !client.local
             && !matches!(failure, AuthFailure::RateLimited { .. })
         {
-            self.record_auth_failure(conn, now).await;
+            self.record_auth_failure(client.ip, now).await;
         }
         let device_claim = match &proof {
             None => DeviceClaim::Absent,

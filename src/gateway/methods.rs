@@ -9,6 +9,7 @@ use super::Gateway;
 use super::frames::ErrorShape;
 use super::handshake::Session;
 use super::ops::{Caller, OpError};
+use super::views::{DeviceView, RequestView};
 use crate::domain::{DeviceId, Role, Scope, ScopeSet};
 use crate::store::{Actor, DeviceRecord, PairingRequest, StoreError};
 
@@ -191,68 +192,12 @@ fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// The request object of PROTOCOL.md §5.
+/// The request object of PROTOCOL.md §5, as JSON.
 pub fn request_view(request: &PairingRequest) -> Value {
-    let mut view = json!({
-        "requestId": request.request_id,
-        "deviceId": request.device_id,
-        "publicKey": request.public_key.to_base64url(),
-        "platform": request.meta.platform.clone().unwrap_or_default(),
-        "deviceFamily": request.meta.device_family.clone().unwrap_or_default(),
-        "clientId": request.meta.client_id,
-        "clientMode": request.meta.client_mode,
-        "role": request.role,
-        "roles": request.roles,
-        "scopes": request.scopes.names(),
-        "remoteIp": request.remote_ip,
-        "silent": false,
-        "isRepair": request.is_repair,
-        "reason": request.reason.as_str(),
-        "ts": request.refreshed_at_ms,
-        "createdAtMs": request.created_at_ms,
-        "expiresAtMs": request.expires_at_ms,
-    });
-    if let Some(name) = &request.meta.display_name {
-        view["displayName"] = json!(name);
-    }
-    view
+    serde_json::to_value(RequestView::from(request)).expect("views serialize")
 }
 
-/// The device object of PROTOCOL.md §5. Never a token value.
+/// The device object of PROTOCOL.md §5, as JSON. Never a token value.
 pub fn device_view(device: &DeviceRecord, connected: bool) -> Value {
-    let roles = device.roles();
-    let scopes: crate::domain::ScopeSet = device.grants.iter().flat_map(|grant| grant.scopes.iter()).collect();
-    let mut view = json!({
-        "deviceId": device.device_id,
-        "publicKey": device.public_key.to_base64url(),
-        "platform": device.meta.platform.clone().unwrap_or_default(),
-        "deviceFamily": device.meta.device_family.clone().unwrap_or_default(),
-        "clientId": device.meta.client_id,
-        "clientMode": device.meta.client_mode,
-        "role": roles.first(),
-        "roles": roles,
-        "scopes": scopes.names(),
-        "approvedScopes": scopes.names(),
-        "approvedVia": device.approved_via,
-        "createdAtMs": device.created_at_ms,
-        "approvedAtMs": device.approved_at_ms,
-        "connected": connected,
-        "tokens": device.tokens.iter().map(|token| {
-            let mut summary = json!({ "role": token.role, "scopes": token.scopes.names(), "createdAtMs": token.issued_at_ms });
-            if let Some(at) = token.rotated_at_ms { summary["rotatedAtMs"] = json!(at); }
-            if let Some(at) = token.revoked_at_ms { summary["revokedAtMs"] = json!(at); }
-            if let Some(at) = token.last_used_at_ms { summary["lastUsedAtMs"] = json!(at); }
-            summary
-        }).collect::<Vec<_>>(),
-    });
-    if let Some(name) = &device.meta.display_name {
-        view["displayName"] = json!(name);
-    }
-    if let Some(ip) = &device.remote_ip {
-        view["remoteIp"] = json!(ip);
-    }
-    if let Some(at) = device.last_seen_at_ms {
-        view["lastSeenAtMs"] = json!(at);
-    }
-    view
+    serde_json::to_value(DeviceView::new(device, connected)).expect("views serialize")
 }

@@ -7,6 +7,7 @@ pub mod methods;
 pub mod ops;
 pub mod ratelimit;
 pub mod registry;
+pub mod views;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -108,9 +109,10 @@ impl Gateway {
         }
     }
 
-    async fn record_auth_failure(&self, conn: &ConnInfo, now: Millis) {
-        if self.limiter.record_failure(conn.client.ip, now) == FailureOutcome::LockedOut {
-            let ip = conn.client.ip.to_string();
+    /// Counts a failed authentication from a non-local address; the one that locks it out is audited.
+    pub(crate) async fn record_auth_failure(&self, client_ip: IpAddr, now: Millis) {
+        if self.limiter.record_failure(client_ip, now) == FailureOutcome::LockedOut {
+            let ip = client_ip.to_string();
             tracing::warn!(client = %ip, "failed-auth limit reached; address locked out");
             let event = AuditEvent::new(&Actor::System, "auth.lockout", now)
                 .subject(ip.clone())

@@ -576,3 +576,65 @@ impl Store {
         Ok(TokenChange { device_id: device_id.clone(), role, scopes, at_ms: now_ms })
     }
 }
+
+/// Which devices a listing shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceFilter {
+    /// Holding at least one grant and not removed.
+    Paired,
+    Removed,
+    All,
+}
+
+impl DeviceFilter {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "paired" => Some(DeviceFilter::Paired),
+            "removed" => Some(DeviceFilter::Removed),
+            "all" => Some(DeviceFilter::All),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            DeviceFilter::Paired => "paired",
+            DeviceFilter::Removed => "removed",
+            DeviceFilter::All => "all",
+        }
+    }
+}
+
+impl Store {
+    /// A page of devices ordered by id, after `after` (keyset pagination).
+    pub async fn devices_page(
+        &self,
+        filter: DeviceFilter,
+        after: Option<&DeviceId>,
+        limit: i64,
+    ) -> StoreResult<Vec<DeviceRecord>> {
+        let after = after.map(|id| id.as_str()).unwrap_or("");
+        let filter = filter.as_str();
+        let rows = sqlx::query_as!(
+            DeviceRow,
+            r#"SELECT device_id AS "device_id!", public_key AS "public_key!", client_id, client_mode, platform,
+                      device_family, display_name, remote_ip, approved_via, created_at_ms AS "created_at_ms!",
+                      approved_at_ms, last_seen_at_ms, removed_at_ms, grants AS "grants!: String",
+                      tokens AS "tokens!: String"
+                 FROM device_records
+                WHERE device_id > ?
+                  AND (? = 'all'
+                       OR (? = 'paired' AND removed_at_ms IS NULL AND grants <> '[]')
+                       OR (? = 'removed' AND removed_at_ms IS NOT NULL))
+                ORDER BY device_id LIMIT ?"#,
+            after,
+            filter,
+            filter,
+            filter,
+            limit
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter().map(DeviceRow::into_record).collect()
+    }
+}

@@ -11,7 +11,7 @@ mod meta;
 mod requests;
 
 pub use audit::{Actor, AuditEvent, AuditRow};
-pub use devices::{ClientMeta, DeviceRecord, Grant, NewGrant, SeenNote, TokenChange, TokenInfo};
+pub use devices::{ClientMeta, DeviceFilter, DeviceRecord, Grant, NewGrant, SeenNote, TokenChange, TokenInfo};
 pub use requests::{NewPairingRequest, PairingRequest, RequestOutcome};
 
 use std::path::{Path, PathBuf};

@@ -400,6 +400,36 @@ impl Store {
         request_on(&mut conn, request_id).await
     }
 
+    /// A page of requests, newest first, older than the cursor `before` (a value of `RequestPage::next`);
+    /// only those with `status` when given.
+    pub async fn requests_page(
+        &self,
+        status: Option<RequestStatus>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<(Vec<PairingRequest>, Option<i64>)> {
+        let before = before.unwrap_or(i64::MAX);
+        let status = status.map(|s| s.as_str()).unwrap_or("");
+        let rows = sqlx::query!(
+            r#"SELECT rowid AS "cursor!: i64", request_id AS "request_id!" FROM pairing_requests
+                WHERE rowid < ? AND (? = '' OR status = ?)
+                ORDER BY rowid DESC LIMIT ?"#,
+            before,
+            status,
+            status,
+            limit
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        let next = if rows.len() as i64 == limit { rows.last().map(|row| row.cursor) } else { None };
+        let mut conn = self.readers.acquire().await?;
+        let mut requests = Vec::with_capacity(rows.len());
+        for row in rows {
+            requests.extend(request_on(&mut conn, &row.request_id).await?);
+        }
+        Ok((requests, next))
+    }
+
     /// Requests still pending and not yet expired at `now_ms`, oldest first.
     pub async fn pending_requests(&self, now_ms: Millis) -> StoreResult<Vec<PairingRequest>> {
         let rows = sqlx::query_as!(

@@ -1,0 +1,182 @@
+//! The request and device objects of PROTOCOL.md §5, as every front end shows them. Never a token value.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::ScopeSet;
+use crate::store::{AuditRow, DeviceRecord, PairingRequest};
+
+/// A pairing request.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestView {
+    pub request_id: String,
+    pub device_id: String,
+    pub public_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub platform: String,
+    pub device_family: String,
+    pub client_id: Option<String>,
+    pub client_mode: Option<String>,
+    /// The role of the latest ask.
+    pub role: String,
+    /// Every role asked for while the request was pending.
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+    pub remote_ip: Option<String>,
+    pub silent: bool,
+    pub is_repair: bool,
+    /// not-paired, metadata-upgrade, role-upgrade or scope-upgrade.
+    pub reason: String,
+    /// pending, approved, rejected, expired or superseded.
+    pub status: String,
+    /// When the ask was last made (ms).
+    pub ts: i64,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_at_ms: Option<i64>,
+}
+
+/// A token summary: its role, scopes and times.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenView {
+    pub role: String,
+    pub scopes: Vec<String>,
+    pub created_at_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotated_at_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_at_ms: Option<i64>,
+}
+
+/// A device, its approved roles and scopes, and its newest token per role.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceView {
+    pub device_id: String,
+    pub public_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub platform: String,
+    pub device_family: String,
+    pub client_id: Option<String>,
+    pub client_mode: Option<String>,
+    pub role: Option<String>,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+    pub approved_scopes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_ip: Option<String>,
+    pub approved_via: Option<String>,
+    pub created_at_ms: i64,
+    pub approved_at_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen_at_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed_at_ms: Option<i64>,
+    pub connected: bool,
+    pub tokens: Vec<TokenView>,
+}
+
+/// One audit event.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditView {
+    pub event_id: i64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub subject: Option<String>,
+    pub remote_addr: Option<String>,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+fn names(scopes: &ScopeSet) -> Vec<String> {
+    scopes.names().into_iter().map(str::to_owned).collect()
+}
+
+impl From<&PairingRequest> for RequestView {
+    fn from(request: &PairingRequest) -> Self {
+        RequestView {
+            request_id: request.request_id.clone(),
+            device_id: request.device_id.to_string(),
+            public_key: request.public_key.to_base64url(),
+            display_name: request.meta.display_name.clone(),
+            platform: request.meta.platform.clone().unwrap_or_default(),
+            device_family: request.meta.device_family.clone().unwrap_or_default(),
+            client_id: request.meta.client_id.clone(),
+            client_mode: request.meta.client_mode.clone(),
+            role: request.role.to_string(),
+            roles: request.roles.iter().map(|role| role.to_string()).collect(),
+            scopes: names(&request.scopes),
+            remote_ip: request.remote_ip.clone(),
+            silent: false,
+            is_repair: request.is_repair,
+            reason: request.reason.as_str().to_owned(),
+            status: request.status.as_str().to_owned(),
+            ts: request.refreshed_at_ms,
+            created_at_ms: request.created_at_ms,
+            expires_at_ms: request.expires_at_ms,
+            resolved_at_ms: request.resolved_at_ms,
+        }
+    }
+}
+
+impl DeviceView {
+    pub fn new(device: &DeviceRecord, connected: bool) -> Self {
+        let roles = device.roles();
+        let scopes: ScopeSet = device.grants.iter().flat_map(|grant| grant.scopes.iter()).collect();
+        DeviceView {
+            device_id: device.device_id.to_string(),
+            public_key: device.public_key.to_base64url(),
+            display_name: device.meta.display_name.clone(),
+            platform: device.meta.platform.clone().unwrap_or_default(),
+            device_family: device.meta.device_family.clone().unwrap_or_default(),
+            client_id: device.meta.client_id.clone(),
+            client_mode: device.meta.client_mode.clone(),
+            role: roles.first().map(|role| role.to_string()),
+            roles: roles.iter().map(|role| role.to_string()).collect(),
+            scopes: names(&scopes),
+            approved_scopes: names(&scopes),
+            remote_ip: device.remote_ip.clone(),
+            approved_via: device.approved_via.clone(),
+            created_at_ms: device.created_at_ms,
+            approved_at_ms: device.approved_at_ms,
+            last_seen_at_ms: device.last_seen_at_ms,
+            removed_at_ms: device.removed_at_ms,
+            connected,
+            tokens: device
+                .tokens
+                .iter()
+                .map(|token| TokenView {
+                    role: token.role.to_string(),
+                    scopes: names(&token.scopes),
+                    created_at_ms: token.issued_at_ms,
+                    rotated_at_ms: token.rotated_at_ms,
+                    revoked_at_ms: token.revoked_at_ms,
+                    last_used_at_ms: token.last_used_at_ms,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<AuditRow> for AuditView {
+    fn from(row: AuditRow) -> Self {
+        AuditView {
+            event_id: row.event_id,
+            at_ms: row.at_ms,
+            actor: row.actor,
+            action: row.action,
+            subject: row.subject,
+            remote_addr: row.remote_addr,
+            details: row.details,
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The REST admin API over a real server: every endpoint, auth failures, pagination, the approval race,
+//! expired requests, and the OpenAPI description.
+
+mod common;
+
+use common::*;
+use pairgate::domain::RequestStatus;
+use pairgate::gateway::GatewayConfig;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn with_proxy() -> GatewayConfig {
+    GatewayConfig { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..GatewayConfig::default() }
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(server: &Server) -> Api {
+        Api { base: format!("http://{}/api/v1", server.addr), http: reqwest::Client::new() }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::GET, path, Some(TOKEN), None).await
+    }
+
+    async fn post(&self, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, path, Some(TOKEN), body).await
+    }
+}
+
+async fn remote_ask(server: &Server, seed: u8, scopes: &[&str]) -> String {
+    let device = Device::new(seed);
+    let (error, _) =
+        connect(server, &Connect::cli().device(&device).scopes(scopes).via_proxy_for("203.0.113.40")).await.refused();
+    error["details"]["requestId"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn every_endpoint_requires_the_bearer_token() {
+    let server = Server::start().await;
+    let api = Api::new(&server);
+    let paths = [
+        (reqwest::Method::GET, "/devices"),
+        (reqwest::Method::GET, "/devices/abc"),
+        (reqwest::Method::DELETE, "/devices/abc"),
+        (reqwest::Method::GET, "/requests"),
+        (reqwest::Method::POST, "/requests/x/approve"),
+        (reqwest::Method::POST, "/requests/x/reject"),
+        (reqwest::Method::POST, "/devices/abc/tokens/operator/rotate"),
+        (reqwest::Method::POST, "/devices/abc/tokens/operator/revoke"),
+        (reqwest::Method::GET, "/audit"),
+    ];
+    for (method, path) in paths {
+        let (status, body) = api.send(method.clone(), path, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        assert_eq!(body, json!({"code": "unauthorized", "message": "bearer token required", "details": {}}));
+        let (status, body) = api.send(method.clone(), path, Some("wrong"), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        assert_eq!(body["message"], "bearer token mismatch");
+    }
+    assert_eq!(server.store.audit_page(None, 10).await.unwrap().len(), 0, "nothing was written");
+}
+
+#[tokio::test]
+async fn remote_auth_failures_are_rate_limited() {
+    let server = Server::start_with(with_proxy()).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/devices", server.addr);
+    for _ in 0..10 {
+        let response =
+            http.get(&url).bearer_auth("wrong").header("x-forwarded-for", "198.51.100.60").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let response = http.get(&url).bearer_auth(TOKEN).header("x-forwarded-for", "198.51.100.60").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["details"]["retryAfterMs"], 300_000);
+    let response = http.get(&url).bearer_auth(TOKEN).header("x-forwarded-for", "198.51.100.61").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn requests_are_listed_approved_and_rejected() {
+    let server = Server::start_with(with_proxy()).await;
+    let api = Api::new(&server);
+    let first = remote_ask(&server, 40, &["operator.read", "operator.write"]).await;
+    let second = remote_ask(&server, 41, &["operator.read"]).await;
+
+    let (status, body) = api.get("/requests?status=pending").await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> = body["items"].as_array().unwrap().iter().map(|r| r["requestId"].as_str().unwrap()).collect();
+    assert_eq!(ids, [second.as_str(), first.as_str()], "newest first");
+
+    // Approve with a narrower scope list than was asked.
+    let (status, body) =
+        api.post(&format!("/requests/{first}/approve"), Some(json!({"scopes": ["operator.read"]}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["requestId"], first);
+    assert_eq!(body["device"]["scopes"], json!(["operator.read"]));
+    let (status, body) = api.post(&format!("/requests/{first}/approve"), None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["code"], "conflict");
+    assert_eq!(body["message"], format!("pairing request {first} is already approved"));
+
+    let (status, body) =
+        api.post(&format!("/requests/{second}/approve"), Some(json!({"scopes": ["operator.admin"]}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) =
+        api.post(&format!("/requests/{second}/approve"), Some(json!({"scopes": ["operator.root"]}))).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("unknown scope: operator.root"))
+    );
+    let (status, _) = api.send(reqwest::Method::POST, &format!("/requests/{second}/approve"), Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let third = remote_ask(&server, 42, &["operator.read"]).await;
+    let (status, body) = api.post(&format!("/requests/{third}/reject"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["requestId"], third);
+    let (status, _) = api.post(&format!("/requests/{third}/reject"), None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, body) = api.post("/requests/no-such-request/reject", None).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+
+    let (status, body) = api.get("/requests?status=bogus").await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_request")));
+    let audit = server.store.audit_page(None, 1).await.unwrap();
+    assert_eq!((audit[0].action.as_str(), audit[0].actor.as_str()), ("pairing.reject", "rest:gateway"));
+}
+
+#[tokio::test]
+async fn an_expired_request_cannot_be_approved() {
+    let server = Server::start_with(with_proxy()).await;
+    let api = Api::new(&server);
+    let id = remote_ask(&server, 43, &["operator.read"]).await;
+    server.clock.advance_ms(5 * 60 * 1000);
+    let (status, body) = api.post(&format!("/requests/{id}/approve"), None).await;
+    assert_eq!(status, StatusCode::GONE);
+    assert_eq!(body["code"], "gone");
+    assert!(body["message"].as_str().unwrap().contains("expired"), "{body}");
+    assert_eq!(server.store.pairing_request(&id).await.unwrap().unwrap().status, RequestStatus::Expired);
+}
+
+#[tokio::test]
+async fn concurrent_approvals_have_exactly_one_winner() {
+    let server = Server::start_with(with_proxy()).await;
+    let id = remote_ask(&server, 44, &["operator.read"]).await;
+    let api = std::sync::Arc::new(Api::new(&server));
+    let attempts: Vec<_> = (0..16)
+        .map(|_| {
+            let (api, id) = (api.clone(), id.clone());
+            tokio::spawn(async move { api.post(&format!("/requests/{id}/approve"), None).await.0 })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for attempt in attempts {
+        statuses.push(attempt.await.unwrap());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 15, "{statuses:?}");
+    let approvals =
+        server.store.audit_page(None, 100).await.unwrap().iter().filter(|r| r.action == "pairing.approve").count();
+    assert_eq!(approvals, 1);
+}
+
+#[tokio::test]
+async fn devices_are_listed_with_pagination_and_managed() {
+    let server = Server::start().await;
+    let api = Api::new(&server);
+    let mut ids = Vec::new();
+    for seed in 50..55 {
+        let device = Device::new(seed);
+        connect(&server, &Connect::cli().device(&device)).await.hello();
+        ids.push(device.id().to_string());
+    }
+    ids.sort();
+    let (status, page) = api.get("/devices?limit=2").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut seen: Vec<String> =
+        page["items"].as_array().unwrap().iter().map(|d| d["deviceId"].as_str().unwrap().to_owned()).collect();
+    let mut cursor = page["nextCursor"].as_str().map(str::to_owned);
+    while let Some(next) = cursor {
+        let (_, page) = api.get(&format!("/devices?limit=2&cursor={next}")).await;
+        seen.extend(page["items"].as_array().unwrap().iter().map(|d| d["deviceId"].as_str().unwrap().to_owned()));
+        cursor = page["nextCursor"].as_str().map(str::to_owned);
+    }
+    assert_eq!(seen, ids);
+    assert!(!page.to_string().contains("deviceToken"));
+
+    let (status, body) = api.get(&format!("/devices/{}", ids[0])).await;
+    assert_eq!((status, body["deviceId"].as_str()), (StatusCode::OK, Some(ids[0].as_str())));
+    let (status, _) = api.get(&format!("/devices/{}", "0".repeat(64))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, body) = api.post(&format!("/devices/{}/tokens/operator/rotate", ids[0]), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["tokenDelivery"], "withheld-cross-device");
+    let (status, body) = api.post(&format!("/devices/{}/tokens/operator/revoke", ids[1]), None).await;
+    assert_eq!((status, body["role"].as_str()), (StatusCode::OK, Some("operator")));
+    let (status, _) = api.post(&format!("/devices/{}/tokens/operator/revoke", ids[1]), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no live token left to revoke");
+    let (status, body) = api.post(&format!("/devices/{}/tokens/root/revoke", ids[1]), None).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_request")));
+
+    let (status, _) = api.send(reqwest::Method::DELETE, &format!("/devices/{}", ids[2]), Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = api.send(reqwest::Method::DELETE, &format!("/devices/{}", ids[2]), Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, removed) = api.get("/devices?status=removed").await;
+    assert_eq!(removed["items"][0]["deviceId"], ids[2].as_str());
+    let (_, paired) = api.get("/devices").await;
+    assert_eq!(paired["items"].as_array().unwrap().len(), 4);
+    let (status, _) = api.get("/devices?limit=0").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let (_, audit) = api.get("/audit?limit=3").await;
+    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["device.remove", "token.revoke", "token.rotate"]);
+    let (_, older) = api.get(&format!("/audit?limit=3&cursor={}", audit["nextCursor"].as_str().unwrap())).await;
+    assert_eq!(older["items"][0]["action"], "device.approve.silent");
+}
+
+#[tokio::test]
+async fn the_openapi_description_lists_every_endpoint() {
+    let server = Server::start().await;
+    let response = reqwest::get(format!("http://{}/api/v1/openapi.json", server.addr)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let doc: Value = response.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+    for path in [
+        "/api/v1/devices",
+        "/api/v1/devices/{id}",
+        "/api/v1/devices/{id}/tokens/{role}/rotate",
+        "/api/v1/devices/{id}/tokens/{role}/revoke",
+        "/api/v1/requests",
+        "/api/v1/requests/{id}/approve",
+        "/api/v1/requests/{id}/reject",
+        "/api/v1/audit",
+    ] {
+        assert!(paths.iter().any(|p| p.as_str() == path), "{path} missing from {paths:?}");
+    }
+    assert!(doc["components"]["schemas"]["DeviceView"].is_object());
+}
