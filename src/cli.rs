@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::clock::{Clock, SystemClock};
-use crate::domain::ScopeSet;
+use crate::domain::{DeviceId, Role, ScopeSet};
 use crate::store::{Actor, Store};
 
 #[derive(Debug, Parser)]
@@ -31,6 +31,23 @@ pub enum Command {
     Devices {
         #[command(subcommand)]
         action: DevicesAction,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Device tokens, offline on the database file.
+    Tokens {
+        #[command(subcommand)]
+        action: TokensAction,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// The audit trail, newest first.
+    Audit {
+        /// How many events.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         db: DbArg,
     },
@@ -118,6 +135,37 @@ pub enum DevicesAction {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a paired device (its grants go, its tokens are revoked).
+    Remove {
+        device_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensAction {
+    /// Revoke a device's token for a role; the device gets a new one on its next connect.
+    Rotate {
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        role: String,
+        /// Narrow the role's scopes (comma-separated subset of what is approved).
+        #[arg(long, value_delimiter = ',')]
+        scopes: Option<Vec<String>>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a device's live token for a role.
+    Revoke {
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs a parsed command line.
@@ -126,6 +174,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => crate::server::serve(args).await,
         Command::Migrate { action, db } => migrate(action, &db).await,
         Command::Devices { action, db } => devices(action, &db).await,
+        Command::Tokens { action, db } => tokens(action, &db).await,
+        Command::Audit { limit, json, db } => audit(limit, json, &db).await,
     }
 }
 
@@ -222,9 +272,89 @@ async fn devices(action: DevicesAction, db: &DbArg) -> anyhow::Result<()> {
             let request = store.reject_request(&request_id, &actor, now).await?;
             report_decision(json, "rejected", &request)
         }
+        DevicesAction::Remove { device_id, json } => {
+            let id = parse_device_id(&device_id)?;
+            store.remove_device(&id, &actor, None, now).await?;
+            print_result(json, serde_json::json!({ "deviceId": id }), &format!("removed device {id}"));
+            Ok(())
+        }
     };
     store.close().await;
     result
+}
+
+fn parse_device_id(text: &str) -> anyhow::Result<DeviceId> {
+    DeviceId::try_from(text.to_owned()).map_err(|e| anyhow::anyhow!("{text}: {e}"))
+}
+
+fn parse_role(text: &str) -> anyhow::Result<Role> {
+    Role::parse(text).ok_or_else(|| anyhow::anyhow!("unknown role {text}: operator or node"))
+}
+
+fn print_result(json: bool, value: serde_json::Value, human: &str) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{human}");
+    }
+}
+
+async fn tokens(action: TokensAction, db: &DbArg) -> anyhow::Result<()> {
+    let store = open(db).await?;
+    let now = SystemClock.now_ms();
+    let actor = Actor::local_cli();
+    let result = match action {
+        TokensAction::Rotate { device, role, scopes, json } => {
+            let (id, role) = (parse_device_id(&device)?, parse_role(&role)?);
+            let narrower = scopes.map(|names| ScopeSet::parse(&names)).transpose()?;
+            let change = store.rotate_token(&id, role, narrower.as_ref(), &actor, None, now).await?;
+            let value = serde_json::json!({
+                "deviceId": id, "role": role, "scopes": change.scopes.names(), "rotatedAtMs": change.at_ms,
+                "tokenDelivery": "withheld-cross-device",
+            });
+            print_result(
+                json,
+                value,
+                &format!("rotated the {role} token of {id}; the device gets a new one on its next connect"),
+            );
+            Ok(())
+        }
+        TokensAction::Revoke { device, role, json } => {
+            let (id, role) = (parse_device_id(&device)?, parse_role(&role)?);
+            let change = store.revoke_token(&id, role, &actor, None, now).await?;
+            let value = serde_json::json!({ "deviceId": id, "role": role, "revokedAtMs": change.at_ms });
+            print_result(json, value, &format!("revoked the {role} token of {id}"));
+            Ok(())
+        }
+    };
+    store.close().await;
+    result
+}
+
+async fn audit(limit: i64, json: bool, db: &DbArg) -> anyhow::Result<()> {
+    let store = open(db).await?;
+    let rows = store.audit_page(None, limit.clamp(1, 10_000)).await?;
+    if json {
+        let views: Vec<crate::gateway::views::AuditView> = rows.into_iter().map(Into::into).collect();
+        println!("{}", serde_json::to_string_pretty(&views)?);
+    } else {
+        for row in rows {
+            let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(row.at_ms) * 1_000_000)
+                .ok()
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                .unwrap_or_else(|| row.at_ms.to_string());
+            println!(
+                "{at}  {:<22} {:<40} {:<16} {}  {}",
+                row.action,
+                row.actor,
+                row.remote_addr.as_deref().unwrap_or("-"),
+                row.subject.as_deref().unwrap_or("-"),
+                row.details
+            );
+        }
+    }
+    store.close().await;
+    Ok(())
 }
 
 fn report_decision(json: bool, decision: &str, request: &crate::store::PairingRequest) -> anyhow::Result<()> {

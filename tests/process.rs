@@ -259,3 +259,78 @@ async fn load_generator_smoke_run() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("loopback addresses only"));
     server.kill9().await;
 }
+
+/// An approval acknowledged by the REST API survives a SIGKILL right after the 200.
+#[tokio::test]
+async fn a_rest_approval_survives_sigkill_right_after_the_reply() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("durable.db").display().to_string();
+    let args = ["--db", db.as_str(), "--token", TOKEN, "--trusted-proxy", "127.0.0.1"];
+    let device = Device::new(90);
+    let remote = Connect::cli().device(&device).via_proxy_for("203.0.113.90");
+
+    let server = serve(home.path(), &args, "1.log").await;
+    let (error, _) = connect_url(&server.url(), &remote, now_ms()).await.refused();
+    let request_id = error["details"]["requestId"].as_str().unwrap().to_owned();
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/requests/{request_id}/approve", server.addr))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    server.kill9().await;
+
+    let server = serve(home.path(), &args, "2.log").await;
+    connect_url(&server.url(), &remote, now_ms()).await.hello();
+    server.kill9().await;
+}
+
+/// The offline CLI changes the database of a running server, which sees each change on the next connect.
+#[tokio::test]
+async fn offline_cli_manages_tokens_devices_and_audit_while_serving() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("offline.db").display().to_string();
+    let server = serve(home.path(), &["--db", &db, "--token", TOKEN], "serve.log").await;
+    let device = Device::new(91);
+    let id = device.id().to_string();
+    let (hello, _) = connect_url(&server.url(), &Connect::cli().device(&device), now_ms()).await.hello();
+    let token = hello["auth"]["deviceToken"].as_str().unwrap().to_owned();
+    let with_token = Connect::cli().device(&device).token(None).device_token(&token);
+
+    let (ok, out, err) =
+        pairgate(home.path(), &["tokens", "revoke", "--device", &id, "--role", "operator", "--json", "--db", &db])
+            .await;
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["role"], "operator");
+    let (error, _) = connect_url(&server.url(), &with_token, now_ms()).await.refused();
+    assert_eq!(error["details"]["code"], "AUTH_DEVICE_TOKEN_MISMATCH");
+
+    let (ok, out, err) = pairgate(
+        home.path(),
+        &["tokens", "rotate", "--device", &id, "--role", "operator", "--scopes", "operator.read", "--db", &db],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("gets a new one on its next connect"), "{out}");
+    let (ok, _, err) =
+        pairgate(home.path(), &["tokens", "revoke", "--device", &id, "--role", "node", "--db", &db]).await;
+    assert!(!ok);
+    assert!(err.contains("not found"), "{err}");
+
+    let (ok, out, err) = pairgate(home.path(), &["devices", "remove", &id, "--json", "--db", &db]).await;
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["deviceId"], id.as_str());
+    let (ok, _, err) = pairgate(home.path(), &["devices", "remove", &id, "--db", &db]).await;
+    assert!(!ok && err.contains("not found"), "{err}");
+
+    let (ok, out, _) = pairgate(home.path(), &["audit", "--json", "--limit", "3", "--db", &db]).await;
+    assert!(ok);
+    let audit: Value = serde_json::from_str(&out).unwrap();
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|row| row["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["device.remove", "token.rotate", "token.revoke"]);
+    assert!(audit[0]["actor"].as_str().unwrap().starts_with("cli:"));
+    let (ok, out, _) = pairgate(home.path(), &["audit", "--db", &db]).await;
+    assert!(ok && out.lines().count() >= 4 && out.contains("device.approve.silent"), "{out}");
+    server.kill9().await;
+}
