@@ -100,6 +100,9 @@ pub struct ServeArgs {
     /// Close sockets that have not sent `connect` within this many milliseconds.
     #[arg(long, env = "PAIRGATE_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
     pub handshake_timeout_ms: u64,
+    /// Serve /metrics without the bearer token (for a scraper on a trusted network).
+    #[arg(long, env = "PAIRGATE_METRICS_OPEN", default_value_t = false, action = clap::ArgAction::Set)]
+    pub metrics_open: bool,
     /// Interval of `tick` events on connected sockets.
     #[arg(long, env = "PAIRGATE_TICK_INTERVAL_MS", default_value_t = 30_000)]
     pub tick_interval_ms: u64,

@@ -7,5 +7,6 @@ pub mod client;
 pub mod clock;
 pub mod domain;
 pub mod gateway;
+pub mod metrics;
 pub mod server;
 pub mod store;

@@ -83,6 +83,7 @@ pub async fn serve(args: crate::cli::ServeArgs) -> anyhow::Result<()> {
         trusted_proxies: args.trusted_proxies.clone(),
         handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
         tick_interval: Duration::from_millis(args.tick_interval_ms.max(1)),
+        metrics_open: args.metrics_open,
         ..GatewayConfig::default()
     };
     let shutdown = CancellationToken::new();

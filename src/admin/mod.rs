@@ -13,7 +13,11 @@ use serde_json::json;
 use crate::gateway::Gateway;
 
 pub fn router() -> Router<Arc<Gateway>> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).merge(api::router())
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(api::router())
 }
 
 /// The process is up.
@@ -34,4 +38,20 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> (StatusCode, Json<serde_
             Json(json!({ "ok": false, "reason": "database unavailable or schema not current" })),
         )
     }
+}
+
+/// Prometheus text format; behind the bearer token unless the gateway is configured with `metrics_open`.
+async fn metrics(State(gateway): State<Arc<Gateway>>, request: axum::extract::Request) -> axum::response::Response {
+    use axum::extract::FromRequestParts;
+    use axum::response::IntoResponse;
+    if !gateway.config.metrics_open {
+        let (mut parts, _) = request.into_parts();
+        if let Err(error) = api::RestCaller::from_request_parts(&mut parts, &gateway).await {
+            return error.into_response();
+        }
+    }
+    let pending = gateway.store.pending_count(gateway.clock.now_ms()).await.unwrap_or(-1);
+    let body = gateway.metrics.render(pending);
+    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+        .into_response()
 }

@@ -305,10 +305,13 @@ impl Gateway {
                             role,
                             scopes: granted.clone(),
                         };
-                        self.store
+                        let minted = self
+                            .store
                             .approve_silently(&grant, reason, token == TokenAction::Mint, &actor, now)
                             .await
-                            .map_err(|e| ConnectError::internal(&e))?
+                            .map_err(|e| ConnectError::internal(&e))?;
+                        self.metrics.decision("silent_approve");
+                        minted
                     }
                     (Some((device_id, _)), None, TokenAction::Mint) => Some(
                         self.store

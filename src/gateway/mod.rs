@@ -45,6 +45,8 @@ pub struct GatewayConfig {
     pub rate_limit: RateLimitConfig,
     /// How often `last_seen` notes are written (one transaction per flush).
     pub last_seen_flush: Duration,
+    /// Serve `/metrics` without the bearer token (for a scraper that cannot send one).
+    pub metrics_open: bool,
 }
 
 impl Default for GatewayConfig {
@@ -58,6 +60,7 @@ impl Default for GatewayConfig {
             max_buffered_bytes: 50 * 1024 * 1024,
             rate_limit: RateLimitConfig::default(),
             last_seen_flush: Duration::from_secs(5),
+            metrics_open: false,
         }
     }
 }
@@ -79,6 +82,7 @@ pub struct Gateway {
     pub limiter: FailedAuthLimiter,
     pub live: registry::Registry,
     pub last_seen: last_seen::LastSeen,
+    pub metrics: crate::metrics::Metrics,
     pub started_at_ms: Millis,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -95,6 +99,7 @@ impl Gateway {
         let started_at_ms = clock.now_ms();
         let tracker = TaskTracker::new();
         let last_seen = last_seen::LastSeen::start(store.clone(), config.last_seen_flush, shutdown.clone(), &tracker);
+        let metrics = crate::metrics::Metrics::new(store.write_latency());
         Gateway {
             limiter: FailedAuthLimiter::new(config.rate_limit),
             store,
@@ -103,6 +108,7 @@ impl Gateway {
             config,
             live: registry::Registry::default(),
             last_seen,
+            metrics,
             started_at_ms,
             shutdown,
             tracker,
@@ -213,7 +219,9 @@ async fn run_socket(gateway: Arc<Gateway>, mut socket: WebSocket, conn: ConnInfo
     let Some(session) = session else { return };
     let subscribe = session.scopes.allows(Scope::Pairing);
     let registration = gateway.live.register(&conn.conn_id, session.device_id.as_ref(), subscribe);
+    gateway.metrics.socket_opened(session.role.as_str());
     serve_connected(&gateway, &mut socket, &session, registration).await;
+    gateway.metrics.socket_closed(session.role.as_str());
     gateway.live.unregister(&conn.conn_id);
 }
 
@@ -260,7 +268,13 @@ async fn handshake(gateway: &Gateway, socket: &mut WebSocket, conn: &ConnInfo, n
             return None;
         }
     };
-    match gateway.connect(conn, nonce, params).await {
+    let started = std::time::Instant::now();
+    let outcome = gateway.connect(conn, nonce, params).await;
+    let code = outcome.as_ref().err().map(|refused| {
+        refused.error.details.as_ref().and_then(|d| d["code"].as_str()).unwrap_or(refused.error.code).to_owned()
+    });
+    gateway.metrics.connect(code.as_deref(), started.elapsed().as_secs_f64());
+    match outcome {
         Ok(session) => {
             send_text(socket, frames::response_ok(&frame.id, session.hello.clone())).await.then_some(session)
         }

@@ -102,6 +102,7 @@ impl Gateway {
             .map_err(|e| request_error(request_id, e))?;
         let device = self.store.device(&approved.device_id).await.map_err(OpError::Store)?;
         self.announce_resolution(request_id, approved.device_id.as_str(), "approved");
+        self.metrics.decision("approve");
         Ok((approved, device))
     }
 
@@ -113,6 +114,7 @@ impl Gateway {
             .await
             .map_err(|e| request_error(request_id, e))?;
         self.announce_resolution(request_id, rejected.device_id.as_str(), "rejected");
+        self.metrics.decision("reject");
         Ok(rejected)
     }
 
@@ -122,6 +124,7 @@ impl Gateway {
             .remove_device(device_id, &caller.actor, caller.remote_addr.as_deref(), now)
             .await
             .map_err(|e| device_error(device_id, None, e))?;
+        self.metrics.decision("remove");
         self.close_device_sockets(device_id, caller).await;
         Ok(())
     }
@@ -141,6 +144,7 @@ impl Gateway {
             .rotate_token(device_id, role, narrower, &caller.actor, caller.remote_addr.as_deref(), now)
             .await
             .map_err(|e| device_error(device_id, Some(role), e))?;
+        self.metrics.decision("rotate");
         self.close_device_sockets(device_id, caller).await;
         Ok(change)
     }
@@ -159,6 +163,7 @@ impl Gateway {
             .revoke_token(device_id, role, &caller.actor, caller.remote_addr.as_deref(), now)
             .await
             .map_err(|e| device_error(device_id, Some(role), e))?;
+        self.metrics.decision("revoke");
         self.close_device_sockets(device_id, caller).await;
         Ok(change)
     }

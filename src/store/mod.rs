@@ -102,6 +102,37 @@ pub struct Store {
     writer: SqlitePool,
     readers: SqlitePool,
     path: PathBuf,
+    /// Latency of write transactions, begin to commit (exported as a metric).
+    write_latency: prometheus_client::metrics::histogram::Histogram,
+}
+
+/// A write transaction that records its latency when committed. Derefs to the connection, so queries
+/// run on `&mut *tx` as on a plain transaction; dropped uncommitted, it rolls back.
+pub(crate) struct WriteTx {
+    tx: Transaction<'static, Sqlite>,
+    started: std::time::Instant,
+    latency: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl WriteTx {
+    pub(crate) async fn commit(self) -> StoreResult<()> {
+        self.tx.commit().await?;
+        self.latency.observe(self.started.elapsed().as_secs_f64());
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 /// What `Store::open` found and did.
@@ -166,7 +197,8 @@ impl Store {
             .connect_with(base.read_only(true))
             .await
             .map_err(|e| StoreError::from(e).at(path))?;
-        let store = Store { writer, readers, path: path.to_path_buf() };
+        let write_latency = crate::metrics::latency_histogram();
+        let store = Store { writer, readers, path: path.to_path_buf(), write_latency };
         Ok((store, OpenReport { created, applied_migrations, schema_version, sqlite_version }))
     }
 
@@ -176,8 +208,15 @@ impl Store {
 
     /// Starts a write transaction that takes the write lock at once (a deferred transaction that reads
     /// first could fail with BUSY without waiting when another process writes).
-    async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    async fn begin_write(&self) -> StoreResult<WriteTx> {
+        let started = std::time::Instant::now();
+        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(WriteTx { tx, started, latency: self.write_latency.clone() })
+    }
+
+    /// The histogram of write-transaction latency, for the metrics registry.
+    pub fn write_latency(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.write_latency.clone()
     }
 
     /// Readiness: the database answers and its schema is the one this binary expects.

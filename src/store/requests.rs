@@ -199,11 +199,7 @@ async fn resolve(
 impl Store {
     /// Opens the write transaction of a decision on a pending request. An expiry found on the way is
     /// committed before refusing, so the store says `expired` rather than forgetting it.
-    async fn begin_decision(
-        &self,
-        request_id: &str,
-        now_ms: Millis,
-    ) -> StoreResult<(sqlx::Transaction<'static, sqlx::Sqlite>, PairingRequest)> {
+    async fn begin_decision(&self, request_id: &str, now_ms: Millis) -> StoreResult<(super::WriteTx, PairingRequest)> {
         let mut tx = self.begin_write().await?;
         match take_pending(&mut tx, request_id, now_ms).await {
             Ok(request) => Ok((tx, request)),
@@ -383,6 +379,16 @@ impl Store {
     /// Expires pending requests past their time; returns (request id, device id) of each, so that their
     /// resolution can be announced.
     pub async fn expire_pending(&self, now_ms: Millis) -> StoreResult<Vec<(String, String)>> {
+        // Look before writing: an idle server must not commit (and fsync) an empty transaction per sweep.
+        let due = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM pairing_requests WHERE status = 'pending' AND expires_at_ms <= ?) AS "due!: bool""#,
+            now_ms
+        )
+        .fetch_one(&self.readers)
+        .await?;
+        if !due {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin_write().await?;
         let expired = expire_stale(&mut tx, now_ms).await?;
         if !expired.is_empty() {
@@ -428,6 +434,16 @@ impl Store {
             requests.extend(request_on(&mut conn, &row.request_id).await?);
         }
         Ok((requests, next))
+    }
+
+    /// How many requests are pending and not yet expired at `now_ms`.
+    pub async fn pending_count(&self, now_ms: Millis) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "n!: i64" FROM pairing_requests WHERE status = 'pending' AND expires_at_ms > ?"#,
+            now_ms
+        )
+        .fetch_one(&self.readers)
+        .await?)
     }
 
     /// Requests still pending and not yet expired at `now_ms`, oldest first.
