@@ -103,6 +103,15 @@ pub struct ServeArgs {
     /// Serve /metrics without the bearer token (for a scraper on a trusted network).
     #[arg(long, env = "PAIRGATE_METRICS_OPEN", default_value_t = false, action = clap::ArgAction::Set)]
     pub metrics_open: bool,
+    /// How deep sub-agents may nest (1: only children of a main session).
+    #[arg(long, env = "PAIRGATE_MAX_SPAWN_DEPTH", default_value_t = 1)]
+    pub max_spawn_depth: i64,
+    /// Active sub-agent runs one requester session may have.
+    #[arg(long, env = "PAIRGATE_MAX_CHILDREN", default_value_t = 5)]
+    pub max_children: i64,
+    /// Active sub-agent runs in all.
+    #[arg(long, env = "PAIRGATE_MAX_CONCURRENT_RUNS", default_value_t = 8)]
+    pub max_concurrent_runs: i64,
     /// Interval of `tick` events on connected sockets.
     #[arg(long, env = "PAIRGATE_TICK_INTERVAL_MS", default_value_t = 30_000)]
     pub tick_interval_ms: u64,

@@ -32,7 +32,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 /// their tasks (axum does not track upgraded connections; the gateway's tracker does).
 pub async fn run(listener: TcpListener, gateway: Arc<Gateway>) -> std::io::Result<()> {
     let shutdown: CancellationToken = gateway.shutdown.clone();
-    gateway.tracker.spawn(sweep_expired_requests(gateway.clone()));
+    // Runs a crash left running are ended before anyone can wait on them.
+    gateway.recover_runs().await.map_err(std::io::Error::other)?;
+    gateway.tracker.spawn(sweep(gateway.clone()));
     let app = router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     gateway.tracker.close();
@@ -41,14 +43,20 @@ pub async fn run(listener: TcpListener, gateway: Arc<Gateway>) -> std::io::Resul
     Ok(())
 }
 
-/// How often pending pairing requests past their 5 minutes are expired and announced.
-const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// How often pending pairing requests past their 5 minutes are expired (and announced), and the sessions
+/// of ended `cleanup: delete` runs are archived.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
-async fn sweep_expired_requests(gateway: Arc<Gateway>) {
-    let mut ticker = tokio::time::interval(EXPIRY_SWEEP_INTERVAL);
+async fn sweep(gateway: Arc<Gateway>) {
+    let mut ticker = tokio::time::interval(SWEEP_INTERVAL);
     loop {
         tokio::select! {
-            _ = ticker.tick() => gateway.sweep_expired().await,
+            _ = ticker.tick() => {
+                gateway.sweep_expired().await;
+                if let Err(error) = gateway.store.archive_due_sessions(gateway.clock.now_ms()).await {
+                    tracing::warn!(%error, "could not archive sessions");
+                }
+            }
             _ = gateway.shutdown.cancelled() => return,
         }
     }
@@ -84,6 +92,11 @@ pub async fn serve(args: crate::cli::ServeArgs) -> anyhow::Result<()> {
         handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
         tick_interval: Duration::from_millis(args.tick_interval_ms.max(1)),
         metrics_open: args.metrics_open,
+        spawn_limits: crate::store::SpawnLimits {
+            max_depth: args.max_spawn_depth,
+            max_children_per_requester: args.max_children,
+            max_concurrent_runs: args.max_concurrent_runs,
+        },
         ..GatewayConfig::default()
     };
     let shutdown = CancellationToken::new();

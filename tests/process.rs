@@ -334,3 +334,53 @@ async fn offline_cli_manages_tokens_devices_and_audit_while_serving() {
     assert!(ok && out.lines().count() >= 4 && out.contains("device.approve.silent"), "{out}");
     server.kill9().await;
 }
+
+/// A crash while runs are running: after the restart they are interrupted (once), and a waiter that
+/// reconnects gets that outcome.
+#[tokio::test]
+async fn runs_left_running_by_a_crash_are_interrupted_on_restart() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("runs.db").display().to_string();
+    let args = ["--db", db.as_str(), "--token", TOKEN];
+    let backend = Connect::backend().device(&Device::new(95)).scopes(&["operator.admin"]);
+    let server = serve(home.path(), &args, "1.log").await;
+    let (_, mut ws) = connect_url(&server.url(), &backend, now_ms()).await.hello();
+    let mut run_ids = Vec::new();
+    for name in ["one", "two"] {
+        let key = format!("agent:main:subagent:{name}");
+        let reply = call(&mut ws, "p", "sessions.patch", json!({"key": key, "spawnedBy": "agent:main:main"})).await;
+        assert_eq!(reply["ok"], true, "{reply}");
+        let params = json!({"childSessionKey": key, "requesterSessionKey": "agent:main:main", "task": "t"});
+        let reply = call(&mut ws, "r", "subagents.register", params).await;
+        let run_id = reply["payload"]["runId"].as_str().unwrap().to_owned();
+        call(&mut ws, "s", "subagents.start", json!({"runId": run_id})).await;
+        run_ids.push(run_id);
+    }
+    // A waiter is parked on the first run when the gateway dies.
+    let (_, mut waiter) = connect_url(&server.url(), &backend, now_ms()).await.hello();
+    send_json(&mut waiter, &json!({"type": "req", "id": "w", "method": "agent.wait", "params": {"runId": run_ids[0], "timeoutMs": 60_000}})).await;
+    server.kill9().await;
+    assert!(next_json(&mut waiter).await.is_none(), "the waiter's socket died with the gateway");
+
+    let server = serve(home.path(), &args, "2.log").await;
+    let (_, mut ws) = connect_url(&server.url(), &backend, now_ms()).await.hello();
+    let waited = call(&mut ws, "w", "agent.wait", json!({"runId": run_ids[0], "timeoutMs": 60_000})).await;
+    assert_eq!(waited["payload"]["status"], "error");
+    assert_eq!(waited["payload"]["error"], "interrupted");
+    assert_eq!(waited["payload"]["endedReason"], "gateway-restart");
+    let listed = call(&mut ws, "l", "subagents.list", json!({"state": "interrupted"})).await;
+    assert_eq!(listed["payload"]["runs"].as_array().unwrap().len(), 2);
+    server.kill9().await;
+
+    // A second restart finds nothing to recover: nothing is interrupted twice.
+    let server = serve(home.path(), &args, "3.log").await;
+    server.kill9().await;
+    let (ok, audit, _) = pairgate(home.path(), &["audit", "--json", "--limit", "100", "--db", &db]).await;
+    assert!(ok);
+    let audit: Value = serde_json::from_str(&audit).unwrap();
+    let interrupts: Vec<&Value> =
+        audit.as_array().unwrap().iter().filter(|row| row["action"] == "run.interrupt").collect();
+    assert_eq!(interrupts.len(), 1);
+    assert_eq!(interrupts[0]["details"]["runs"].as_array().unwrap().len(), 2);
+    println!("crash recovery: {}", interrupts[0]);
+}

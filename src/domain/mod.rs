@@ -1,8 +1,10 @@
 //! Plain types and rules of the pairing domain. No I/O here.
 
+mod run;
 mod scope;
 mod token;
 
+pub use run::{RunState, agent_id_of, is_main_key, is_subagent_key};
 pub use scope::{Scope, ScopeSet, UnknownScope};
 pub use token::{TokenDigest, TokenSecret};
 

@@ -23,6 +23,16 @@ pub const METHODS: &[(&str, Scope)] = &[
     ("device.pair.remove", Scope::Pairing),
     ("device.token.rotate", Scope::Pairing),
     ("device.token.revoke", Scope::Pairing),
+    ("sessions.list", Scope::Read),
+    ("sessions.get", Scope::Read),
+    ("sessions.patch", Scope::Admin),
+    ("sessions.delete", Scope::Admin),
+    ("agent.wait", Scope::Write),
+    ("subagents.register", Scope::Write),
+    ("subagents.start", Scope::Write),
+    ("subagents.end", Scope::Write),
+    ("subagents.kill", Scope::Admin),
+    ("subagents.list", Scope::Read),
 ];
 
 /// Events a client may receive.
@@ -72,6 +82,9 @@ impl Gateway {
             "device.pair.remove" => self.remove(session, parse(params)?).await,
             "device.token.rotate" => self.rotate(session, parse(params)?).await,
             "device.token.revoke" => self.revoke(session, parse(params)?).await,
+            name if name.starts_with("sessions.") || name.starts_with("subagents.") || name == "agent.wait" => {
+                self.call_sessions(session, name, params).await
+            }
             _ => unreachable!("every method in METHODS has an arm"),
         }
     }

@@ -7,6 +7,7 @@ pub mod methods;
 pub mod ops;
 pub mod ratelimit;
 pub mod registry;
+mod sessions;
 pub mod views;
 
 use std::net::{IpAddr, SocketAddr};
@@ -47,6 +48,7 @@ pub struct GatewayConfig {
     pub last_seen_flush: Duration,
     /// Serve `/metrics` without the bearer token (for a scraper that cannot send one).
     pub metrics_open: bool,
+    pub spawn_limits: crate::store::SpawnLimits,
 }
 
 impl Default for GatewayConfig {
@@ -61,6 +63,7 @@ impl Default for GatewayConfig {
             rate_limit: RateLimitConfig::default(),
             last_seen_flush: Duration::from_secs(5),
             metrics_open: false,
+            spawn_limits: crate::store::SpawnLimits::default(),
         }
     }
 }
@@ -83,6 +86,8 @@ pub struct Gateway {
     pub live: registry::Registry,
     pub last_seen: last_seen::LastSeen,
     pub metrics: crate::metrics::Metrics,
+    /// Bumped whenever a run starts or ends, to wake `agent.wait` callers.
+    runs_version: tokio::sync::watch::Sender<u64>,
     pub started_at_ms: Millis,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -109,6 +114,7 @@ impl Gateway {
             live: registry::Registry::default(),
             last_seen,
             metrics,
+            runs_version: tokio::sync::watch::Sender::new(0),
             started_at_ms,
             shutdown,
             tracker,

@@ -9,10 +9,12 @@ mod audit;
 mod devices;
 mod meta;
 mod requests;
+mod sessions;
 
 pub use audit::{Actor, AuditEvent, AuditRow};
 pub use devices::{ClientMeta, DeviceFilter, DeviceRecord, Grant, NewGrant, SeenNote, TokenChange, TokenInfo};
 pub use requests::{NewPairingRequest, PairingRequest, RequestOutcome};
+pub use sessions::{NewRun, Run, RunEnd, SessionEntry, SessionPatch, SpawnLimits};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,6 +48,13 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Gone(String),
+    /// The request itself is not acceptable (a main session cannot be deleted, say).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("spawn limit reached: {limit} (at most {max}, now {current})")]
+    LimitReached { limit: &'static str, max: i64, current: i64 },
+    #[error("run {run_id} is {} and cannot become {}", from.as_str(), to.as_str())]
+    IllegalTransition { run_id: String, from: crate::domain::RunState, to: crate::domain::RunState },
     #[error("constraint violated: {0}")]
     Constraint(String),
     #[error("stored data is invalid: {0}")]

@@ -1,0 +1,677 @@
+//! Sub-agent sessions and runs (PROTOCOL.md §7). Limits are counted inside the transaction that inserts,
+//! so concurrent spawns cannot overshoot; state changes go only through `RunState::can_become`.
+
+use serde::Serialize;
+use sqlx::SqliteConnection;
+
+use super::audit::{self, Actor, AuditEvent};
+use super::{Store, StoreError, StoreResult};
+use crate::clock::Millis;
+use crate::domain::{RunState, agent_id_of, is_main_key, is_subagent_key};
+
+/// How long an ended run whose cleanup is `delete` keeps its session before the sweeper archives it.
+pub const ARCHIVE_AFTER_MS: Millis = 60 * 60 * 1000;
+
+/// A session entry as OpenClaw shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionEntry {
+    pub key: String,
+    pub agent_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spawned_by: Option<String>,
+    pub spawn_depth: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subagent_role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subagent_control_scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking_level: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<Millis>,
+}
+
+/// `sessions.patch`: `None` leaves a field as it is. Lineage fields are settable on sub-agent keys only
+/// and immutable once set.
+#[derive(Clone, Debug, Default)]
+pub struct SessionPatch {
+    pub key: String,
+    pub label: Option<String>,
+    pub model: Option<String>,
+    pub thinking_level: Option<String>,
+    pub spawned_by: Option<String>,
+    pub spawn_depth: Option<i64>,
+    pub subagent_role: Option<String>,
+    pub subagent_control_scope: Option<String>,
+}
+
+/// A run record as OpenClaw shows it (times in ms).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    pub run_id: String,
+    pub child_session_key: String,
+    pub requester_session_key: String,
+    pub controller_session_key: Option<String>,
+    pub task: String,
+    pub label: Option<String>,
+    pub model: Option<String>,
+    pub cleanup: String,
+    pub spawn_mode: String,
+    pub run_timeout_seconds: Option<i64>,
+    pub state: RunState,
+    pub created_at: Millis,
+    pub started_at: Option<Millis>,
+    pub ended_at: Option<Millis>,
+    pub ended_reason: Option<String>,
+    pub outcome_status: Option<String>,
+    pub outcome_error: Option<String>,
+    pub archive_at_ms: Option<Millis>,
+}
+
+/// A spawn to register.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    pub run_id: String,
+    pub child_session_key: String,
+    pub requester_session_key: String,
+    pub controller_session_key: Option<String>,
+    pub task: String,
+    pub label: Option<String>,
+    pub model: Option<String>,
+    pub cleanup: String,
+    pub spawn_mode: String,
+    pub run_timeout_seconds: Option<i64>,
+}
+
+/// Spawn limits (OpenClaw's defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpawnLimits {
+    pub max_depth: i64,
+    pub max_children_per_requester: i64,
+    pub max_concurrent_runs: i64,
+}
+
+impl Default for SpawnLimits {
+    fn default() -> Self {
+        SpawnLimits { max_depth: 1, max_children_per_requester: 5, max_concurrent_runs: 8 }
+    }
+}
+
+/// How a running run ended, as the backend reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    Ok,
+    Error,
+    Timeout,
+}
+
+struct SessionRow {
+    session_key: String,
+    agent_id: String,
+    parent_key: Option<String>,
+    spawn_depth: i64,
+    subagent_role: Option<String>,
+    subagent_control_scope: Option<String>,
+    label: Option<String>,
+    model: Option<String>,
+    thinking_level: Option<String>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    archived_at_ms: Option<i64>,
+}
+
+impl From<SessionRow> for SessionEntry {
+    fn from(row: SessionRow) -> Self {
+        SessionEntry {
+            key: row.session_key,
+            agent_id: row.agent_id,
+            spawned_by: row.parent_key,
+            spawn_depth: row.spawn_depth,
+            subagent_role: row.subagent_role,
+            subagent_control_scope: row.subagent_control_scope,
+            label: row.label,
+            model: row.model,
+            thinking_level: row.thinking_level,
+            created_at: row.created_at_ms,
+            updated_at: row.updated_at_ms,
+            archived_at: row.archived_at_ms,
+        }
+    }
+}
+
+struct RunRow {
+    run_id: String,
+    child_session_key: String,
+    requester_session_key: String,
+    controller_session_key: Option<String>,
+    task: String,
+    label: Option<String>,
+    model: Option<String>,
+    cleanup: String,
+    spawn_mode: String,
+    run_timeout_seconds: Option<i64>,
+    state: String,
+    created_at_ms: i64,
+    started_at_ms: Option<i64>,
+    ended_at_ms: Option<i64>,
+    ended_reason: Option<String>,
+    outcome_status: Option<String>,
+    outcome_error: Option<String>,
+    archive_at_ms: Option<i64>,
+}
+
+impl TryFrom<RunRow> for Run {
+    type Error = StoreError;
+    fn try_from(row: RunRow) -> StoreResult<Run> {
+        let state = RunState::parse(&row.state)
+            .ok_or_else(|| StoreError::InvalidData(format!("run {}: state {}", row.run_id, row.state)))?;
+        Ok(Run {
+            run_id: row.run_id,
+            child_session_key: row.child_session_key,
+            requester_session_key: row.requester_session_key,
+            controller_session_key: row.controller_session_key,
+            task: row.task,
+            label: row.label,
+            model: row.model,
+            cleanup: row.cleanup,
+            spawn_mode: row.spawn_mode,
+            run_timeout_seconds: row.run_timeout_seconds,
+            state,
+            created_at: row.created_at_ms,
+            started_at: row.started_at_ms,
+            ended_at: row.ended_at_ms,
+            ended_reason: row.ended_reason,
+            outcome_status: row.outcome_status,
+            outcome_error: row.outcome_error,
+            archive_at_ms: row.archive_at_ms,
+        })
+    }
+}
+
+async fn session_on(conn: &mut SqliteConnection, key: &str) -> StoreResult<Option<SessionEntry>> {
+    let row = sqlx::query_as!(
+        SessionRow,
+        r#"SELECT session_key AS "session_key!", agent_id, parent_key, spawn_depth, subagent_role,
+                  subagent_control_scope, label, model, thinking_level, created_at_ms, updated_at_ms, archived_at_ms
+             FROM sessions WHERE session_key = ?"#,
+        key
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(SessionEntry::from))
+}
+
+async fn run_on(conn: &mut SqliteConnection, run_id: &str) -> StoreResult<Option<Run>> {
+    let row = sqlx::query_as!(
+        RunRow,
+        r#"SELECT run_id AS "run_id!", child_session_key, requester_session_key, controller_session_key, task, label,
+                  model, cleanup, spawn_mode, run_timeout_seconds, state, created_at_ms, started_at_ms, ended_at_ms,
+                  ended_reason, outcome_status, outcome_error, archive_at_ms
+             FROM runs WHERE run_id = ?"#,
+        run_id
+    )
+    .fetch_optional(conn)
+    .await?;
+    row.map(Run::try_from).transpose()
+}
+
+/// Ensures a session row exists (a parent named by `spawnedBy` may be a main session pairgate has not
+/// seen yet).
+async fn ensure_session(conn: &mut SqliteConnection, key: &str, now_ms: Millis) -> StoreResult<()> {
+    let agent_id = agent_id_of(key).unwrap_or("main");
+    sqlx::query!(
+        "INSERT INTO sessions (session_key, agent_id, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?)
+         ON CONFLICT (session_key) DO NOTHING",
+        key,
+        agent_id,
+        now_ms,
+        now_ms
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A lineage field may be set once; setting it again to the same value is fine.
+fn check_immutable(name: &str, current: &Option<String>, wanted: &Option<String>) -> StoreResult<()> {
+    match (current, wanted) {
+        (Some(current), Some(wanted)) if current != wanted => {
+            Err(StoreError::Conflict(format!("{name} is immutable once set (it is {current})")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Moves a run to `next` when its current state allows it; returns the updated run.
+async fn transition(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+    next: RunState,
+    end: Option<(&str, &str, Option<&str>)>,
+    now_ms: Millis,
+) -> StoreResult<Run> {
+    let sources: Vec<&str> = RunState::sources_of(next).into_iter().map(RunState::as_str).collect();
+    let sources = serde_json::to_string(&sources).expect("strings serialize");
+    let next_name = next.as_str();
+    let (ended_reason, outcome_status, outcome_error) = match end {
+        Some((reason, status, error)) => (Some(reason), Some(status), error),
+        None => (None, None, None),
+    };
+    let started = (next == RunState::Running).then_some(now_ms);
+    let ended = next.is_terminal().then_some(now_ms);
+    let archive_at = ended.map(|at| at + ARCHIVE_AFTER_MS);
+    let updated = sqlx::query!(
+        "UPDATE runs SET state = ?,
+                started_at_ms = COALESCE(?, started_at_ms),
+                ended_at_ms = COALESCE(?, ended_at_ms),
+                ended_reason = COALESCE(?, ended_reason),
+                outcome_status = COALESCE(?, outcome_status),
+                outcome_error = COALESCE(?, outcome_error),
+                archive_at_ms = CASE WHEN ? IS NOT NULL AND cleanup = 'delete' THEN ? ELSE archive_at_ms END
+          WHERE run_id = ? AND state IN (SELECT value FROM json_each(?))",
+        next_name,
+        started,
+        ended,
+        ended_reason,
+        outcome_status,
+        outcome_error,
+        ended,
+        archive_at,
+        run_id,
+        sources
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let run = run_on(conn, run_id).await?.ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))?;
+    if updated == 0 {
+        return Err(StoreError::IllegalTransition { run_id: run_id.to_owned(), from: run.state, to: next });
+    }
+    Ok(run)
+}
+
+impl Store {
+    /// `sessions.patch`: creates or updates a session entry.
+    pub async fn patch_session(
+        &self,
+        patch: &SessionPatch,
+        actor: &Actor,
+        now_ms: Millis,
+    ) -> StoreResult<SessionEntry> {
+        let key = patch.key.as_str();
+        let agent_id =
+            agent_id_of(key).ok_or_else(|| StoreError::Invalid(format!("session key {key} is not agent:<id>:…")))?;
+        let lineage = patch.spawned_by.is_some()
+            || patch.spawn_depth.is_some()
+            || patch.subagent_role.is_some()
+            || patch.subagent_control_scope.is_some();
+        if lineage && !is_subagent_key(key) {
+            return Err(StoreError::Invalid(format!("lineage fields are only for sub-agent sessions, not {key}")));
+        }
+        let mut tx = self.begin_write().await?;
+        let existing = session_on(&mut tx, key).await?;
+        if let Some(current) = &existing {
+            check_immutable("spawnedBy", &current.spawned_by, &patch.spawned_by)?;
+            check_immutable("subagentRole", &current.subagent_role, &patch.subagent_role)?;
+            check_immutable("subagentControlScope", &current.subagent_control_scope, &patch.subagent_control_scope)?;
+            if let (Some(depth), true) = (patch.spawn_depth, current.spawned_by.is_some() || current.spawn_depth > 0) {
+                if depth != current.spawn_depth {
+                    return Err(StoreError::Conflict(format!(
+                        "spawnDepth is immutable once set (it is {})",
+                        current.spawn_depth
+                    )));
+                }
+            }
+        }
+        let mut depth = patch.spawn_depth;
+        if let Some(parent) = &patch.spawned_by {
+            if parent == key {
+                return Err(StoreError::Invalid("a session cannot be its own parent".into()));
+            }
+            ensure_session(&mut tx, parent, now_ms).await?;
+            let parent_depth = session_on(&mut tx, parent).await?.map(|p| p.spawn_depth).unwrap_or(0);
+            depth = Some(depth.unwrap_or(parent_depth + 1));
+        }
+        sqlx::query!(
+            r#"INSERT INTO sessions (session_key, agent_id, parent_key, spawn_depth, subagent_role, subagent_control_scope,
+                                     label, model, thinking_level, created_at_ms, updated_at_ms)
+               VALUES (?, ?, ?, COALESCE(?, 0), ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (session_key) DO UPDATE SET
+                   parent_key = COALESCE(excluded.parent_key, sessions.parent_key),
+                   spawn_depth = CASE WHEN ? IS NULL THEN sessions.spawn_depth ELSE excluded.spawn_depth END,
+                   subagent_role = COALESCE(excluded.subagent_role, sessions.subagent_role),
+                   subagent_control_scope = COALESCE(excluded.subagent_control_scope, sessions.subagent_control_scope),
+                   label = COALESCE(excluded.label, sessions.label),
+                   model = COALESCE(excluded.model, sessions.model),
+                   thinking_level = COALESCE(excluded.thinking_level, sessions.thinking_level),
+                   updated_at_ms = excluded.updated_at_ms"#,
+            key,
+            agent_id,
+            patch.spawned_by,
+            depth,
+            patch.subagent_role,
+            patch.subagent_control_scope,
+            patch.label,
+            patch.model,
+            patch.thinking_level,
+            now_ms,
+            now_ms,
+            depth
+        )
+        .execute(&mut *tx)
+        .await?;
+        let entry = session_on(&mut tx, key).await?.expect("upserted just now");
+        let action = if existing.is_some() { "session.patch" } else { "session.create" };
+        audit::record(&mut tx, &AuditEvent::new(actor, action, now_ms).subject(key)).await?;
+        tx.commit().await?;
+        Ok(entry)
+    }
+
+    pub async fn session(&self, key: &str) -> StoreResult<Option<SessionEntry>> {
+        let mut conn = self.readers.acquire().await?;
+        session_on(&mut conn, key).await
+    }
+
+    /// Sessions by key after `after`, only children of `spawned_by` when given.
+    pub async fn sessions_page(
+        &self,
+        spawned_by: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<SessionEntry>> {
+        let (parent, after) = (spawned_by.unwrap_or(""), after.unwrap_or(""));
+        let rows = sqlx::query_as!(
+            SessionRow,
+            r#"SELECT session_key AS "session_key!", agent_id, parent_key, spawn_depth, subagent_role,
+                      subagent_control_scope, label, model, thinking_level, created_at_ms, updated_at_ms, archived_at_ms
+                 FROM sessions WHERE (? = '' OR parent_key = ?) AND session_key > ?
+                ORDER BY session_key LIMIT ?"#,
+            parent,
+            parent,
+            after,
+            limit
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows.into_iter().map(SessionEntry::from).collect())
+    }
+
+    /// `sessions.delete`: removes a session and its runs. Refuses a main session, one with active runs,
+    /// and one with child sessions (delete those first). Returns whether it existed.
+    pub async fn delete_session(&self, key: &str, actor: &Actor, now_ms: Millis) -> StoreResult<bool> {
+        if is_main_key(key) {
+            return Err(StoreError::Invalid(format!("{key} is a main session and cannot be deleted")));
+        }
+        let mut tx = self.begin_write().await?;
+        let active = sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "n!: i64" FROM runs WHERE child_session_key = ? AND state IN ('pending', 'running')"#,
+            key
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if active > 0 {
+            return Err(StoreError::Conflict(format!("session {key} has {active} active run(s); kill them first")));
+        }
+        let children = sqlx::query_scalar!(r#"SELECT COUNT(*) AS "n!: i64" FROM sessions WHERE parent_key = ?"#, key)
+            .fetch_one(&mut *tx)
+            .await?;
+        if children > 0 {
+            return Err(StoreError::Conflict(format!(
+                "session {key} has {children} child session(s); delete them first"
+            )));
+        }
+        let deleted =
+            sqlx::query!("DELETE FROM sessions WHERE session_key = ?", key).execute(&mut *tx).await?.rows_affected()
+                > 0;
+        if deleted {
+            audit::record(&mut tx, &AuditEvent::new(actor, "session.delete", now_ms).subject(key)).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    /// Registers a spawn, checking every limit in the same transaction as the insert.
+    pub async fn register_run(
+        &self,
+        new: &NewRun,
+        limits: &SpawnLimits,
+        actor: &Actor,
+        now_ms: Millis,
+    ) -> StoreResult<Run> {
+        let mut tx = self.begin_write().await?;
+        let child = session_on(&mut tx, &new.child_session_key)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("session {}", new.child_session_key)))?;
+        if child.spawn_depth > limits.max_depth {
+            return Err(StoreError::LimitReached { limit: "depth", max: limits.max_depth, current: child.spawn_depth });
+        }
+        let children = sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "n!: i64" FROM runs WHERE requester_session_key = ? AND state IN ('pending', 'running')"#,
+            new.requester_session_key
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if children >= limits.max_children_per_requester {
+            return Err(StoreError::LimitReached {
+                limit: "children",
+                max: limits.max_children_per_requester,
+                current: children,
+            });
+        }
+        let concurrent =
+            sqlx::query_scalar!(r#"SELECT COUNT(*) AS "n!: i64" FROM runs WHERE state IN ('pending', 'running')"#)
+                .fetch_one(&mut *tx)
+                .await?;
+        if concurrent >= limits.max_concurrent_runs {
+            return Err(StoreError::LimitReached {
+                limit: "concurrency",
+                max: limits.max_concurrent_runs,
+                current: concurrent,
+            });
+        }
+        ensure_session(&mut tx, &new.requester_session_key, now_ms).await?;
+        sqlx::query!(
+            "INSERT INTO runs (run_id, child_session_key, requester_session_key, controller_session_key, task, label, model,
+                               cleanup, spawn_mode, run_timeout_seconds, state, created_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+            new.run_id,
+            new.child_session_key,
+            new.requester_session_key,
+            new.controller_session_key,
+            new.task,
+            new.label,
+            new.model,
+            new.cleanup,
+            new.spawn_mode,
+            new.run_timeout_seconds,
+            now_ms
+        )
+        .execute(&mut *tx)
+        .await?;
+        let event = AuditEvent::new(actor, "run.register", now_ms)
+            .subject(new.run_id.as_str())
+            .details(serde_json::json!({ "child": new.child_session_key, "requester": new.requester_session_key }));
+        audit::record(&mut tx, &event).await?;
+        let run = run_on(&mut tx, &new.run_id).await?.expect("inserted just now");
+        tx.commit().await?;
+        Ok(run)
+    }
+
+    pub async fn start_run(&self, run_id: &str, actor: &Actor, now_ms: Millis) -> StoreResult<Run> {
+        let mut tx = self.begin_write().await?;
+        let run = transition(&mut tx, run_id, RunState::Running, None, now_ms).await?;
+        audit::record(&mut tx, &AuditEvent::new(actor, "run.start", now_ms).subject(run_id)).await?;
+        tx.commit().await?;
+        Ok(run)
+    }
+
+    /// Ends a running run with the backend's outcome.
+    pub async fn end_run(
+        &self,
+        run_id: &str,
+        end: RunEnd,
+        error: Option<&str>,
+        actor: &Actor,
+        now_ms: Millis,
+    ) -> StoreResult<Run> {
+        let (next, reason, status) = match end {
+            RunEnd::Ok => (RunState::Done, "subagent-complete", "ok"),
+            RunEnd::Error => (RunState::Failed, "subagent-error", "error"),
+            RunEnd::Timeout => (RunState::Timeout, "subagent-error", "timeout"),
+        };
+        let mut tx = self.begin_write().await?;
+        let run = transition(&mut tx, run_id, next, Some((reason, status, error)), now_ms).await?;
+        let event =
+            AuditEvent::new(actor, "run.end", now_ms).subject(run_id).details(serde_json::json!({ "status": status }));
+        audit::record(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(run)
+    }
+
+    /// Kills a run and every active run below its child session; returns the killed runs.
+    pub async fn kill_run(&self, run_id: &str, actor: &Actor, now_ms: Millis) -> StoreResult<Vec<Run>> {
+        let mut tx = self.begin_write().await?;
+        let run = run_on(&mut tx, run_id).await?.ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))?;
+        if !run.state.is_active() {
+            return Err(StoreError::IllegalTransition {
+                run_id: run_id.to_owned(),
+                from: run.state,
+                to: RunState::Killed,
+            });
+        }
+        let targets = sqlx::query_scalar!(
+            r#"WITH RECURSIVE subtree(key) AS (
+                   SELECT ?
+                   UNION SELECT s.session_key FROM sessions s JOIN subtree ON s.parent_key = subtree.key
+               )
+               SELECT run_id AS "run_id!" FROM runs
+                WHERE child_session_key IN (SELECT key FROM subtree) AND state IN ('pending', 'running')
+                ORDER BY created_at_ms"#,
+            run.child_session_key
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut killed = Vec::with_capacity(targets.len());
+        for target in &targets {
+            killed.push(
+                transition(
+                    &mut tx,
+                    target,
+                    RunState::Killed,
+                    Some(("subagent-killed", "error", Some("killed"))),
+                    now_ms,
+                )
+                .await?,
+            );
+        }
+        let event = AuditEvent::new(actor, "run.kill", now_ms)
+            .subject(run_id)
+            .details(serde_json::json!({ "killed": targets }));
+        audit::record(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(killed)
+    }
+
+    /// At start-up: runs a crash left pending or running end as interrupted (never silently dropped).
+    pub async fn recover_interrupted_runs(&self, now_ms: Millis) -> StoreResult<Vec<String>> {
+        let archive_at = now_ms + ARCHIVE_AFTER_MS;
+        let mut tx = self.begin_write().await?;
+        let interrupted = sqlx::query_scalar!(
+            r#"UPDATE runs SET state = 'interrupted', ended_at_ms = ?, ended_reason = 'gateway-restart',
+                      outcome_status = 'error', outcome_error = 'interrupted',
+                      archive_at_ms = CASE WHEN cleanup = 'delete' THEN ? ELSE archive_at_ms END
+                WHERE state IN ('pending', 'running')
+            RETURNING run_id AS "run_id!""#,
+            now_ms,
+            archive_at
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if !interrupted.is_empty() {
+            let event = AuditEvent::new(&Actor::System, "run.interrupt", now_ms)
+                .details(serde_json::json!({ "reason": "gateway-restart", "runs": interrupted }));
+            audit::record(&mut tx, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(interrupted)
+    }
+
+    /// Archives the child sessions of ended `cleanup: delete` runs whose archive time has come.
+    pub async fn archive_due_sessions(&self, now_ms: Millis) -> StoreResult<u64> {
+        // Look before writing: an idle server must not commit an empty transaction per sweep.
+        let due = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM runs r JOIN sessions s ON s.session_key = r.child_session_key
+                               WHERE r.cleanup = 'delete' AND r.archive_at_ms <= ? AND s.archived_at_ms IS NULL
+                                 AND r.state NOT IN ('pending', 'running')) AS "due!: bool""#,
+            now_ms
+        )
+        .fetch_one(&self.readers)
+        .await?;
+        if !due {
+            return Ok(0);
+        }
+        let mut tx = self.begin_write().await?;
+        let archived = sqlx::query!(
+            "UPDATE sessions SET archived_at_ms = ?
+              WHERE archived_at_ms IS NULL
+                AND session_key IN (SELECT child_session_key FROM runs
+                                     WHERE cleanup = 'delete' AND archive_at_ms <= ?
+                                       AND state NOT IN ('pending', 'running'))",
+            now_ms,
+            now_ms
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if archived > 0 {
+            let event = AuditEvent::new(&Actor::System, "session.archive", now_ms)
+                .details(serde_json::json!({ "count": archived }));
+            audit::record(&mut tx, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(archived)
+    }
+
+    pub async fn run(&self, run_id: &str) -> StoreResult<Option<Run>> {
+        let mut conn = self.readers.acquire().await?;
+        run_on(&mut conn, run_id).await
+    }
+
+    /// Runs, newest first, optionally of one requester or child session and in one state.
+    pub async fn runs_page(
+        &self,
+        requester: Option<&str>,
+        child: Option<&str>,
+        state: Option<RunState>,
+        limit: i64,
+    ) -> StoreResult<Vec<Run>> {
+        let (requester, child, state) =
+            (requester.unwrap_or(""), child.unwrap_or(""), state.map(RunState::as_str).unwrap_or(""));
+        let rows = sqlx::query_as!(
+            RunRow,
+            r#"SELECT run_id AS "run_id!", child_session_key, requester_session_key, controller_session_key, task, label,
+                      model, cleanup, spawn_mode, run_timeout_seconds, state, created_at_ms, started_at_ms, ended_at_ms,
+                      ended_reason, outcome_status, outcome_error, archive_at_ms
+                 FROM runs
+                WHERE (? = '' OR requester_session_key = ?) AND (? = '' OR child_session_key = ?) AND (? = '' OR state = ?)
+                ORDER BY created_at_ms DESC, run_id LIMIT ?"#,
+            requester,
+            requester,
+            child,
+            child,
+            state,
+            state,
+            limit
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter().map(Run::try_from).collect()
+    }
+}
