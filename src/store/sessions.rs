@@ -321,13 +321,15 @@ impl Store {
             check_immutable("spawnedBy", &current.spawned_by, &patch.spawned_by)?;
             check_immutable("subagentRole", &current.subagent_role, &patch.subagent_role)?;
             check_immutable("subagentControlScope", &current.subagent_control_scope, &patch.subagent_control_scope)?;
-            if let (Some(depth), true) = (patch.spawn_depth, current.spawned_by.is_some() || current.spawn_depth > 0) {
-                if depth != current.spawn_depth {
-                    return Err(StoreError::Conflict(format!(
-                        "spawnDepth is immutable once set (it is {})",
-                        current.spawn_depth
-                    )));
-                }
+            let depth_set = current.spawned_by.is_some() || current.spawn_depth > 0;
+            if let Some(depth) = patch.spawn_depth
+                && depth_set
+                && depth != current.spawn_depth
+            {
+                return Err(StoreError::Conflict(format!(
+                    "spawnDepth is immutable once set (it is {})",
+                    current.spawn_depth
+                )));
             }
         }
         let mut depth = patch.spawn_depth;
