@@ -41,6 +41,13 @@ pub enum Command {
         #[command(flatten)]
         db: DbArg,
     },
+    /// Sub-agent sessions and runs, offline on the database file.
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+        #[command(flatten)]
+        db: DbArg,
+    },
     /// The audit trail, newest first.
     Audit {
         /// How many events.
@@ -156,6 +163,31 @@ pub enum DevicesAction {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SessionsAction {
+    /// List sessions (the children of one with --spawned-by).
+    List {
+        #[arg(long)]
+        spawned_by: Option<String>,
+        #[arg(long, default_value_t = 200)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One session with its runs and children.
+    Show {
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kill a run and every active run below it.
+    Kill {
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TokensAction {
     /// Revoke a device's token for a role; the device gets a new one on its next connect.
     Rotate {
@@ -187,6 +219,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate { action, db } => migrate(action, &db).await,
         Command::Devices { action, db } => devices(action, &db).await,
         Command::Tokens { action, db } => tokens(action, &db).await,
+        Command::Sessions { action, db } => sessions(action, &db).await,
         Command::Audit { limit, json, db } => audit(limit, json, &db).await,
     }
 }
@@ -379,4 +412,73 @@ fn report_decision(json: bool, decision: &str, request: &crate::store::PairingRe
         println!("{decision} pairing request {} (device {})", request.request_id, request.device_id);
     }
     Ok(())
+}
+
+async fn sessions(action: SessionsAction, db: &DbArg) -> anyhow::Result<()> {
+    let store = open(db).await?;
+    let result = match action {
+        SessionsAction::List { spawned_by, limit, json } => {
+            let entries = store.sessions_page(spawned_by.as_deref(), None, limit.clamp(1, 10_000)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                for entry in &entries {
+                    println!(
+                        "{:<60} depth {}  parent {}{}",
+                        entry.key,
+                        entry.spawn_depth,
+                        entry.spawned_by.as_deref().unwrap_or("-"),
+                        if entry.archived_at.is_some() { "  (archived)" } else { "" }
+                    );
+                }
+            }
+            Ok(())
+        }
+        SessionsAction::Show { key, json } => {
+            let entry = store.session(&key).await?.ok_or_else(|| anyhow::anyhow!("no session {key}"))?;
+            let runs = store.runs_page(None, Some(&key), None, 1000).await?;
+            let children = store.sessions_page(Some(&key), None, 1000).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "entry": entry, "runs": runs, "children": children })
+                    )?
+                );
+            } else {
+                println!(
+                    "{}  agent {}  depth {}  parent {}",
+                    entry.key,
+                    entry.agent_id,
+                    entry.spawn_depth,
+                    entry.spawned_by.as_deref().unwrap_or("-")
+                );
+                for run in &runs {
+                    println!(
+                        "  run {}  {:<11} {}  {}",
+                        run.run_id,
+                        run.state.as_str(),
+                        run.ended_reason.as_deref().unwrap_or("-"),
+                        run.task
+                    );
+                }
+                for child in &children {
+                    println!("  child {}", child.key);
+                }
+            }
+            Ok(())
+        }
+        SessionsAction::Kill { run_id, json } => {
+            let killed = store.kill_run(&run_id, &Actor::local_cli(), SystemClock.now_ms()).await?;
+            let ids: Vec<&str> = killed.iter().map(|run| run.run_id.as_str()).collect();
+            print_result(
+                json,
+                serde_json::json!({ "runId": run_id, "killed": ids }),
+                &format!("killed {}", ids.join(", ")),
+            );
+            Ok(())
+        }
+    };
+    store.close().await;
+    result
 }

@@ -42,21 +42,21 @@ async fn local_cli_without_device_gets_hello_ok_with_its_scopes() {
     );
     let methods: Vec<&str> =
         hello["features"]["methods"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
-    assert_eq!(
-        methods,
-        [
-            "health",
-            "status",
-            "device.pair.list",
-            "device.pair.approve",
-            "device.pair.reject",
-            "device.pair.remove",
-            "device.token.rotate",
-            "device.token.revoke"
-        ]
-    );
+    assert_eq!(methods, pairgate::gateway::methods::names(), "features.methods lists exactly the method table");
+    for method in
+        ["health", "device.pair.list", "device.pair.approve", "sessions.patch", "agent.wait", "subagents.register"]
+    {
+        assert!(methods.contains(&method), "{method} is advertised");
+    }
+    // Every advertised method is dispatched: none answers "unknown method".
+    let (_, mut admin) = connect(&server, &Connect::cli().scopes(&["operator.admin"])).await.hello();
+    for method in &methods {
+        let reply = call(&mut admin, method, method, json!({})).await;
+        let message = reply["error"]["message"].as_str().unwrap_or_default();
+        assert!(!message.starts_with("unknown method"), "{method}: {reply}");
+    }
     assert!(hello["snapshot"]["presence"].is_array());
-    assert_eq!(written(&server).await, (0, 0, 0), "a device-less CLI leaves no trace in the store");
+    assert_eq!(written(&server).await, (0, 0, 0), "neither the device-less CLI nor malformed calls write anything");
 }
 
 #[tokio::test]

@@ -383,4 +383,20 @@ async fn runs_left_running_by_a_crash_are_interrupted_on_restart() {
     assert_eq!(interrupts.len(), 1);
     assert_eq!(interrupts[0]["details"]["runs"].as_array().unwrap().len(), 2);
     println!("crash recovery: {}", interrupts[0]);
+
+    // The offline CLI shows the sessions and their runs.
+    let (ok, out, _) = pairgate(home.path(), &["sessions", "list", "--json", "--db", &db]).await;
+    assert!(ok);
+    let keys: Vec<String> = serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys, ["agent:main:main", "agent:main:subagent:one", "agent:main:subagent:two"]);
+    let (ok, out, _) = pairgate(home.path(), &["sessions", "show", "agent:main:subagent:one", "--db", &db]).await;
+    assert!(ok && out.contains("interrupted") && out.contains("gateway-restart"), "{out}");
+    let (ok, _, err) = pairgate(home.path(), &["sessions", "kill", &run_ids[0], "--db", &db]).await;
+    assert!(!ok && err.contains("cannot become killed"), "an ended run cannot be killed: {err}");
 }

@@ -291,3 +291,52 @@ async fn ended_cleanup_delete_sessions_are_archived_after_their_time() {
     assert_eq!(server.store.archive_due_sessions(server.now()).await.unwrap(), 1);
     assert_eq!(server.store.session(&key).await.unwrap().unwrap().archived_at, Some(server.now()));
 }
+
+#[tokio::test]
+async fn sessions_over_rest_and_a_kill_wakes_waiters() {
+    let server = Server::start().await;
+    let mut ws = backend(&server).await;
+    let key = child("r");
+    let run_id = spawn(&mut ws, &key, MAIN, 1).await;
+    ok(&mut ws, "subagents.start", json!({"runId": run_id})).await;
+    let mut waiter = backend(&server).await;
+    let wait_id = run_id.clone();
+    let waiting = tokio::spawn(async move {
+        call(&mut waiter, "w", "agent.wait", json!({"runId": wait_id, "timeoutMs": 10_000})).await
+    });
+
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/api/v1", server.addr);
+    let listed: Value = http
+        .get(format!("{base}/sessions?spawnedBy={MAIN}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"][0]["key"], key);
+    let detail: Value =
+        http.get(format!("{base}/sessions/{MAIN}")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(detail["children"][0]["key"], key);
+    let detail: Value =
+        http.get(format!("{base}/sessions/{key}")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(detail["runs"][0]["runId"], run_id);
+    assert_eq!(detail["runs"][0]["state"], "running");
+    let missing =
+        http.get(format!("{base}/sessions/agent:main:subagent:none")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let killed = http.post(format!("{base}/runs/{run_id}/kill")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(killed.status(), 200);
+    let killed: Value = killed.json().await.unwrap();
+    assert_eq!(killed["killed"], json!([run_id]));
+    assert_eq!(waiting.await.unwrap()["payload"]["status"], "error", "the waiter was woken by the REST kill");
+    let again = http.post(format!("{base}/runs/{run_id}/kill")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(again.status(), 409);
+    let unknown = http.post(format!("{base}/runs/nope/kill")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    let unauthorized = http.get(format!("{base}/sessions")).send().await.unwrap();
+    assert_eq!(unauthorized.status(), 401);
+}

@@ -20,7 +20,7 @@ use crate::domain::{DeviceId, RequestStatus, Role, ScopeSet};
 use crate::gateway::Gateway;
 use crate::gateway::ops::{Caller, OpError};
 use crate::gateway::views::{AuditView, DeviceView, RequestView};
-use crate::store::{Actor, DeviceFilter, StoreError};
+use crate::store::{Actor, DeviceFilter, Run, SessionEntry, StoreError};
 
 const MAX_PAGE: i64 = 200;
 const DEFAULT_PAGE: i64 = 50;
@@ -373,6 +373,74 @@ async fn audit(
     Ok(Json(Page { items: rows.into_iter().map(AuditView::from).collect(), next_cursor }))
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SessionQuery {
+    /// Only the children of this session.
+    #[serde(rename = "spawnedBy")]
+    spawned_by: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// List sessions by key.
+#[utoipa::path(get, path = "/api/v1/sessions", params(SessionQuery),
+    responses((status = 200, body = Page<SessionEntry>), (status = 401, body = ApiError), (status = 422, body = ApiError)))]
+async fn list_sessions(
+    State(gateway): State<Arc<Gateway>>,
+    _caller: RestCaller,
+    Query(query): Query<SessionQuery>,
+) -> Result<Json<Page<SessionEntry>>, ApiError> {
+    let limit = page_limit(query.limit)?;
+    let items = gateway.store.sessions_page(query.spawned_by.as_deref(), query.cursor.as_deref(), limit).await?;
+    let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(|s| s.key.clone())).flatten();
+    Ok(Json(Page { items, next_cursor }))
+}
+
+/// A session with its runs and its child sessions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionDetail {
+    entry: SessionEntry,
+    runs: Vec<Run>,
+    children: Vec<SessionEntry>,
+}
+
+/// One session, its runs (newest first) and its children.
+#[utoipa::path(get, path = "/api/v1/sessions/{key}", params(("key" = String, Path)),
+    responses((status = 200, body = SessionDetail), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+async fn get_session(
+    State(gateway): State<Arc<Gateway>>,
+    _caller: RestCaller,
+    Path(key): Path<String>,
+) -> Result<Json<SessionDetail>, ApiError> {
+    let entry = gateway
+        .store
+        .session(&key)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no session {key}")))?;
+    let runs = gateway.store.runs_page(None, Some(&key), None, MAX_PAGE).await?;
+    let children = gateway.store.sessions_page(Some(&key), None, MAX_PAGE).await?;
+    Ok(Json(SessionDetail { entry, runs, children }))
+}
+
+/// Kill a run and every active run below it.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/kill", params(("id" = String, Path)),
+    responses((status = 200, body = Object), (status = 401, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn kill_run(
+    State(gateway): State<Arc<Gateway>>,
+    caller: RestCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let killed = gateway.kill_run(&caller.caller().actor, &id).await.map_err(|error| match error {
+        StoreError::NotFound(what) => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no {what}")),
+        StoreError::IllegalTransition { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string()),
+        other => ApiError::from(other),
+    })?;
+    let ids: Vec<&str> = killed.iter().map(|run| run.run_id.as_str()).collect();
+    Ok(Json(json!({ "runId": id, "killed": ids })))
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -409,4 +477,7 @@ pub fn router() -> Router<Arc<Gateway>> {
         .route("/api/v1/requests/{id}/approve", post(approve_request))
         .route("/api/v1/requests/{id}/reject", post(reject_request))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/sessions", get(list_sessions))
+        .route("/api/v1/sessions/{key}", get(get_session))
+        .route("/api/v1/runs/{id}/kill", post(kill_run))
 }

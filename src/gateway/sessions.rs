@@ -152,6 +152,13 @@ impl Gateway {
         self.runs_version.send_modify(|version| *version += 1);
     }
 
+    /// Kills a run and its descendants' runs, and wakes whoever waits on them.
+    pub async fn kill_run(&self, actor: &Actor, run_id: &str) -> Result<Vec<Run>, StoreError> {
+        let killed = self.store.kill_run(run_id, actor, self.clock.now_ms()).await?;
+        self.runs_changed();
+        Ok(killed)
+    }
+
     /// Ends the runs a crash left running (at start-up), and wakes whoever waits on them.
     pub async fn recover_runs(&self) -> Result<Vec<String>, StoreError> {
         let interrupted = self.store.recover_interrupted_runs(self.clock.now_ms()).await?;
@@ -258,8 +265,7 @@ impl Gateway {
             }
             "subagents.kill" => {
                 let p: RunIdParams = parse(params)?;
-                let killed = self.store.kill_run(&p.run_id, &actor(session), now).await.map_err(store_error)?;
-                self.runs_changed();
+                let killed = self.kill_run(&actor(session), &p.run_id).await.map_err(store_error)?;
                 let ids: Vec<&str> = killed.iter().map(|run| run.run_id.as_str()).collect();
                 Ok(json!({ "runId": p.run_id, "killed": ids }))
             }

@@ -13,7 +13,7 @@ use crate::domain::{RunState, agent_id_of, is_main_key, is_subagent_key};
 pub const ARCHIVE_AFTER_MS: Millis = 60 * 60 * 1000;
 
 /// A session entry as OpenClaw shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionEntry {
     pub key: String,
@@ -52,7 +52,7 @@ pub struct SessionPatch {
 }
 
 /// A run record as OpenClaw shows it (times in ms).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Run {
     pub run_id: String,
