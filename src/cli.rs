@@ -27,6 +27,21 @@ pub enum Command {
         #[command(flatten)]
         db: DbArg,
     },
+    /// An online, consistent copy of the database (safe while `serve` runs).
+    Backup {
+        /// The new file to write.
+        #[arg(long)]
+        to: PathBuf,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Replace the database with a backup (refused while a server holds it).
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+        #[command(flatten)]
+        db: DbArg,
+    },
     /// Devices and pairing requests, offline on the database file (safe while `serve` runs).
     Devices {
         #[command(subcommand)]
@@ -119,6 +134,9 @@ pub struct ServeArgs {
     /// Active sub-agent runs in all.
     #[arg(long, env = "PAIRGATE_MAX_CONCURRENT_RUNS", default_value_t = 8)]
     pub max_concurrent_runs: i64,
+    /// Refuse to start on a database with pending migrations instead of backing up and applying them.
+    #[arg(long, env = "PAIRGATE_NO_AUTO_MIGRATE", default_value_t = false)]
+    pub no_auto_migrate: bool,
     /// Interval of `tick` events on connected sockets.
     #[arg(long, env = "PAIRGATE_TICK_INTERVAL_MS", default_value_t = 30_000)]
     pub tick_interval_ms: u64,
@@ -126,10 +144,12 @@ pub struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum MigrateAction {
-    /// Show the schema version and the applied and pending migrations.
+    /// Show the schema version and the applied (with checksums) and pending migrations.
     Status,
-    /// Apply pending migrations.
+    /// Back up, then apply pending migrations.
     Up,
+    /// Check migration checksums, `integrity_check` and `foreign_key_check`; fails on any problem.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,6 +237,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => crate::server::serve(args).await,
         Command::Migrate { action, db } => migrate(action, &db).await,
+        Command::Backup { to, db } => backup(&to, &db).await,
+        Command::Restore { from, db } => restore(&from, &db).await,
         Command::Devices { action, db } => devices(action, &db).await,
         Command::Tokens { action, db } => tokens(action, &db).await,
         Command::Sessions { action, db } => sessions(action, &db).await,
@@ -236,18 +258,29 @@ async fn open(db: &DbArg) -> anyhow::Result<Store> {
 async fn migrate(action: MigrateAction, db: &DbArg) -> anyhow::Result<()> {
     let path = db.path()?;
     let (store, report) = Store::open(&path).await?;
-    match action {
+    let result = match action {
         MigrateAction::Up => {
-            if report.applied_migrations.is_empty() {
-                println!("{}: schema version {} is current; nothing to apply", path.display(), report.schema_version);
-            } else {
-                println!(
-                    "{}: applied migrations {:?}; schema version {}",
+            match (&report.applied_migrations[..], &report.backup) {
+                ([], _) => println!(
+                    "{}: schema version {} is current; nothing to apply",
                     path.display(),
-                    report.applied_migrations,
                     report.schema_version
-                );
+                ),
+                (applied, Some(backup)) => println!(
+                    "{}: backed up to {}; applied migrations {applied:?}; schema version {}",
+                    path.display(),
+                    backup.display(),
+                    report.schema_version
+                ),
+                (applied, None) => {
+                    println!(
+                        "{}: applied migrations {applied:?}; schema version {}",
+                        path.display(),
+                        report.schema_version
+                    )
+                }
             }
+            Ok(())
         }
         MigrateAction::Status => {
             println!("database: {}", path.display());
@@ -257,13 +290,90 @@ async fn migrate(action: MigrateAction, db: &DbArg) -> anyhow::Result<()> {
                 report.schema_version,
                 crate::store::latest_known_version()
             );
+            let applied = store.migration_status().await?;
             for migration in crate::store::MIGRATOR.iter() {
-                let state = if migration.version <= report.schema_version { "applied" } else { "pending" };
+                let state = match applied.iter().find(|a| a.version == migration.version) {
+                    Some(a) if a.checksum_matches => format!("applied  checksum {}", &a.checksum[..16]),
+                    Some(a) => format!("applied  CHECKSUM MISMATCH {}", &a.checksum[..16]),
+                    None => "pending".to_owned(),
+                };
                 println!("  {:04} {:<40} {state}", migration.version, migration.description);
             }
+            Ok(())
         }
-    }
+        MigrateAction::Verify => {
+            let mut problems: Vec<String> = store
+                .migration_status()
+                .await?
+                .into_iter()
+                .filter(|m| !m.checksum_matches || !m.success)
+                .map(|m| {
+                    format!("migration {:04} {}: checksum does not match this pairgate's", m.version, m.description)
+                })
+                .collect();
+            problems.extend(store.verify().await?);
+            if problems.is_empty() {
+                println!("{}: ok (checksums, integrity_check, foreign_key_check)", path.display());
+                Ok(())
+            } else {
+                for problem in &problems {
+                    println!("{problem}");
+                }
+                Err(anyhow::anyhow!("{}: {} problem(s) found", path.display(), problems.len()))
+            }
+        }
+    };
     store.close().await;
+    result
+}
+
+async fn backup(to: &std::path::Path, db: &DbArg) -> anyhow::Result<()> {
+    let store = open(db).await?;
+    let result = store.backup_to(to).await;
+    store.close().await;
+    result?;
+    println!("backed up {} to {}", db.path()?.display(), to.display());
+    Ok(())
+}
+
+/// Replaces the database with a backup: refused while a server holds the lock; the current database is
+/// itself kept first, so a restore can be undone.
+async fn restore(from: &std::path::Path, db: &DbArg) -> anyhow::Result<()> {
+    let path = db.path()?;
+    let _lock = crate::lock::ServerLock::acquire(&path).map_err(|e| anyhow::anyhow!("cannot restore: {e}"))?;
+    // The backup must be a sound pairgate database this binary can open: check a scratch copy of it.
+    let scratch = tempfile::Builder::new().prefix("pairgate-restore-").tempdir()?;
+    let probe = scratch.path().join("probe.db");
+    std::fs::copy(from, &probe).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", from.display()))?;
+    let (store, _) =
+        Store::open(&probe).await.map_err(|e| anyhow::anyhow!("{} is not a usable backup: {e}", from.display()))?;
+    let problems = store.verify().await?;
+    store.close().await;
+    if !problems.is_empty() {
+        anyhow::bail!("{} is damaged: {}", from.display(), problems.join("; "));
+    }
+    let mut kept = None;
+    if path.exists() {
+        let (current, _) = Store::open(&path).await?;
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".before-restore-{}.db", SystemClock.now_ms()));
+        let target = PathBuf::from(name);
+        current.backup_to(&target).await?;
+        current.close().await;
+        kept = Some(target);
+    }
+    let staged = path.with_extension("restoring");
+    std::fs::copy(&probe, &staged)?;
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(name));
+    }
+    std::fs::rename(&staged, &path)?;
+    println!("restored {} from {}", path.display(), from.display());
+    if let Some(kept) = kept {
+        println!("the database it replaced is kept in {}", kept.display());
+    }
     Ok(())
 }
 

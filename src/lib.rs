@@ -7,6 +7,7 @@ pub mod client;
 pub mod clock;
 pub mod domain;
 pub mod gateway;
+pub mod lock;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -13,6 +13,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::gateway::{self, Gateway};
+use crate::store::MigratePolicy;
 
 /// Request bodies of the HTTP endpoints; WebSocket frames have their own limit.
 const MAX_HTTP_BODY_BYTES: usize = 1024 * 1024;
@@ -70,8 +71,12 @@ pub async fn serve(args: crate::cli::ServeArgs) -> anyhow::Result<()> {
     use crate::gateway::GatewayConfig;
 
     let db_path = args.db.path()?;
-    let _lock = lock::ServerLock::acquire(&db_path)?;
-    let (store, report) = crate::store::Store::open(&db_path).await?;
+    let _lock = crate::lock::ServerLock::acquire(&db_path)?;
+    let policy = if args.no_auto_migrate { MigratePolicy::Refuse } else { MigratePolicy::Apply };
+    let (store, report) = crate::store::Store::open_with(&db_path, policy, &crate::store::MIGRATOR).await?;
+    if let Some(backup) = &report.backup {
+        tracing::info!(backup = %backup.display(), "migrated; the database before migrating is kept in the backup");
+    }
     tracing::info!(
         db = %db_path.display(),
         created = report.created,
@@ -175,36 +180,5 @@ mod generated_token {
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
         Ok(())
-    }
-}
-
-/// One `serve` per database: a second one fails at once with a clear message.
-mod lock {
-    use std::fs::{File, TryLockError};
-    use std::path::{Path, PathBuf};
-
-    pub struct ServerLock {
-        _file: File,
-    }
-
-    impl ServerLock {
-        pub fn acquire(db_path: &Path) -> anyhow::Result<ServerLock> {
-            let mut name = db_path.as_os_str().to_owned();
-            name.push(".lock");
-            let path = PathBuf::from(name);
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)?;
-            }
-            let file = File::options().create(true).truncate(false).write(true).open(&path)?;
-            match file.try_lock() {
-                Ok(()) => Ok(ServerLock { _file: file }),
-                Err(TryLockError::WouldBlock) => anyhow::bail!(
-                    "another pairgate serve is running on {} (lock {} is held); stop it first",
-                    db_path.display(),
-                    path.display()
-                ),
-                Err(TryLockError::Error(error)) => Err(error.into()),
-            }
-        }
     }
 }

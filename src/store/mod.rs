@@ -36,10 +36,22 @@ pub enum StoreError {
     ReadOnly { path: PathBuf },
     #[error(
         "{path} has schema version {found}, newer than this pairgate {binary} understands (up to {known}); \
-         it was migrated by pairgate {migrated_by}: run that version or newer, or restore a backup taken \
-         before the upgrade. Nothing was changed."
+         it was migrated by pairgate {migrated_by}: run that version or newer, or restore {}. Nothing was changed.",
+        match backup { Some(backup) => format!("the backup taken before the upgrade: pairgate restore --from {}", backup.display()), None => "a backup taken before the upgrade".to_owned() }
     )]
-    NewerSchema { path: PathBuf, found: i64, known: i64, binary: &'static str, migrated_by: String },
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+        binary: &'static str,
+        migrated_by: String,
+        backup: Option<PathBuf>,
+    },
+    #[error(
+        "{path} is at schema version {found} and this pairgate needs {known}: run `pairgate migrate up` \
+         (it backs up first), or start serve without --no-auto-migrate"
+    )]
+    MigrationPending { path: PathBuf, found: i64, known: i64 },
     #[error("the database is busy (another process holds a write lock); try again")]
     Busy,
     #[error("{0} not found")]
@@ -149,8 +161,30 @@ impl std::ops::DerefMut for WriteTx {
 pub struct OpenReport {
     pub created: bool,
     pub applied_migrations: Vec<i64>,
+    /// The consistent copy taken before migrating an existing database.
+    pub backup: Option<PathBuf>,
     pub schema_version: i64,
     pub sqlite_version: String,
+}
+
+/// One row of `_sqlx_migrations`, checked against the embedded migrations.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedMigration {
+    pub version: i64,
+    pub description: String,
+    pub checksum: String,
+    pub success: bool,
+    pub checksum_matches: bool,
+}
+
+/// How `Store::open_with` treats pending migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigratePolicy {
+    /// Back up an existing database, then apply pending migrations.
+    Apply,
+    /// Refuse to open a database with pending migrations (`serve --no-auto-migrate`).
+    Refuse,
 }
 
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
@@ -161,6 +195,15 @@ impl Store {
     /// Refuses, without modifying anything, a file that is not SQLite, a read-only file, and a database
     /// whose schema is newer than this binary's.
     pub async fn open(path: &Path) -> StoreResult<(Store, OpenReport)> {
+        Store::open_with(path, MigratePolicy::Apply, &MIGRATOR).await
+    }
+
+    /// `open` with a migration policy and migrator (tests use a migrator of their own).
+    pub async fn open_with(
+        path: &Path,
+        policy: MigratePolicy,
+        migrator: &sqlx::migrate::Migrator,
+    ) -> StoreResult<(Store, OpenReport)> {
         let created = check_file_before_open(path)?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
@@ -183,12 +226,12 @@ impl Store {
         let result = async {
             let sqlite_version: String =
                 sqlx::query_scalar!(r#"SELECT sqlite_version() AS "v!: String""#).fetch_one(&writer).await?;
-            let applied_migrations = migrate_if_needed(&writer, path).await?;
+            let (applied_migrations, backup) = migrate_if_needed(&writer, path, created, policy, migrator).await?;
             let schema_version = current_schema_version(&writer).await?;
-            Ok::<_, StoreError>((sqlite_version, applied_migrations, schema_version))
+            Ok::<_, StoreError>((sqlite_version, applied_migrations, backup, schema_version))
         }
         .await;
-        let (sqlite_version, applied_migrations, schema_version) = match result {
+        let (sqlite_version, applied_migrations, backup, schema_version) = match result {
             Ok(values) => values,
             Err(error) => {
                 writer.close().await;
@@ -208,7 +251,7 @@ impl Store {
             .map_err(|e| StoreError::from(e).at(path))?;
         let write_latency = crate::metrics::latency_histogram();
         let store = Store { writer, readers, path: path.to_path_buf(), write_latency };
-        Ok((store, OpenReport { created, applied_migrations, schema_version, sqlite_version }))
+        Ok((store, OpenReport { created, applied_migrations, backup, schema_version, sqlite_version }))
     }
 
     pub fn path(&self) -> &Path {
@@ -231,6 +274,50 @@ impl Store {
     /// Readiness: the database answers and its schema is the one this binary expects.
     pub async fn is_ready(&self) -> bool {
         matches!(current_schema_version(&self.readers).await, Ok(version) if version == latest_known_version())
+    }
+
+    /// An online, consistent copy of the database into the new file `target` (readers and the writer go
+    /// on meanwhile).
+    pub async fn backup_to(&self, target: &Path) -> StoreResult<()> {
+        vacuum_into(&self.readers, target).await
+    }
+
+    /// Applied migrations with their checksums, and whether each matches the one this binary embeds.
+    pub async fn migration_status(&self) -> StoreResult<Vec<AppliedMigration>> {
+        let rows = sqlx::query!(
+            r#"SELECT version AS "version!: i64", description, checksum, success AS "success!: bool"
+                 FROM _sqlx_migrations ORDER BY version"#
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let embedded = MIGRATOR.iter().find(|m| m.version == row.version);
+                AppliedMigration {
+                    version: row.version,
+                    description: row.description,
+                    checksum: row.checksum.iter().map(|b| format!("{b:02x}")).collect(),
+                    success: row.success,
+                    checksum_matches: embedded.is_some_and(|m| *m.checksum == *row.checksum),
+                }
+            })
+            .collect())
+    }
+
+    /// `PRAGMA integrity_check` and `PRAGMA foreign_key_check`: the problems found (empty when sound).
+    pub async fn verify(&self) -> StoreResult<Vec<String>> {
+        // Pragmas are not compile-checked queries (the macros cannot describe them).
+        let integrity: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check").fetch_all(&self.readers).await?;
+        let mut problems: Vec<String> = integrity.into_iter().filter(|line| line != "ok").collect();
+        // (table, rowid — NULL for WITHOUT ROWID tables —, parent table, constraint index)
+        let foreign: Vec<(String, Option<i64>, String, i64)> =
+            sqlx::query_as("PRAGMA foreign_key_check").fetch_all(&self.readers).await?;
+        problems.extend(foreign.into_iter().map(|(table, rowid, parent, _)| match rowid {
+            Some(rowid) => format!("foreign key: {table} row {rowid} points at a missing {parent}"),
+            None => format!("foreign key: a {table} row points at a missing {parent}"),
+        }));
+        Ok(problems)
     }
 
     /// The writer's journal mode, synchronous level (2 = FULL) and foreign-key enforcement, for
@@ -307,10 +394,16 @@ async fn migrations_table_exists(pool: &SqlitePool) -> StoreResult<bool> {
     Ok(found > 0)
 }
 
-/// Refuses a newer schema before touching anything, then applies pending migrations and records which
-/// pairgate applied them.
-async fn migrate_if_needed(writer: &SqlitePool, path: &Path) -> StoreResult<Vec<i64>> {
-    let known = latest_known_version();
+/// Refuses a newer schema before touching anything; backs up an existing database; then applies the
+/// pending migrations and records which pairgate applied them.
+async fn migrate_if_needed(
+    writer: &SqlitePool,
+    path: &Path,
+    created: bool,
+    policy: MigratePolicy,
+    migrator: &sqlx::migrate::Migrator,
+) -> StoreResult<(Vec<i64>, Option<PathBuf>)> {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
     let found = current_schema_version(writer).await?;
     if found > known {
         let migrated_by = meta::get_on(writer, meta::LAST_MIGRATED_BY).await?.unwrap_or_else(|| "unknown".into());
@@ -320,15 +413,61 @@ async fn migrate_if_needed(writer: &SqlitePool, path: &Path) -> StoreResult<Vec<
             known,
             binary: env!("CARGO_PKG_VERSION"),
             migrated_by,
+            backup: latest_backup(path),
         });
     }
-    let pending: Vec<i64> = MIGRATOR.iter().map(|m| m.version).filter(|v| *v > found).collect();
+    let pending: Vec<i64> = migrator.iter().map(|m| m.version).filter(|v| *v > found).collect();
     if pending.is_empty() {
-        return Ok(pending);
+        return Ok((pending, None));
     }
-    MIGRATOR.run(writer).await?;
+    let existing = !created && found > 0;
+    if existing && policy == MigratePolicy::Refuse {
+        return Err(StoreError::MigrationPending { path: path.to_path_buf(), found, known });
+    }
+    let backup = if existing { Some(backup_before_migrating(writer, path, found).await?) } else { None };
+    migrator.run(writer).await?;
     meta::set_on(writer, meta::LAST_MIGRATED_BY, env!("CARGO_PKG_VERSION")).await?;
-    Ok(pending)
+    Ok((pending, backup))
+}
+
+/// `<db>.backup-v<version>-<UTC time>.db`, beside the database.
+fn backup_path(path: &Path, version: i64) -> PathBuf {
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(&time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"))
+        .expect("a fixed format");
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".backup-v{version}-{stamp}.db"));
+    PathBuf::from(name)
+}
+
+async fn backup_before_migrating(writer: &SqlitePool, path: &Path, version: i64) -> StoreResult<PathBuf> {
+    let target = backup_path(path, version);
+    vacuum_into(writer, &target).await?;
+    tracing::info!(backup = %target.display(), "backed up the database before migrating");
+    Ok(target)
+}
+
+/// A consistent copy of the live database (WAL included) into a new file.
+async fn vacuum_into(pool: &SqlitePool, target: &Path) -> StoreResult<()> {
+    if target.exists() {
+        return Err(StoreError::Conflict(format!("{} exists already; choose another file", target.display())));
+    }
+    let target_text = target.to_str().ok_or_else(|| StoreError::Invalid("backup path is not UTF-8".into()))?;
+    // VACUUM INTO takes no macro-checked form; the path is bound, never spliced into the SQL.
+    sqlx::query("VACUUM INTO ?").bind(target_text).execute(pool).await?;
+    Ok(())
+}
+
+/// The newest `<db>.backup-*` file beside the database, if any.
+pub fn latest_backup(path: &Path) -> Option<PathBuf> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let prefix = format!("{}.backup-", path.file_name()?.to_string_lossy());
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        .max_by_key(|entry| entry.metadata().and_then(|m| m.modified()).ok())
+        .map(|entry| entry.path())
 }
 
 /// Maps an empty update to `NotFound`.

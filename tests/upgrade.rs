@@ -1,0 +1,146 @@
+//! Schema upgrades that never lose an approval: backup before migrating, a failed migration leaves the
+//! original intact, a newer schema is refused naming the backup, and verification.
+
+use std::path::{Path, PathBuf};
+
+use pairgate::domain::{DeviceId, PairingReason, PublicKey, Role, ScopeSet};
+use pairgate::store::{Actor, ClientMeta, MIGRATOR, MigratePolicy, NewGrant, Store, StoreError, latest_backup};
+use sqlx::migrate::Migrator;
+
+const NOW: i64 = 1_800_000_000_000;
+
+/// A migrator with the real migrations plus `extra` as the next version.
+async fn migrator_with(dir: &Path, extra: &str) -> Migrator {
+    let migrations = dir.join("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), migrations.join(entry.file_name())).unwrap();
+    }
+    let next = pairgate::store::latest_known_version() + 1;
+    std::fs::write(migrations.join(format!("{next:04}_test_step.sql")), extra).unwrap();
+    Migrator::new(migrations).await.unwrap()
+}
+
+async fn approved_database(path: &Path) -> DeviceId {
+    let (store, _) = Store::open(path).await.unwrap();
+    let key = PublicKey::from_bytes([3; 32]);
+    let device_id = DeviceId::from_public_key(&key);
+    let grant = NewGrant {
+        device_id: device_id.clone(),
+        public_key: key,
+        meta: ClientMeta::default(),
+        remote_ip: None,
+        role: Role::Operator,
+        scopes: ScopeSet::parse(&["operator.admin"]).unwrap(),
+    };
+    store.approve_silently(&grant, PairingReason::NotPaired, true, &Actor::System, NOW).await.unwrap();
+    store.close().await;
+    device_id
+}
+
+async fn has_table(path: &Path, table: &str) -> bool {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}?mode=ro", path.display())).await.unwrap();
+    let found: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = ?")
+        .bind(table)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    found > 0
+}
+
+#[tokio::test]
+async fn a_migration_that_fails_halfway_leaves_the_original_and_a_usable_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pairgate.db");
+    let device = approved_database(&path).await;
+    let broken =
+        migrator_with(dir.path(), "CREATE TABLE extra (x INTEGER);\nINSERT INTO extra SELECT * FROM no_such_table;\n")
+            .await;
+
+    let error = Store::open_with(&path, MigratePolicy::Apply, &broken).await.unwrap_err();
+    assert!(matches!(error, StoreError::Migrate(_)), "{error}");
+    assert!(!has_table(&path, "extra").await, "the failed step was rolled back");
+    let backup = latest_backup(&path).expect("a backup was taken before migrating");
+    assert!(
+        backup.file_name().unwrap().to_string_lossy().starts_with("pairgate.db.backup-v1-"),
+        "{}",
+        backup.display()
+    );
+
+    for copy in [path.clone(), backup] {
+        let (store, report) = Store::open(&copy).await.unwrap();
+        assert!(report.applied_migrations.is_empty(), "{} is at the current schema", copy.display());
+        assert!(store.device(&device).await.unwrap().is_some(), "the approval is in {}", copy.display());
+        assert!(store.verify().await.unwrap().is_empty());
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn an_upgrade_backs_up_first_and_an_older_binary_then_refuses_naming_the_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pairgate.db");
+    let device = approved_database(&path).await;
+    let newer = migrator_with(dir.path(), "ALTER TABLE devices ADD COLUMN operator_label TEXT;\n").await;
+
+    let (store, report) = Store::open_with(&path, MigratePolicy::Apply, &newer).await.unwrap();
+    let next = pairgate::store::latest_known_version() + 1;
+    assert_eq!(report.applied_migrations, vec![next]);
+    let backup: PathBuf = report.backup.clone().expect("backed up before migrating");
+    assert!(store.device(&device).await.unwrap().is_some(), "nothing lost by the upgrade");
+    store.close().await;
+
+    // This binary only knows the migrations before that one: it refuses, touching nothing.
+    let before = std::fs::read(&path).unwrap();
+    let error = Store::open(&path).await.unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, StoreError::NewerSchema { .. }), "{message}");
+    assert!(message.contains(&format!("schema version {next}")), "{message}");
+    assert!(message.contains(&format!("pairgate restore --from {}", backup.display())), "{message}");
+    assert!(std::fs::read(&path).unwrap() == before, "the database was not touched");
+
+    // The backup is the pre-upgrade database, openable by this binary.
+    let (old, _) = Store::open(&backup).await.unwrap();
+    assert!(old.device(&device).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn no_auto_migrate_refuses_a_database_with_pending_migrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pairgate.db");
+    approved_database(&path).await;
+    let newer = migrator_with(dir.path(), "CREATE TABLE later (x INTEGER);\n").await;
+    let error = Store::open_with(&path, MigratePolicy::Refuse, &newer).await.unwrap_err();
+    assert!(matches!(error, StoreError::MigrationPending { found: 1, .. }), "{error}");
+    assert!(error.to_string().contains("pairgate migrate up"), "{error}");
+    assert!(!has_table(&path, "later").await);
+    assert!(latest_backup(&path).is_none(), "nothing was written, not even a backup");
+    // The same binary's own migrations are current: nothing pending, nothing refused.
+    let (store, _) = Store::open_with(&path, MigratePolicy::Refuse, &MIGRATOR).await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
+async fn verify_finds_a_dangling_foreign_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pairgate.db");
+    approved_database(&path).await;
+    let (store, _) = Store::open(&path).await.unwrap();
+    assert_eq!(store.verify().await.unwrap(), Vec::<String>::new());
+    assert!(store.migration_status().await.unwrap().iter().all(|m| m.checksum_matches && m.success));
+    // Written behind the store's back with enforcement off, as a damaged file would be.
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display())).await.unwrap();
+    sqlx::query("PRAGMA foreign_keys = OFF").execute(&mut conn).await.unwrap();
+    sqlx::query(
+        "INSERT INTO grants (device_id, role, scopes, approved_at_ms, approved_by) VALUES (?, 'node', '[]', 0, 'x')",
+    )
+    .bind("e".repeat(64))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(store.verify().await.unwrap(), ["foreign key: a grants row points at a missing devices"]);
+}
