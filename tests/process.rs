@@ -400,3 +400,45 @@ async fn runs_left_running_by_a_crash_are_interrupted_on_restart() {
     let (ok, _, err) = pairgate(home.path(), &["sessions", "kill", &run_ids[0], "--db", &db]).await;
     assert!(!ok && err.contains("cannot become killed"), "an ended run cannot be killed: {err}");
 }
+
+/// Backups are taken online; a restore is refused while a server holds the database and works after.
+#[tokio::test]
+async fn backup_while_serving_and_restore_after_stopping() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("live.db").display().to_string();
+    let backup = home.path().join("copy.db").display().to_string();
+    let server = serve(home.path(), &["--db", &db, "--token", TOKEN], "serve.log").await;
+    let early = Device::new(96);
+    connect_url(&server.url(), &Connect::cli().device(&early), now_ms()).await.hello();
+
+    let (ok, out, err) = pairgate(home.path(), &["backup", "--to", &backup, "--db", &db]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("backed up"), "{out}");
+    let (ok, _, err) = pairgate(home.path(), &["backup", "--to", &backup, "--db", &db]).await;
+    assert!(!ok && err.contains("exists already"), "{err}");
+    // Approved after the backup: gone once the backup is restored.
+    let late = Device::new(97);
+    connect_url(&server.url(), &Connect::cli().device(&late), now_ms()).await.hello();
+
+    let (ok, _, err) = pairgate(home.path(), &["restore", "--from", &backup, "--db", &db]).await;
+    assert!(!ok && err.contains("another pairgate serve is running"), "{err}");
+    let (ok, out, _) = pairgate(home.path(), &["migrate", "verify", "--db", &db]).await;
+    assert!(ok && out.contains("ok (checksums, integrity_check, foreign_key_check)"), "{out}");
+    server.terminate().await;
+
+    let (ok, out, err) = pairgate(home.path(), &["restore", "--from", &backup, "--db", &db]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("is kept in"), "the replaced database is kept: {out}");
+    let (ok, listing, _) = pairgate(home.path(), &["devices", "list", "--json", "--db", &db]).await;
+    assert!(ok);
+    let listing: Value = serde_json::from_str(&listing).unwrap();
+    let ids: Vec<&str> =
+        listing["paired"].as_array().unwrap().iter().map(|d| d["deviceId"].as_str().unwrap()).collect();
+    assert_eq!(ids, [early.id().as_str()]);
+
+    let not_a_db = home.path().join("junk.db");
+    std::fs::write(&not_a_db, "junk").unwrap();
+    let (ok, _, err) =
+        pairgate(home.path(), &["restore", "--from", &not_a_db.display().to_string(), "--db", &db]).await;
+    assert!(!ok && err.contains("is not a usable backup"), "{err}");
+}
