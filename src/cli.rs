@@ -42,6 +42,18 @@ pub enum Command {
         #[command(flatten)]
         db: DbArg,
     },
+    /// Every device, grant, token digest, request, session, run and audit row as JSON (no token values).
+    Export {
+        #[arg(long, value_parser = ["json"], default_value = "json")]
+        format: String,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Load state: a pairgate export (`--format json`), or an OpenClaw state directory (`import openclaw`).
+    Import(ImportArgs),
     /// Devices and pairing requests, offline on the database file (safe while `serve` runs).
     Devices {
         #[command(subcommand)]
@@ -182,6 +194,37 @@ pub enum DevicesAction {
     },
 }
 
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ImportArgs {
+    #[command(subcommand)]
+    pub source: Option<ImportSource>,
+    /// The format of a pairgate export.
+    #[arg(long, value_parser = ["json"])]
+    pub format: Option<String>,
+    /// The export to read (standard input when absent).
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportSource {
+    /// Import OpenClaw's pairing state (<= 2026.4 JSON files, 2026.9 SQLite), keeping every approval and
+    /// every live token.
+    Openclaw {
+        /// OpenClaw's state directory (OPENCLAW_STATE_DIR, e.g. ~/.openclaw).
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Report what would be imported; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SessionsAction {
     /// List sessions (the children of one with --spawned-by).
@@ -238,6 +281,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => crate::server::serve(args).await,
         Command::Migrate { action, db } => migrate(action, &db).await,
         Command::Backup { to, db } => backup(&to, &db).await,
+        Command::Export { format: _, out, db } => export(out.as_deref(), &db).await,
+        Command::Import(args) => import(args).await,
         Command::Restore { from, db } => restore(&from, &db).await,
         Command::Devices { action, db } => devices(action, &db).await,
         Command::Tokens { action, db } => tokens(action, &db).await,
@@ -591,4 +636,48 @@ async fn sessions(action: SessionsAction, db: &DbArg) -> anyhow::Result<()> {
     };
     store.close().await;
     result
+}
+
+async fn export(out: Option<&std::path::Path>, db: &DbArg) -> anyhow::Result<()> {
+    let store = open(db).await?;
+    let export = store.export_json(SystemClock.now_ms()).await;
+    store.close().await;
+    let text = serde_json::to_string_pretty(&export?)?;
+    match out {
+        Some(path) => {
+            std::fs::write(path, text + "\n").map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?
+        }
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+async fn import(args: ImportArgs) -> anyhow::Result<()> {
+    match args.source {
+        Some(ImportSource::Openclaw { state_dir, dry_run, json }) => {
+            crate::migrate::openclaw::run(&state_dir, &args.db, dry_run, json).await
+        }
+        None => {
+            if args.format.as_deref() != Some("json") {
+                anyhow::bail!(
+                    "say what to import: `pairgate import --format json [--from FILE]` or `pairgate import openclaw --state-dir DIR`"
+                );
+            }
+            let text = match &args.from {
+                Some(path) => {
+                    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
+                }
+                None => std::io::read_to_string(std::io::stdin())?,
+            };
+            let export: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("not JSON: {e}"))?;
+            let store = open(&args.db).await?;
+            let counts = store.import_json(&export).await;
+            store.close().await;
+            for (table, count) in counts? {
+                println!("{table}: {count}");
+            }
+            Ok(())
+        }
+    }
 }

@@ -9,5 +9,6 @@ pub mod domain;
 pub mod gateway;
 pub mod lock;
 pub mod metrics;
+pub mod migrate;
 pub mod server;
 pub mod store;

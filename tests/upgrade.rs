@@ -144,3 +144,69 @@ async fn verify_finds_a_dangling_foreign_key() {
     conn.close().await.unwrap();
     assert_eq!(store.verify().await.unwrap(), ["foreign key: a grants row points at a missing devices"]);
 }
+
+#[tokio::test]
+async fn export_and_import_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let source_path = dir.path().join("source.db");
+    approved_database(&source_path).await;
+    let (source, _) = Store::open(&source_path).await.unwrap();
+    // A pending and a superseded request, a session tree with a run.
+    let key = PublicKey::from_bytes([8; 32]);
+    let ask = |scopes: &[&str]| pairgate::store::NewPairingRequest {
+        device_id: DeviceId::from_public_key(&key),
+        public_key: key,
+        role: Role::Operator,
+        scopes: ScopeSet::parse(scopes).unwrap(),
+        reason: PairingReason::NotPaired,
+        meta: ClientMeta::default(),
+        remote_ip: Some("203.0.113.8".into()),
+        is_local: false,
+        is_repair: false,
+    };
+    source.record_pairing_request(&ask(&["operator.read"]), &Actor::System, NOW).await.unwrap();
+    source.record_pairing_request(&ask(&["operator.write"]), &Actor::System, NOW + 1).await.unwrap();
+    let patch = pairgate::store::SessionPatch {
+        key: "agent:main:subagent:a".into(),
+        spawned_by: Some("agent:main:main".into()),
+        ..Default::default()
+    };
+    source.patch_session(&patch, &Actor::System, NOW).await.unwrap();
+    let run = pairgate::store::NewRun {
+        run_id: "run-1".into(),
+        child_session_key: "agent:main:subagent:a".into(),
+        requester_session_key: "agent:main:main".into(),
+        controller_session_key: None,
+        task: "t".into(),
+        label: None,
+        model: None,
+        cleanup: "keep".into(),
+        spawn_mode: "run".into(),
+        run_timeout_seconds: Some(60),
+    };
+    source.register_run(&run, &pairgate::store::SpawnLimits::default(), &Actor::System, NOW).await.unwrap();
+    let exported = source.export_json(NOW).await.unwrap();
+    let text = exported.to_string();
+    assert!(text.contains("\"digest\":\""), "token digests are exported as hex");
+
+    let (target, _) = Store::open(&dir.path().join("target.db")).await.unwrap();
+    let counts = target.import_json(&exported).await.unwrap();
+    assert!(counts.contains(&("pairing_requests".to_owned(), 2)), "{counts:?}");
+    let again = target.export_json(NOW).await.unwrap();
+    assert_eq!(again["tables"], exported["tables"], "round trip");
+    assert!(target.verify().await.unwrap().is_empty());
+
+    // A second import into the now non-empty database is refused, whole.
+    let error = target.import_json(&exported).await.unwrap_err();
+    assert!(error.to_string().contains("not empty"), "{error}");
+    // A malformed export is refused with the row named, and nothing is half-written.
+    let (fresh, _) = Store::open(&dir.path().join("fresh.db")).await.unwrap();
+    let mut bad = exported.clone();
+    bad["tables"]["runs"][0]["state"] = serde_json::json!("exploded");
+    let error = fresh.import_json(&bad).await.unwrap_err();
+    assert!(error.to_string().starts_with("runs row 0"), "{error}");
+    assert!(fresh.paired_devices().await.unwrap().is_empty(), "nothing half-imported");
+    let mut bad = exported.clone();
+    bad["tables"]["devices"][0]["evil; DROP TABLE devices"] = serde_json::json!(1);
+    assert!(fresh.import_json(&bad).await.unwrap_err().to_string().contains("has no column"));
+}

@@ -10,6 +10,7 @@ mod devices;
 mod meta;
 mod requests;
 mod sessions;
+mod transfer;
 
 pub use audit::{Actor, AuditEvent, AuditRow};
 pub use devices::{ClientMeta, DeviceFilter, DeviceRecord, Grant, NewGrant, SeenNote, TokenChange, TokenInfo};
