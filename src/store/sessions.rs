@@ -583,6 +583,15 @@ impl Store {
 
     /// At start-up: runs a crash left pending or running end as interrupted (never silently dropped).
     pub async fn recover_interrupted_runs(&self, now_ms: Millis) -> StoreResult<Vec<String>> {
+        // Look before writing: a clean start commits nothing.
+        let active = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM runs WHERE state IN ('pending', 'running')) AS "active!: bool""#
+        )
+        .fetch_one(&self.readers)
+        .await?;
+        if !active {
+            return Ok(Vec::new());
+        }
         let archive_at = now_ms + ARCHIVE_AFTER_MS;
         let mut tx = self.begin_write().await?;
         let interrupted = sqlx::query_scalar!(
