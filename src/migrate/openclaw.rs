@@ -1,9 +1,486 @@
-//! Importing OpenClaw's pairing state.
+//! `pairgate import openclaw`: OpenClaw's pairing and sub-agent state (PROTOCOL.md §9) into pairgate.
+//!
+//! Reads whichever exist of the ≤ 2026.4 JSON files (`devices/paired.json`, `devices/pending.json`,
+//! `subagents/runs.json`) and the 2026.9 SQLite database (`state/openclaw.sqlite`, opened read-only), turns
+//! both into the same records, and writes them in one store transaction. A malformed entry is skipped and
+//! reported; a file that cannot be read at all stops the import before anything is written. The source is
+//! never modified. Live tokens are kept as digests, so every client keeps working with the token it has.
+//! (The SQL below reads OpenClaw's database, not pairgate's: pairgate's own SQL stays in `store`.)
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
 
 use crate::cli::DbArg;
+use crate::clock::{Clock, Millis, SystemClock};
+use crate::domain::{DeviceId, PAIRING_REQUEST_TTL_MS, PublicKey, Role, RunState, Scope, ScopeSet, TokenSecret};
+use crate::store::imports::{ImportCounts, ImportedDevice, ImportedRequest, ImportedRun, ImportedToken};
+use crate::store::{ClientMeta, Store};
 
-pub async fn run(_state_dir: &Path, _db: &DbArg, _dry_run: bool, _json: bool) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+/// An entry left out, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub source: String,
+    pub entry: String,
+    pub reason: String,
+}
+
+/// Everything read from a state directory.
+#[derive(Debug, Default)]
+pub struct ImportPlan {
+    pub sources: Vec<String>,
+    pub devices: Vec<ImportedDevice>,
+    pub requests: Vec<ImportedRequest>,
+    pub runs: Vec<ImportedRun>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// What an import did (or, dry, would do).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportReport {
+    pub state_dir: String,
+    pub sources: Vec<String>,
+    pub dry_run: bool,
+    pub found: Value,
+    pub imported: ImportCounts,
+    pub skipped: Vec<Skipped>,
+}
+
+fn text(entry: &Value, field: &str) -> Option<String> {
+    entry.get(field).and_then(Value::as_str).map(str::to_owned).filter(|s| !s.is_empty())
+}
+
+fn millis(entry: &Value, field: &str) -> Option<Millis> {
+    entry.get(field).and_then(Value::as_i64)
+}
+
+fn meta(entry: &Value) -> ClientMeta {
+    ClientMeta {
+        client_id: text(entry, "clientId"),
+        client_mode: text(entry, "clientMode"),
+        platform: text(entry, "platform"),
+        device_family: text(entry, "deviceFamily"),
+        display_name: text(entry, "displayName").or_else(|| text(entry, "operatorLabel")),
+    }
+}
+
+/// The device id and key of an entry; the id must be the key's hash.
+fn identity(entry: &Value) -> Result<(DeviceId, PublicKey), String> {
+    let key = text(entry, "publicKey").ok_or("no publicKey")?;
+    let key = PublicKey::from_base64url(&key).ok_or("publicKey is not a base64url Ed25519 key")?;
+    let derived = DeviceId::from_public_key(&key);
+    match text(entry, "deviceId") {
+        Some(id) if id != derived.as_str() => Err("deviceId does not match its public key".into()),
+        _ => Ok((derived, key)),
+    }
+}
+
+fn roles(entry: &Value) -> Result<Vec<Role>, String> {
+    let mut names: Vec<String> = match entry.get("roles") {
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|r| r.as_str().map(str::to_owned).ok_or("roles must be strings"))
+            .collect::<Result<_, _>>()?,
+        None | Some(Value::Null) => Vec::new(),
+        Some(_) => return Err("roles must be a list".into()),
+    };
+    names.extend(text(entry, "role"));
+    let mut roles = Vec::new();
+    for name in names {
+        let role = Role::parse(&name).ok_or_else(|| format!("unknown role {name}"))?;
+        if !roles.contains(&role) {
+            roles.push(role);
+        }
+    }
+    roles.sort();
+    Ok(roles)
+}
+
+/// Operator scopes of a list; unknown names are dropped and reported.
+fn scopes(value: Option<&Value>, notes: &mut Vec<String>) -> Result<ScopeSet, String> {
+    let list = match value {
+        None | Some(Value::Null) => return Ok(ScopeSet::new()),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err("scopes must be a list".into()),
+    };
+    let mut set = Vec::new();
+    for name in list {
+        let name = name.as_str().ok_or("scopes must be strings")?;
+        match Scope::parse(name) {
+            Ok(scope) => set.push(scope),
+            Err(_) => notes.push(format!("scope {name} is not an operator scope; dropped")),
+        }
+    }
+    Ok(set.into_iter().collect())
+}
+
+fn device(entry: &Value, now: Millis, notes: &mut Vec<String>) -> Result<ImportedDevice, String> {
+    let (device_id, public_key) = identity(entry)?;
+    let mut roles = roles(entry)?;
+    let tokens_value = entry.get("tokens").cloned().unwrap_or(Value::Null);
+    let token_map = match &tokens_value {
+        Value::Object(map) => map.clone(),
+        Value::Null => Map::new(),
+        _ => return Err("tokens must be an object keyed by role".into()),
+    };
+    for role_name in token_map.keys() {
+        if let Some(role) = Role::parse(role_name)
+            && !roles.contains(&role)
+        {
+            roles.push(role);
+        }
+    }
+    if roles.is_empty() {
+        return Err("no approved role".into());
+    }
+    let approved = scopes(entry.get("approvedScopes").filter(|v| !v.is_null()).or(entry.get("scopes")), notes)?;
+    let grants = roles
+        .iter()
+        .map(|role| (*role, if *role == Role::Operator { approved.clone() } else { ScopeSet::new() }))
+        .collect();
+    let mut tokens = Vec::new();
+    for (role_name, token) in &token_map {
+        let role = Role::parse(role_name).ok_or_else(|| format!("token for unknown role {role_name}"))?;
+        let value = text(token, "token").ok_or_else(|| format!("{role_name} token has no value"))?;
+        let token_scopes = scopes(token.get("scopes"), notes)?;
+        tokens.push(ImportedToken {
+            role,
+            digest: TokenSecret::from_presented(value).digest(),
+            scopes: if role == Role::Operator { token_scopes } else { ScopeSet::new() },
+            created_at_ms: millis(token, "createdAtMs").unwrap_or(now),
+            rotated_at_ms: millis(token, "rotatedAtMs"),
+            revoked_at_ms: millis(token, "revokedAtMs"),
+            last_used_at_ms: millis(token, "lastUsedAtMs"),
+        });
+    }
+    let created = millis(entry, "createdAtMs").unwrap_or(now);
+    Ok(ImportedDevice {
+        device_id,
+        public_key,
+        meta: meta(entry),
+        remote_ip: text(entry, "remoteIp"),
+        created_at_ms: created,
+        approved_at_ms: millis(entry, "approvedAtMs").unwrap_or(created),
+        last_seen_at_ms: millis(entry, "lastSeenAtMs"),
+        grants,
+        tokens,
+    })
+}
+
+fn request(id: &str, entry: &Value, now: Millis, notes: &mut Vec<String>) -> Result<Option<ImportedRequest>, String> {
+    let (device_id, public_key) = identity(entry)?;
+    let ts = millis(entry, "ts").ok_or("no ts")?;
+    if ts + PAIRING_REQUEST_TTL_MS <= now {
+        return Ok(None);
+    }
+    let roles = roles(entry)?;
+    let role = text(entry, "role").and_then(|r| Role::parse(&r)).or(roles.first().copied()).ok_or("no role")?;
+    Ok(Some(ImportedRequest {
+        request_id: text(entry, "requestId").unwrap_or_else(|| id.to_owned()),
+        device_id,
+        public_key,
+        role,
+        roles: if roles.is_empty() { vec![role] } else { roles },
+        scopes: scopes(entry.get("scopes"), notes)?,
+        is_repair: entry.get("isRepair").and_then(Value::as_bool).unwrap_or(false),
+        meta: meta(entry),
+        remote_ip: text(entry, "remoteIp"),
+        ts_ms: ts,
+    }))
+}
+
+fn run_record(id: &str, entry: &Value, now: Millis) -> Result<ImportedRun, String> {
+    let child = text(entry, "childSessionKey").ok_or("no childSessionKey")?;
+    let requester = text(entry, "requesterSessionKey").ok_or("no requesterSessionKey")?;
+    let ended_at = millis(entry, "endedAt");
+    let ended_reason = text(entry, "endedReason");
+    let outcome_status = entry.pointer("/outcome/status").and_then(Value::as_str).map(str::to_owned);
+    let mut outcome_error = entry.pointer("/outcome/error").and_then(Value::as_str).map(str::to_owned);
+    let state = match (ended_at, outcome_status.as_deref(), ended_reason.as_deref()) {
+        // Still running when OpenClaw stopped: it is not running now.
+        (None, _, _) => RunState::Interrupted,
+        (Some(_), _, Some("subagent-killed")) => RunState::Killed,
+        (Some(_), Some("ok"), _) => RunState::Done,
+        (Some(_), Some("timeout"), _) => RunState::Timeout,
+        (Some(_), _, _) => RunState::Failed,
+    };
+    let ended_reason = if ended_at.is_none() { Some("gateway-restart".to_owned()) } else { ended_reason };
+    if ended_at.is_none() {
+        outcome_error = Some("interrupted".into());
+    }
+    let cleanup = text(entry, "cleanup").filter(|c| c == "keep" || c == "delete").unwrap_or_else(|| "keep".into());
+    let spawn_mode = text(entry, "spawnMode").filter(|m| m == "run" || m == "session").unwrap_or_else(|| "run".into());
+    Ok(ImportedRun {
+        run_id: text(entry, "runId").unwrap_or_else(|| id.to_owned()),
+        child_session_key: child,
+        requester_session_key: requester,
+        controller_session_key: text(entry, "controllerSessionKey"),
+        task: text(entry, "task").unwrap_or_default(),
+        label: text(entry, "label"),
+        model: text(entry, "model"),
+        cleanup,
+        spawn_mode,
+        run_timeout_seconds: entry.get("runTimeoutSeconds").and_then(Value::as_i64).filter(|s| *s >= 0),
+        state,
+        created_at_ms: millis(entry, "createdAt").ok_or("no createdAt")?,
+        started_at_ms: millis(entry, "startedAt"),
+        ended_at_ms: ended_at.or(Some(now)),
+        ended_reason,
+        outcome_status: outcome_status.or(Some("error".into())).filter(|_| state != RunState::Pending),
+        outcome_error,
+        archive_at_ms: millis(entry, "archiveAtMs"),
+    })
+}
+
+impl ImportPlan {
+    fn skip(&mut self, source: &str, entry: &str, reason: impl Into<String>) {
+        self.skipped.push(Skipped { source: source.to_owned(), entry: entry.to_owned(), reason: reason.into() });
+    }
+
+    fn add_devices(&mut self, source: &str, entries: Vec<(String, Value)>, now: Millis) {
+        for (id, entry) in entries {
+            let mut notes = Vec::new();
+            match device(&entry, now, &mut notes) {
+                Ok(device) => self.devices.push(device),
+                Err(reason) => self.skip(source, &id, reason),
+            }
+            notes.dedup();
+            for note in notes {
+                self.skip(source, &id, note);
+            }
+        }
+    }
+
+    fn add_requests(&mut self, source: &str, entries: Vec<(String, Value)>, now: Millis) {
+        for (id, entry) in entries {
+            let mut notes = Vec::new();
+            match request(&id, &entry, now, &mut notes) {
+                Ok(Some(request)) => self.requests.push(request),
+                Ok(None) => self.skip(source, &id, "older than 5 minutes (stale)"),
+                Err(reason) => self.skip(source, &id, reason),
+            }
+            for note in notes {
+                self.skip(source, &id, note);
+            }
+        }
+    }
+
+    fn add_runs(&mut self, source: &str, entries: Vec<(String, Value)>, now: Millis) {
+        for (id, entry) in entries {
+            match run_record(&id, &entry, now) {
+                Ok(run) => self.runs.push(run),
+                Err(reason) => self.skip(source, &id, reason),
+            }
+        }
+    }
+}
+
+/// A JSON file's entries keyed by id; `None` when it does not exist; an error when it cannot be read.
+fn read_json_object(path: &Path, inner: Option<&str>) -> anyhow::Result<Option<Vec<(String, Value)>>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+    };
+    let value: Value =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not valid JSON: {e}", path.display()))?;
+    let object = match inner {
+        Some(field) => value.get(field).cloned().unwrap_or(Value::Null),
+        None => value,
+    };
+    match object {
+        Value::Object(map) => Ok(Some(map.into_iter().collect())),
+        _ => anyhow::bail!("{} is not an object keyed by id", path.display()),
+    }
+}
+
+fn parse_json_column(row: &Map<String, Value>, column: &str) -> Value {
+    row.get(column).and_then(Value::as_str).and_then(|text| serde_json::from_str(text).ok()).unwrap_or(Value::Null)
+}
+
+/// OpenClaw 2026.9's SQLite state, read-only: each row in the shape of the JSON files' entries.
+async fn read_sqlite(
+    path: &Path,
+) -> anyhow::Result<(Vec<(String, Value)>, Vec<(String, Value)>, Vec<(String, Value)>)> {
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{Column, ConnectOptions, Row};
+    let options =
+        SqliteConnectOptions::new().filename(path).read_only(true).busy_timeout(std::time::Duration::from_secs(5));
+    let mut conn =
+        options.connect().await.map_err(|e| anyhow::anyhow!("cannot open {} read-only: {e}", path.display()))?;
+    let rows = |table: &'static str| format!("SELECT * FROM {table}");
+    let mut fetch = async |table: &'static str| -> anyhow::Result<Vec<Map<String, Value>>> {
+        let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?")
+            .bind(table)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| anyhow::anyhow!("{} is not a readable SQLite database: {e}", path.display()))?;
+        if exists == 0 {
+            return Ok(Vec::new());
+        }
+        let fetched = sqlx::query(&rows(table))
+            .fetch_all(&mut conn)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {table}: {e}", path.display()))?;
+        Ok(fetched
+            .iter()
+            .map(|row| {
+                row.columns()
+                    .iter()
+                    .map(|column| {
+                        let i = column.ordinal();
+                        let value = row
+                            .try_get::<Option<i64>, _>(i)
+                            .ok()
+                            .flatten()
+                            .map(Value::from)
+                            .or_else(|| row.try_get::<Option<String>, _>(i).ok().flatten().map(Value::from))
+                            .unwrap_or(Value::Null);
+                        (column.name().to_owned(), value)
+                    })
+                    .collect()
+            })
+            .collect())
+    };
+    let paired = fetch("device_pairing_paired").await?;
+    let pending = fetch("device_pairing_pending").await?;
+    let runs = fetch("subagent_runs").await?;
+    let camel = |row: &Map<String, Value>, pairs: &[(&str, &str)]| -> Value {
+        let mut object = Map::new();
+        for (column, field) in pairs {
+            if let Some(value) = row.get(*column).filter(|v| !v.is_null()) {
+                object.insert((*field).to_owned(), value.clone());
+            }
+        }
+        Value::Object(object)
+    };
+    const COMMON: &[(&str, &str)] = &[
+        ("device_id", "deviceId"),
+        ("public_key", "publicKey"),
+        ("display_name", "displayName"),
+        ("operator_label", "operatorLabel"),
+        ("platform", "platform"),
+        ("device_family", "deviceFamily"),
+        ("client_id", "clientId"),
+        ("client_mode", "clientMode"),
+        ("role", "role"),
+        ("remote_ip", "remoteIp"),
+        ("created_at_ms", "createdAtMs"),
+        ("approved_at_ms", "approvedAtMs"),
+        ("last_seen_at_ms", "lastSeenAtMs"),
+        ("request_id", "requestId"),
+        ("ts", "ts"),
+    ];
+    let devices = paired
+        .iter()
+        .map(|row| {
+            let mut entry = camel(row, COMMON);
+            entry["roles"] = parse_json_column(row, "roles_json");
+            entry["scopes"] = parse_json_column(row, "scopes_json");
+            entry["approvedScopes"] = parse_json_column(row, "approved_scopes_json");
+            entry["tokens"] = parse_json_column(row, "tokens_json");
+            (text(&entry, "deviceId").unwrap_or_default(), entry)
+        })
+        .collect();
+    let requests = pending
+        .iter()
+        .map(|row| {
+            let mut entry = camel(row, COMMON);
+            entry["roles"] = parse_json_column(row, "roles_json");
+            entry["scopes"] = parse_json_column(row, "scopes_json");
+            entry["isRepair"] = json!(row.get("is_repair").and_then(Value::as_i64) == Some(1));
+            (text(&entry, "requestId").unwrap_or_default(), entry)
+        })
+        .collect();
+    let runs = runs
+        .iter()
+        .map(|row| {
+            let id = row.get("run_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+            (id, parse_json_column(row, "payload_json"))
+        })
+        .collect();
+    Ok((devices, requests, runs))
+}
+
+/// Reads a state directory into a plan. Nothing is written.
+pub async fn read_state_dir(dir: &Path, now: Millis) -> anyhow::Result<ImportPlan> {
+    if !dir.is_dir() {
+        anyhow::bail!("{} is not a directory", dir.display());
+    }
+    let mut plan = ImportPlan::default();
+    type AddEntries = fn(&mut ImportPlan, &str, Vec<(String, Value)>, Millis);
+    let json_sources: [(&str, Option<&str>, AddEntries); 3] = [
+        ("devices/paired.json", None, ImportPlan::add_devices),
+        ("devices/pending.json", None, ImportPlan::add_requests),
+        ("subagents/runs.json", Some("runs"), ImportPlan::add_runs),
+    ];
+    for (relative, inner, add) in json_sources {
+        if let Some(entries) = read_json_object(&dir.join(relative), inner)? {
+            plan.sources.push(relative.to_owned());
+            add(&mut plan, relative, entries, now);
+        }
+    }
+    let sqlite: PathBuf = dir.join("state/openclaw.sqlite");
+    if sqlite.exists() {
+        let (devices, requests, runs) = read_sqlite(&sqlite).await?;
+        let source = "state/openclaw.sqlite";
+        plan.sources.push(source.to_owned());
+        plan.add_devices(source, devices, now);
+        plan.add_requests(source, requests, now);
+        plan.add_runs(source, runs, now);
+    }
+    if plan.sources.is_empty() {
+        anyhow::bail!(
+            "{} holds no OpenClaw state (devices/paired.json, devices/pending.json, subagents/runs.json or state/openclaw.sqlite)",
+            dir.display()
+        );
+    }
+    Ok(plan)
+}
+
+/// Reads, imports (or with `dry_run` only counts) and reports.
+pub async fn import(store: &Store, dir: &Path, dry_run: bool, now: Millis) -> anyhow::Result<ImportReport> {
+    let plan = read_state_dir(dir, now).await?;
+    let source = format!("openclaw:{}", dir.display());
+    let imported = store.apply_import(&plan.devices, &plan.requests, &plan.runs, &source, dry_run, now).await?;
+    Ok(ImportReport {
+        state_dir: dir.display().to_string(),
+        sources: plan.sources,
+        dry_run,
+        found: json!({ "devices": plan.devices.len(), "requests": plan.requests.len(), "runs": plan.runs.len() }),
+        imported,
+        skipped: plan.skipped,
+    })
+}
+
+pub async fn run(state_dir: &Path, db: &DbArg, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    let (store, _) = Store::open(&db.path()?).await?;
+    let report = import(&store, state_dir, dry_run, SystemClock.now_ms()).await;
+    store.close().await;
+    let report = report?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("OpenClaw state in {} ({})", report.state_dir, report.sources.join(", "));
+    println!(
+        "found: {} devices, {} pending requests, {} runs",
+        report.found["devices"], report.found["requests"], report.found["runs"]
+    );
+    let counts = &report.imported;
+    let verb = if dry_run { "would import" } else { "imported" };
+    if counts.is_empty() {
+        println!("nothing to import: all of it is already in pairgate");
+    } else {
+        println!(
+            "{verb}: {} devices, {} grants, {} tokens (as digests), {} requests, {} sessions, {} runs",
+            counts.devices, counts.grants, counts.tokens, counts.requests, counts.sessions, counts.runs
+        );
+    }
+    for skipped in &report.skipped {
+        println!("skipped {} {}: {}", skipped.source, skipped.entry, skipped.reason);
+    }
+    Ok(())
 }

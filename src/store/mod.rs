@@ -7,6 +7,7 @@
 
 mod audit;
 mod devices;
+pub mod imports;
 mod meta;
 mod requests;
 mod sessions;
