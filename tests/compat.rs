@@ -248,3 +248,17 @@ async fn openclaw_9_6_drives_the_full_device_cycle() {
     let status = server.store.pairing_request(&other_request).await.unwrap().unwrap().status;
     assert_eq!(status, pairgate::domain::RequestStatus::Rejected);
 }
+
+/// Not part of the suite: pairs two known identities through a running real OpenClaw gateway and prints
+/// their tokens, to make the `tests/fixtures/openclaw-2026.9.6` fixture (see its README).
+#[tokio::test]
+#[ignore = "run by hand against a real gateway to regenerate a fixture"]
+async fn pair_fixture_devices_through_a_real_openclaw_gateway() {
+    let url = std::env::var("OPENCLAW_URL").expect("OPENCLAW_URL of a running OpenClaw gateway");
+    let token = std::env::var("OPENCLAW_TOKEN").expect("OPENCLAW_TOKEN");
+    for (seed, scopes) in [(121u8, vec!["operator.read", "operator.write"]), (122u8, vec!["operator.pairing"])] {
+        let attempt = Connect::cli().device(&Device::new(seed)).scopes(&scopes).token(Some(&token));
+        let (hello, _) = connect_url(&url, &attempt, SystemClock.now_ms()).await.hello();
+        println!("{}", json!({"seed": seed, "scopes": scopes, "token": hello["auth"]["deviceToken"]}));
+    }
+}

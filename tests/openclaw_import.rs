@@ -247,3 +247,38 @@ async fn openclaw_2026_9_sqlite_state_is_imported_read_only() {
     assert!(std::fs::read(&db).unwrap() == before, "the OpenClaw database was opened read-only");
     assert!(openclaw::import(&server.store, state.path(), false, now).await.unwrap().imported.is_empty());
 }
+
+/// State written by the real OpenClaw 2026.9.6 gateway (see tests/fixtures/openclaw-2026.9.6/README.md):
+/// after the import, its devices connect to pairgate with the tokens that gateway issued, no pairing.
+#[tokio::test]
+async fn state_made_by_the_real_openclaw_2026_9_6_gateway_imports_with_working_tokens() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openclaw-2026.9.6");
+    let state = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(state.path().join("state")).unwrap();
+    std::fs::copy(fixture.join("state/openclaw.sqlite"), state.path().join("state/openclaw.sqlite")).unwrap();
+    let devices: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("devices.json")).unwrap()).unwrap();
+
+    let server = Server::start_with(pairgate::gateway::GatewayConfig {
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        ..Default::default()
+    })
+    .await;
+    let report = openclaw::import(&server.store, state.path(), false, server.now()).await.unwrap();
+    println!("import report (real OpenClaw 2026.9.6 gateway): {}", serde_json::to_string(&report).unwrap());
+    assert_eq!(report.sources, ["state/openclaw.sqlite"]);
+    assert_eq!(report.imported.devices, 2, "{:?}", report);
+    assert_eq!(report.imported.tokens, 2);
+    for entry in &devices {
+        let device = Device::new(entry["seed"].as_u64().unwrap() as u8);
+        let scopes: Vec<&str> = entry["scopes"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+        let mut expected = scopes.clone();
+        expected.sort();
+        let token = entry["token"].as_str().unwrap();
+        let attempt = Connect::cli().device(&device).scopes(&scopes).token(None).device_token(token);
+        let (hello, _) = connect(&server, &attempt.via_proxy_for("198.51.100.2")).await.hello();
+        assert_eq!(hello["auth"]["method"], "device-token");
+        assert_eq!(hello["auth"]["scopes"], json!(expected), "the approved scopes are identical");
+    }
+    assert!(openclaw::import(&server.store, state.path(), false, server.now()).await.unwrap().imported.is_empty());
+}
