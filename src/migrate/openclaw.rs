@@ -15,8 +15,8 @@ use serde_json::{Map, Value, json};
 use crate::cli::DbArg;
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::domain::{DeviceId, PAIRING_REQUEST_TTL_MS, PublicKey, Role, RunState, Scope, ScopeSet, TokenSecret};
-use crate::store::imports::{ImportCounts, ImportedDevice, ImportedRequest, ImportedRun, ImportedToken};
-use crate::store::{ClientMeta, Store};
+use crate::store::imports::{ImportCounts, ImportedDevice, ImportedRequest};
+use crate::store::{ClientMeta, Run, Store, TokenInfo};
 
 /// An entry left out, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -32,7 +32,7 @@ pub struct ImportPlan {
     pub sources: Vec<String>,
     pub devices: Vec<ImportedDevice>,
     pub requests: Vec<ImportedRequest>,
-    pub runs: Vec<ImportedRun>,
+    pub runs: Vec<Run>,
     pub skipped: Vec<Skipped>,
 }
 
@@ -145,11 +145,11 @@ fn device(entry: &Value, now: Millis, notes: &mut Vec<String>) -> Result<Importe
         let role = Role::parse(role_name).ok_or_else(|| format!("token for unknown role {role_name}"))?;
         let value = text(token, "token").ok_or_else(|| format!("{role_name} token has no value"))?;
         let token_scopes = scopes(token.get("scopes"), notes)?;
-        tokens.push(ImportedToken {
+        tokens.push(TokenInfo {
             role,
             digest: TokenSecret::from_presented(value).digest(),
             scopes: if role == Role::Operator { token_scopes } else { ScopeSet::new() },
-            created_at_ms: millis(token, "createdAtMs").unwrap_or(now),
+            issued_at_ms: millis(token, "createdAtMs").unwrap_or(now),
             rotated_at_ms: millis(token, "rotatedAtMs"),
             revoked_at_ms: millis(token, "revokedAtMs"),
             last_used_at_ms: millis(token, "lastUsedAtMs"),
@@ -191,7 +191,7 @@ fn request(id: &str, entry: &Value, now: Millis, notes: &mut Vec<String>) -> Res
     }))
 }
 
-fn run_record(id: &str, entry: &Value, now: Millis) -> Result<ImportedRun, String> {
+fn run_record(id: &str, entry: &Value, now: Millis) -> Result<Run, String> {
     let child = text(entry, "childSessionKey").ok_or("no childSessionKey")?;
     let requester = text(entry, "requesterSessionKey").ok_or("no requesterSessionKey")?;
     let ended_at = millis(entry, "endedAt");
@@ -212,7 +212,7 @@ fn run_record(id: &str, entry: &Value, now: Millis) -> Result<ImportedRun, Strin
     }
     let cleanup = text(entry, "cleanup").filter(|c| c == "keep" || c == "delete").unwrap_or_else(|| "keep".into());
     let spawn_mode = text(entry, "spawnMode").filter(|m| m == "run" || m == "session").unwrap_or_else(|| "run".into());
-    Ok(ImportedRun {
+    Ok(Run {
         run_id: text(entry, "runId").unwrap_or_else(|| id.to_owned()),
         child_session_key: child,
         requester_session_key: requester,
@@ -224,9 +224,9 @@ fn run_record(id: &str, entry: &Value, now: Millis) -> Result<ImportedRun, Strin
         spawn_mode,
         run_timeout_seconds: entry.get("runTimeoutSeconds").and_then(Value::as_i64).filter(|s| *s >= 0),
         state,
-        created_at_ms: millis(entry, "createdAt").ok_or("no createdAt")?,
-        started_at_ms: millis(entry, "startedAt"),
-        ended_at_ms: ended_at.or(Some(now)),
+        created_at: millis(entry, "createdAt").ok_or("no createdAt")?,
+        started_at: millis(entry, "startedAt"),
+        ended_at: ended_at.or(Some(now)),
         ended_reason,
         outcome_status: outcome_status.or(Some("error".into())).filter(|_| state != RunState::Pending),
         outcome_error,

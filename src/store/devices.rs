@@ -210,21 +210,9 @@ impl Store {
         row.map(DeviceRow::into_record).transpose()
     }
 
-    /// Devices that hold at least one grant, oldest approval first.
+    /// Every device that holds at least one grant, by id.
     pub async fn paired_devices(&self) -> StoreResult<Vec<DeviceRecord>> {
-        let rows = sqlx::query_as!(
-            DeviceRow,
-            r#"SELECT device_id AS "device_id!", public_key AS "public_key!", client_id, client_mode, platform,
-                      device_family, display_name, remote_ip, approved_via, created_at_ms AS "created_at_ms!",
-                      approved_at_ms, last_seen_at_ms, removed_at_ms, grants AS "grants!: String",
-                      tokens AS "tokens!: String"
-                 FROM device_records
-                WHERE removed_at_ms IS NULL AND grants <> '[]'
-                ORDER BY approved_at_ms, device_id"#
-        )
-        .fetch_all(&self.readers)
-        .await?;
-        rows.into_iter().map(DeviceRow::into_record).collect()
+        self.devices_page(DeviceFilter::Paired, None, i64::MAX).await
     }
 
     /// A local connect asked for more than was approved and policy allows approving it silently: record

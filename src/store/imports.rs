@@ -6,19 +6,8 @@ use serde::Serialize;
 use super::audit::{self, Actor, AuditEvent};
 use super::{Store, StoreResult};
 use crate::clock::Millis;
-use crate::domain::{DeviceId, PAIRING_REQUEST_TTL_MS, PublicKey, Role, RunState, ScopeSet, TokenDigest};
-use crate::store::ClientMeta;
-
-#[derive(Clone, Debug)]
-pub struct ImportedToken {
-    pub role: Role,
-    pub digest: TokenDigest,
-    pub scopes: ScopeSet,
-    pub created_at_ms: Millis,
-    pub rotated_at_ms: Option<Millis>,
-    pub revoked_at_ms: Option<Millis>,
-    pub last_used_at_ms: Option<Millis>,
-}
+use crate::domain::{DeviceId, PAIRING_REQUEST_TTL_MS, PublicKey, Role, ScopeSet};
+use crate::store::{ClientMeta, Run, TokenInfo};
 
 #[derive(Clone, Debug)]
 pub struct ImportedDevice {
@@ -30,7 +19,7 @@ pub struct ImportedDevice {
     pub approved_at_ms: Millis,
     pub last_seen_at_ms: Option<Millis>,
     pub grants: Vec<(Role, ScopeSet)>,
-    pub tokens: Vec<ImportedToken>,
+    pub tokens: Vec<TokenInfo>,
 }
 
 #[derive(Clone, Debug)]
@@ -45,28 +34,6 @@ pub struct ImportedRequest {
     pub meta: ClientMeta,
     pub remote_ip: Option<String>,
     pub ts_ms: Millis,
-}
-
-#[derive(Clone, Debug)]
-pub struct ImportedRun {
-    pub run_id: String,
-    pub child_session_key: String,
-    pub requester_session_key: String,
-    pub controller_session_key: Option<String>,
-    pub task: String,
-    pub label: Option<String>,
-    pub model: Option<String>,
-    pub cleanup: String,
-    pub spawn_mode: String,
-    pub run_timeout_seconds: Option<i64>,
-    pub state: RunState,
-    pub created_at_ms: Millis,
-    pub started_at_ms: Option<Millis>,
-    pub ended_at_ms: Option<Millis>,
-    pub ended_reason: Option<String>,
-    pub outcome_status: Option<String>,
-    pub outcome_error: Option<String>,
-    pub archive_at_ms: Option<Millis>,
 }
 
 /// Rows actually written (a second import of the same state writes none).
@@ -93,7 +60,7 @@ impl Store {
         &self,
         devices: &[ImportedDevice],
         requests: &[ImportedRequest],
-        runs: &[ImportedRun],
+        runs: &[Run],
         source: &str,
         dry_run: bool,
         now_ms: Millis,
@@ -146,7 +113,7 @@ impl Store {
                     role,
                     digest,
                     scopes,
-                    token.created_at_ms,
+                    token.issued_at_ms,
                     token.rotated_at_ms,
                     token.revoked_at_ms,
                     token.last_used_at_ms
@@ -206,8 +173,8 @@ impl Store {
                     agent_id,
                     parent,
                     depth,
-                    run.created_at_ms,
-                    run.created_at_ms
+                    run.created_at,
+                    run.created_at
                 )
                 .execute(&mut *tx)
                 .await?
@@ -230,9 +197,9 @@ impl Store {
                 run.spawn_mode,
                 run.run_timeout_seconds,
                 state,
-                run.created_at_ms,
-                run.started_at_ms,
-                run.ended_at_ms,
+                run.created_at,
+                run.started_at,
+                run.ended_at,
                 run.ended_reason,
                 run.outcome_status,
                 run.outcome_error,
