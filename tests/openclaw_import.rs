@@ -282,3 +282,28 @@ async fn state_made_by_the_real_openclaw_2026_9_6_gateway_imports_with_working_t
     }
     assert!(openclaw::import(&server.store, state.path(), false, server.now()).await.unwrap().imported.is_empty());
 }
+
+#[tokio::test]
+async fn a_locked_openclaw_database_is_reported_and_nothing_is_written() {
+    use sqlx::{ConnectOptions, Connection, sqlite::SqliteConnectOptions};
+    let state = tempfile::tempdir().unwrap();
+    let db = state.path().join("state/openclaw.sqlite");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    // A writer holding an exclusive lock (rollback journal, as a busy writer without WAL would).
+    let mut holder = SqliteConnectOptions::new()
+        .filename(&db)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Delete)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE device_pairing_paired (device_id TEXT PRIMARY KEY)").execute(&mut holder).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut holder).await.unwrap();
+    let server = Server::start().await;
+    let error = openclaw::import(&server.store, state.path(), false, server.now()).await.unwrap_err();
+    assert!(error.to_string().contains("is locked by another process"), "{error}");
+    assert!(error.to_string().contains("nothing was imported"), "{error}");
+    assert!(server.store.paired_devices().await.unwrap().is_empty());
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    holder.close().await.unwrap();
+}

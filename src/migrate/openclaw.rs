@@ -300,6 +300,20 @@ fn parse_json_column(row: &Map<String, Value>, column: &str) -> Value {
     row.get(column).and_then(Value::as_str).and_then(|text| serde_json::from_str(text).ok()).unwrap_or(Value::Null)
 }
 
+/// Says what is wrong with OpenClaw's database in terms an operator can act on.
+fn source_error(path: &Path, error: sqlx::Error) -> anyhow::Error {
+    match crate::store::StoreError::from(error) {
+        crate::store::StoreError::Busy => anyhow::anyhow!(
+            "{} is locked by another process (is OpenClaw writing to it?); nothing was imported — try again",
+            path.display()
+        ),
+        crate::store::StoreError::NotSqlite { .. } | crate::store::StoreError::Corrupt { .. } => {
+            anyhow::anyhow!("{} is not a readable SQLite database; nothing was imported", path.display())
+        }
+        other => anyhow::anyhow!("cannot read {}: {other}; nothing was imported", path.display()),
+    }
+}
+
 /// OpenClaw 2026.9's SQLite state, read-only: each row in the shape of the JSON files' entries.
 async fn read_sqlite(
     path: &Path,
@@ -308,15 +322,14 @@ async fn read_sqlite(
     use sqlx::{Column, ConnectOptions, Row};
     let options =
         SqliteConnectOptions::new().filename(path).read_only(true).busy_timeout(std::time::Duration::from_secs(5));
-    let mut conn =
-        options.connect().await.map_err(|e| anyhow::anyhow!("cannot open {} read-only: {e}", path.display()))?;
+    let mut conn = options.connect().await.map_err(|e| source_error(path, e))?;
     let rows = |table: &'static str| format!("SELECT * FROM {table}");
     let mut fetch = async |table: &'static str| -> anyhow::Result<Vec<Map<String, Value>>> {
         let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?")
             .bind(table)
             .fetch_one(&mut conn)
             .await
-            .map_err(|e| anyhow::anyhow!("{} is not a readable SQLite database: {e}", path.display()))?;
+            .map_err(|e| source_error(path, e))?;
         if exists == 0 {
             return Ok(Vec::new());
         }
