@@ -236,7 +236,7 @@ async fn seed_scenario_survives_sigkill_restarts() {
 async fn load_generator_smoke_run() {
     let home = tempfile::tempdir().unwrap();
     let db = home.path().join("load.db").display().to_string();
-    let server = serve(home.path(), &["--db", &db, "--token", TOKEN], "load.log").await;
+    let server = serve(home.path(), &["--db", &db, "--token", TOKEN, "--trusted-proxy", "127.0.0.1"], "load.log").await;
     let url = server.url();
     let output = Command::new(env!("CARGO_BIN_EXE_pairgate-loadgen"))
         .args(["--url", &url, "--token", TOKEN, "--devices", "4", "--concurrency", "4", "--count", "40"])
@@ -249,6 +249,19 @@ async fn load_generator_smoke_run() {
     assert_eq!(report["handshakes"], 40, "{report}");
     assert_eq!(report["errors"], json!({}));
     assert!(report["latencyMs"]["p50"].as_f64().unwrap() > 0.0);
+
+    for mode in [["--mode", "rate", "--rate", "200"], ["--mode", "approvals", "--rate", "0"]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_pairgate-loadgen"))
+            .args(["--url", &url, "--token", TOKEN, "--devices", "2", "--concurrency", "2", "--count", "10"])
+            .args(mode)
+            .args(["--max-seconds", "30", "--json"])
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "{mode:?}: {}", String::from_utf8_lossy(&output.stderr));
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!((report["completed"].as_u64(), &report["errors"]), (Some(10), &json!({})), "{mode:?}: {report}");
+    }
 
     let refused = Command::new(env!("CARGO_BIN_EXE_pairgate-loadgen"))
         .args(["--url", "ws://192.0.2.1:18789/", "--token", TOKEN])

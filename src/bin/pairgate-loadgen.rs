@@ -1,6 +1,14 @@
 //! Connect-path load generator: full signed handshakes (open → challenge → signed connect → hello-ok →
 //! close) against any OpenClaw-compatible gateway on loopback, from pre-paired device identities.
 //!
+//! Modes:
+//! - `handshakes` (default): C workers, each handshaking back to back (closed loop).
+//! - `rate`: handshakes started at a fixed `--rate` per second (open loop); latency counts from the
+//!   scheduled start, so queueing is not hidden.
+//! - `approvals` (pairgate only; the server must trust 127.0.0.1 as a proxy): `--count` remote-looking
+//!   devices ask to pair, then C workers approve the requests through the REST API; every reply is sent
+//!   only after its commit.
+//!
 //!   pairgate-loadgen --url ws://127.0.0.1:18789/ --token T --devices 64 --concurrency 16 --count 20000
 
 use std::collections::BTreeMap;
@@ -36,6 +44,12 @@ struct Args {
     /// Hard time cap, seconds.
     #[arg(long, default_value_t = 60)]
     max_seconds: u64,
+    /// handshakes, rate or approvals (see the top of this file).
+    #[arg(long, value_parser = ["handshakes", "rate", "approvals"], default_value = "handshakes")]
+    mode: String,
+    /// Handshakes started per second, for `--mode rate`.
+    #[arg(long, default_value_t = 2000)]
+    rate: u64,
     /// How measured handshakes authenticate: with each device's token, or the gateway token.
     #[arg(long, value_parser = ["device-token", "token"], default_value = "device-token")]
     auth: String,
@@ -100,15 +114,47 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[index] as f64 / 1000.0
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let host = args.url.trim_start_matches("ws://").split(['/', ':']).next().unwrap_or_default();
-    if !matches!(host, "127.0.0.1" | "localhost" | "[" | "[::1]") && !host.starts_with("127.") {
-        bail!("refusing {}: the load generator targets loopback addresses only", args.url);
-    }
+/// Latencies (µs) and errors into the report.
+fn report(
+    args: &Args,
+    mut latencies: Vec<u64>,
+    errors: BTreeMap<String, u64>,
+    elapsed: f64,
+    rss_before: Option<u64>,
+) -> Value {
+    latencies.sort_unstable();
+    json!({
+        "url": args.url,
+        "mode": args.mode,
+        "devices": args.devices,
+        "concurrency": args.concurrency,
+        "rate": (args.mode == "rate").then_some(args.rate),
+        "auth": args.auth,
+        "completed": latencies.len(),
+        "handshakes": latencies.len(),
+        "errors": errors,
+        "seconds": (elapsed * 1000.0).round() / 1000.0,
+        "perSecond": (latencies.len() as f64 / elapsed).round(),
+        "handshakesPerSecond": (latencies.len() as f64 / elapsed).round(),
+        "latencyMs": {
+            "p50": percentile(&latencies, 50.0), "p90": percentile(&latencies, 90.0),
+            "p99": percentile(&latencies, 99.0), "p99.9": percentile(&latencies, 99.9),
+        },
+        "serverRssKiB": { "before": rss_before, "after": rss_kib(args.server_pid) },
+    })
+}
 
-    // Pair the identities through the public protocol: a local connect with the gateway token.
+type Outcome = (Vec<u64>, BTreeMap<String, u64>);
+
+fn merge(into: &mut Outcome, (latencies, errors): Outcome) {
+    into.0.extend(latencies);
+    for (code, n) in errors {
+        *into.1.entry(code).or_default() += n;
+    }
+}
+
+/// Pairs `n` identities through the public protocol (a local connect with the gateway token).
+async fn pair_devices(args: &Args) -> anyhow::Result<Vec<(DeviceIdentity, ConnectSpec)>> {
     let pairing = ConnectSpec::operator(&["operator.read"], Some(&args.token));
     let mut devices = Vec::with_capacity(args.devices);
     for _ in 0..args.devices {
@@ -124,19 +170,21 @@ async fn main() -> anyhow::Result<()> {
         }
         devices.push((identity, spec));
     }
-    let devices = Arc::new(devices);
+    Ok(devices)
+}
 
-    let rss_before = rss_kib(args.server_pid);
+/// C workers handshaking back to back.
+async fn closed_loop(
+    args: &Args,
+    devices: Arc<Vec<(DeviceIdentity, ConnectSpec)>>,
+    deadline: Instant,
+) -> anyhow::Result<Outcome> {
     let issued = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
-    let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (devices, issued, url) = (devices.clone(), issued.clone(), args.url.clone());
-        let count = args.count;
+        let (devices, issued, url, count) = (devices.clone(), issued.clone(), args.url.clone(), args.count);
         workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            let mut outcome: Outcome = Default::default();
             loop {
                 let n = issued.fetch_add(1, Ordering::Relaxed);
                 if n >= count || Instant::now() >= deadline {
@@ -145,47 +193,163 @@ async fn main() -> anyhow::Result<()> {
                 let (identity, spec) = &devices[n as usize % devices.len()];
                 let t0 = Instant::now();
                 match handshake(&url, spec, identity).await {
-                    Ok(_) => latencies.push(t0.elapsed().as_micros() as u64),
-                    Err(code) => *errors.entry(code).or_default() += 1,
+                    Ok(_) => outcome.0.push(t0.elapsed().as_micros() as u64),
+                    Err(code) => *outcome.1.entry(code).or_default() += 1,
                 }
             }
-            (latencies, errors)
+            outcome
         }));
     }
-    let mut latencies = Vec::new();
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut all = Outcome::default();
     for worker in workers {
-        let (l, e) = worker.await?;
-        latencies.extend(l);
-        for (code, n) in e {
-            *errors.entry(code).or_default() += n;
+        merge(&mut all, worker.await?);
+    }
+    Ok(all)
+}
+
+/// Handshakes started on a fixed schedule; latency from the scheduled start.
+async fn fixed_rate(
+    args: &Args,
+    devices: Arc<Vec<(DeviceIdentity, ConnectSpec)>>,
+    deadline: Instant,
+) -> anyhow::Result<Outcome> {
+    let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
+    let start = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..args.count {
+        let scheduled = start + interval * n as u32;
+        if scheduled.into_std() >= deadline {
+            break;
+        }
+        tokio::time::sleep_until(scheduled).await;
+        let (devices, url) = (devices.clone(), args.url.clone());
+        tasks.spawn(async move {
+            let (identity, spec) = &devices[n as usize % devices.len()];
+            handshake(&url, spec, identity).await.map(|_| scheduled.elapsed().as_micros() as u64)
+        });
+    }
+    let mut all = Outcome::default();
+    while let Some(result) = tasks.join_next().await {
+        match result? {
+            Ok(latency) => all.0.push(latency),
+            Err(code) => *all.1.entry(code).or_default() += 1,
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let report = json!({
-        "url": args.url,
-        "devices": args.devices,
-        "concurrency": args.concurrency,
-        "auth": args.auth,
-        "handshakes": latencies.len(),
-        "errors": errors,
-        "seconds": (elapsed * 1000.0).round() / 1000.0,
-        "handshakesPerSecond": (latencies.len() as f64 / elapsed).round(),
-        "latencyMs": {
-            "p50": percentile(&latencies, 50.0), "p90": percentile(&latencies, 90.0),
-            "p99": percentile(&latencies, 99.0), "p99.9": percentile(&latencies, 99.9),
-        },
-        "serverRssKiB": { "before": rss_before, "after": rss_kib(args.server_pid) },
-    });
+    Ok(all)
+}
+
+/// `count` pairing requests from remote-looking devices, then C workers approve them over REST.
+async fn approvals(args: &Args) -> anyhow::Result<(Outcome, f64)> {
+    let ask = ConnectSpec::operator(&["operator.read"], Some(&args.token));
+    let mut request_ids = Vec::with_capacity(args.count as usize);
+    for n in 0..args.count {
+        let identity = DeviceIdentity::generate();
+        let forwarded = format!("198.18.{}.{}", (n / 250) % 250, n % 250 + 1);
+        match handshake_via_proxy(&args.url, &ask, &identity, &forwarded).await {
+            Err(PairingAsk::Requested(id)) => request_ids.push(id),
+            Err(PairingAsk::Other(code)) => {
+                bail!("expected a pairing request, got {code} (start pairgate with --trusted-proxy 127.0.0.1)")
+            }
+            Ok(_) => bail!("the device was let in without pairing: is 127.0.0.1 a trusted proxy on the server?"),
+        }
+    }
+    let base = args.url.replacen("ws://", "http://", 1).trim_end_matches('/').to_owned();
+    let queue = Arc::new(std::sync::Mutex::new(request_ids));
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (queue, http, base, token) = (queue.clone(), http.clone(), base.clone(), args.token.clone());
+        workers.push(tokio::spawn(async move {
+            let mut outcome = Outcome::default();
+            loop {
+                let Some(id) = queue.lock().expect("queue").pop() else { break };
+                let t0 = Instant::now();
+                let response =
+                    http.post(format!("{base}/api/v1/requests/{id}/approve")).bearer_auth(&token).send().await;
+                match response.map(|r| r.status()) {
+                    Ok(status) if status.is_success() => outcome.0.push(t0.elapsed().as_micros() as u64),
+                    Ok(status) => *outcome.1.entry(status.to_string()).or_default() += 1,
+                    Err(error) => *outcome.1.entry(error.to_string()).or_default() += 1,
+                }
+            }
+            outcome
+        }));
+    }
+    let mut all = Outcome::default();
+    for worker in workers {
+        merge(&mut all, worker.await?);
+    }
+    Ok((all, started.elapsed().as_secs_f64()))
+}
+
+enum PairingAsk {
+    Requested(String),
+    Other(String),
+}
+
+/// A handshake as if through a proxy for `forwarded`; a pairing refusal yields its request id.
+async fn handshake_via_proxy(
+    url: &str,
+    spec: &ConnectSpec,
+    identity: &DeviceIdentity,
+    forwarded: &str,
+) -> Result<Value, PairingAsk> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().map_err(|e| PairingAsk::Other(e.to_string()))?;
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", forwarded.parse().map_err(|_| PairingAsk::Other("bad address".into()))?);
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(request).await.map_err(|e| PairingAsk::Other(format!("connect: {e}")))?;
+    let challenge = next_json(&mut ws).await.map_err(|e| PairingAsk::Other(e.to_string()))?;
+    let nonce = challenge["payload"]["nonce"].as_str().unwrap_or_default().to_owned();
+    let signed_at = challenge["payload"]["ts"].as_i64().unwrap_or_else(now_ms);
+    let frame = spec.request("1", Some(identity), &nonce, signed_at);
+    ws.send(Message::text(frame.to_string())).await.map_err(|e| PairingAsk::Other(e.to_string()))?;
+    let reply = next_json(&mut ws).await.map_err(|e| PairingAsk::Other(e.to_string()))?;
+    let _ = ws.close(None).await;
+    if reply["ok"] == true {
+        return Ok(reply["payload"].clone());
+    }
+    match reply["error"]["details"]["requestId"].as_str() {
+        Some(id) => Err(PairingAsk::Requested(id.to_owned())),
+        None => Err(PairingAsk::Other(reply["error"]["message"].as_str().unwrap_or("?").to_owned())),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let host = args.url.trim_start_matches("ws://").split(['/', ':']).next().unwrap_or_default();
+    if !matches!(host, "127.0.0.1" | "localhost" | "[" | "[::1]") && !host.starts_with("127.") {
+        bail!("refusing {}: the load generator targets loopback addresses only", args.url);
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let rss_before = rss_kib(args.server_pid);
+    let (outcome, elapsed) = match args.mode.as_str() {
+        "approvals" => approvals(&args).await?,
+        mode => {
+            let devices = Arc::new(pair_devices(&args).await?);
+            let started = Instant::now();
+            let outcome = if mode == "rate" {
+                fixed_rate(&args, devices, deadline).await?
+            } else {
+                closed_loop(&args, devices, deadline).await?
+            };
+            (outcome, started.elapsed().as_secs_f64())
+        }
+    };
+    let report = report(&args, outcome.0, outcome.1, elapsed, rss_before);
     if args.json {
         println!("{report}");
     } else {
         println!(
-            "{} handshakes in {:.2}s = {}/s (C={}, {} devices, auth {}); latency ms p50 {} p90 {} p99 {} p99.9 {}; errors {}; server RSS KiB {} -> {}",
-            report["handshakes"],
+            "{} {} in {:.2}s = {}/s (C={}, {} devices, auth {}); latency ms p50 {} p90 {} p99 {} p99.9 {}; errors {}; server RSS KiB {} -> {}",
+            report["completed"],
+            args.mode,
             elapsed,
-            report["handshakesPerSecond"],
+            report["perSecond"],
             args.concurrency,
             args.devices,
             args.auth,
