@@ -121,10 +121,10 @@ pub struct ServeArgs {
     /// Gateway token clients present as `auth.token`. Without it, pairgate generates one on first start
     /// and writes it once to a 0600 file next to the database.
     #[arg(long, env = "PAIRGATE_TOKEN", hide_env_values = true, conflicts_with = "password")]
-    pub token: Option<String>,
+    pub token: Option<SecretArg>,
     /// Use password auth (`auth.password`) with this password instead of a token.
     #[arg(long, env = "PAIRGATE_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
+    pub password: Option<SecretArg>,
     /// A reverse proxy whose X-Forwarded-For is believed (repeatable; env: comma-separated).
     #[arg(long = "trusted-proxy", env = "PAIRGATE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpAddr>,
@@ -152,6 +152,29 @@ pub struct ServeArgs {
     /// Interval of `tick` events on connected sockets.
     #[arg(long, env = "PAIRGATE_TICK_INTERVAL_MS", default_value_t = 30_000)]
     pub tick_interval_ms: u64,
+}
+
+/// A secret given on the command line or in the environment; `Debug` never shows it.
+#[derive(Clone)]
+pub struct SecretArg(String);
+
+impl SecretArg {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(SecretArg(text.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -679,5 +702,19 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let cli = Cli::parse_from(["pairgate", "serve", "--token", "hunter2-token", "--db", "/tmp/x.db"]);
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let Command::Serve(args) = cli.command else { panic!("serve") };
+        assert_eq!(args.token.unwrap().expose(), "hunter2-token");
     }
 }

@@ -87,8 +87,8 @@ pub async fn serve(args: crate::cli::ServeArgs) -> anyhow::Result<()> {
     );
     let clock: SharedClock = Arc::new(SystemClock);
     let secret = match (&args.token, &args.password) {
-        (Some(token), _) => SharedSecret::from_plaintext(SecretKind::Token, token),
-        (None, Some(password)) => SharedSecret::from_plaintext(SecretKind::Password, password),
+        (Some(token), _) => SharedSecret::from_plaintext(SecretKind::Token, token.expose()),
+        (None, Some(password)) => SharedSecret::from_plaintext(SecretKind::Password, password.expose()),
         (None, None) => generated_token::load_or_create(&store, &db_path, clock.now_ms()).await?,
     };
     let config = GatewayConfig {

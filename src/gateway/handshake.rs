@@ -55,7 +55,15 @@ pub struct Session {
     pub scopes: ScopeSet,
     pub device_id: Option<DeviceId>,
     pub client_id: String,
-    pub hello: Value,
+}
+
+/// The hello-ok payload. It may carry a device token, so its `Debug` shows no content.
+pub struct HelloOk(pub Value);
+
+impl std::fmt::Debug for HelloOk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HelloOk(<may hold a device token>)")
+    }
 }
 
 /// Negotiates the protocol version.
@@ -174,7 +182,12 @@ fn pairing_error(request: &PairingRequest, reason: PairingReason, stored: Option
 
 impl Gateway {
     /// Runs the connect of one socket. `nonce` is the challenge sent on it.
-    pub async fn connect(&self, conn: &ConnInfo, nonce: &str, params: ConnectParams) -> Result<Session, ConnectError> {
+    pub async fn connect(
+        &self,
+        conn: &ConnInfo,
+        nonce: &str,
+        params: ConnectParams,
+    ) -> Result<(Session, HelloOk), ConnectError> {
         let protocol = negotiate_protocol(params.min_protocol, params.max_protocol)?;
         let (role, scopes) = parse_role_and_scopes(&params)?;
         let now = self.clock.now_ms();
@@ -339,16 +352,16 @@ impl Gateway {
                     let token_used = auth_outcome == AuthOutcome::DeviceToken;
                     self.last_seen.note(device_id.clone(), role, token_used, now);
                 }
-                let hello = self.hello_ok(protocol, conn, auth_info);
-                Ok(Session {
+                let hello = HelloOk(self.hello_ok(protocol, conn, auth_info));
+                let session = Session {
                     conn_id: conn.conn_id.clone(),
                     client_ip: conn.client.ip.to_string(),
                     role,
                     scopes: granted,
                     device_id: device.map(|(id, _)| id),
                     client_id: params.client.id,
-                    hello,
-                })
+                };
+                Ok((session, hello))
             }
         }
     }

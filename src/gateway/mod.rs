@@ -281,9 +281,7 @@ async fn handshake(gateway: &Gateway, socket: &mut WebSocket, conn: &ConnInfo, n
     });
     gateway.metrics.connect(code.as_deref(), started.elapsed().as_secs_f64());
     match outcome {
-        Ok(session) => {
-            send_text(socket, frames::response_ok(&frame.id, session.hello.clone())).await.then_some(session)
-        }
+        Ok((session, hello)) => send_text(socket, frames::response_ok(&frame.id, hello.0)).await.then_some(session),
         Err(refused) => {
             tracing::info!(conn = %conn.conn_id, client = %conn.client.ip, code = refused.error.code, message = %refused.error.message, "connect refused");
             send_text(socket, frames::response_error(&frame.id, &refused.error)).await;
