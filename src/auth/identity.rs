@@ -163,9 +163,8 @@ mod tests {
         };
         let (mut id, mut public_key, mut signature) = proof_for(&key, &payload);
         let mut signed_at = NOW;
-        let mut nonce = "nonce-1".to_owned();
+        let nonce = "nonce-1".to_owned();
         tamper(&mut id, &mut public_key, &mut signed_at, &mut signature);
-        let _ = &mut nonce;
         let proof = DeviceProof {
             id: &id,
             public_key: &public_key,
