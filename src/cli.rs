@@ -558,8 +558,7 @@ async fn audit(limit: i64, json: bool, db: &DbArg) -> anyhow::Result<()> {
     let store = open(db).await?;
     let rows = store.audit_page(None, limit.clamp(1, 10_000)).await?;
     if json {
-        let views: Vec<crate::gateway::views::AuditView> = rows.into_iter().map(Into::into).collect();
-        println!("{}", serde_json::to_string_pretty(&views)?);
+        println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         for row in rows {
             let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(row.at_ms) * 1_000_000)

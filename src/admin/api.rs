@@ -19,8 +19,8 @@ use crate::auth::locality;
 use crate::domain::{DeviceId, RequestStatus, Role, ScopeSet};
 use crate::gateway::Gateway;
 use crate::gateway::ops::{Caller, OpError};
-use crate::gateway::views::{AuditView, DeviceView, RequestView};
-use crate::store::{Actor, DeviceFilter, Run, SessionEntry, StoreError};
+use crate::gateway::views::{DeviceView, RequestView};
+use crate::store::{Actor, AuditRow, DeviceFilter, Run, SessionEntry, StoreError};
 
 const MAX_PAGE: i64 = 200;
 const DEFAULT_PAGE: i64 = 50;
@@ -359,18 +359,18 @@ pub struct AuditQuery {
 
 /// The audit trail, newest first.
 #[utoipa::path(get, path = "/api/v1/audit", params(AuditQuery),
-    responses((status = 200, body = Page<AuditView>), (status = 401, body = ApiError), (status = 422, body = ApiError)))]
+    responses((status = 200, body = Page<AuditRow>), (status = 401, body = ApiError), (status = 422, body = ApiError)))]
 async fn audit(
     State(gateway): State<Arc<Gateway>>,
     _caller: RestCaller,
     Query(query): Query<AuditQuery>,
-) -> Result<Json<Page<AuditView>>, ApiError> {
+) -> Result<Json<Page<AuditRow>>, ApiError> {
     let limit = page_limit(query.limit)?;
     let before =
         query.cursor.as_deref().map(str::parse::<i64>).transpose().map_err(|_| ApiError::invalid("bad cursor"))?;
     let rows = gateway.store.audit_page(before, limit).await?;
     let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|row| row.event_id.to_string())).flatten();
-    Ok(Json(Page { items: rows.into_iter().map(AuditView::from).collect(), next_cursor }))
+    Ok(Json(Page { items: rows, next_cursor }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -458,7 +458,7 @@ async fn kill_run(
         revoke_token,
         audit
     ),
-    components(schemas(ApiError, DeviceView, RequestView, AuditView, ApproveBody))
+    components(schemas(ApiError, DeviceView, RequestView, AuditRow, ApproveBody))
 )]
 pub struct ApiDoc;
 

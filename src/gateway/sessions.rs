@@ -52,19 +52,6 @@ fn limit(requested: Option<i64>) -> i64 {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PatchParams {
-    key: String,
-    label: Option<String>,
-    model: Option<String>,
-    thinking_level: Option<String>,
-    spawned_by: Option<String>,
-    spawn_depth: Option<i64>,
-    subagent_role: Option<String>,
-    subagent_control_scope: Option<String>,
-}
-
-#[derive(Deserialize)]
 struct KeyParams {
     key: String,
 }
@@ -178,17 +165,7 @@ impl Gateway {
         let now = self.clock.now_ms();
         match method {
             "sessions.patch" => {
-                let p: PatchParams = parse(params)?;
-                let patch = SessionPatch {
-                    key: p.key,
-                    label: p.label,
-                    model: p.model,
-                    thinking_level: p.thinking_level,
-                    spawned_by: p.spawned_by,
-                    spawn_depth: p.spawn_depth,
-                    subagent_role: p.subagent_role,
-                    subagent_control_scope: p.subagent_control_scope,
-                };
+                let patch: SessionPatch = parse(params)?;
                 let entry = self.store.patch_session(&patch, &actor(session), now).await.map_err(store_error)?;
                 Ok(json!({ "ok": true, "key": entry.key, "entry": entry }))
             }

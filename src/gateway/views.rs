@@ -4,7 +4,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::ScopeSet;
-use crate::store::{AuditRow, DeviceRecord, PairingRequest};
+use crate::store::{DeviceRecord, PairingRequest};
 
 /// A pairing request.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -83,20 +83,6 @@ pub struct DeviceView {
     pub tokens: Vec<TokenView>,
 }
 
-/// One audit event.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditView {
-    pub event_id: i64,
-    pub at_ms: i64,
-    pub actor: String,
-    pub action: String,
-    pub subject: Option<String>,
-    pub remote_addr: Option<String>,
-    #[schema(value_type = Object)]
-    pub details: serde_json::Value,
-}
-
 fn names(scopes: &ScopeSet) -> Vec<String> {
     scopes.names().into_iter().map(str::to_owned).collect()
 }
@@ -163,20 +149,6 @@ impl DeviceView {
                     last_used_at_ms: token.last_used_at_ms,
                 })
                 .collect(),
-        }
-    }
-}
-
-impl From<AuditRow> for AuditView {
-    fn from(row: AuditRow) -> Self {
-        AuditView {
-            event_id: row.event_id,
-            at_ms: row.at_ms,
-            actor: row.actor,
-            action: row.action,
-            subject: row.subject,
-            remote_addr: row.remote_addr,
-            details: row.details,
         }
     }
 }

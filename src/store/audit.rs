@@ -77,7 +77,7 @@ impl AuditEvent {
 }
 
 /// A stored audit row.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditRow {
     pub event_id: i64,
@@ -86,6 +86,7 @@ pub struct AuditRow {
     pub action: String,
     pub subject: Option<String>,
     pub remote_addr: Option<String>,
+    #[schema(value_type = Object)]
     pub details: serde_json::Value,
 }
 

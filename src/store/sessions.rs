@@ -39,7 +39,8 @@ pub struct SessionEntry {
 
 /// `sessions.patch`: `None` leaves a field as it is. Lineage fields are settable on sub-agent keys only
 /// and immutable once set.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SessionPatch {
     pub key: String,
     pub label: Option<String>,
