@@ -45,8 +45,8 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// `store_transactions` is the store's own histogram of write-transaction latency.
-    pub fn new(store_transactions: Histogram) -> Self {
+    /// `store` holds the store's own write-latency histogram and device-cache counters.
+    pub fn new(store: crate::store::StoreMetrics) -> Self {
         let mut registry = Registry::with_prefix("pairgate");
         let connects = Family::<ConnectLabels, Counter>::default();
         registry.register("connects", "Completed connect attempts by outcome and error code", connects.clone());
@@ -58,7 +58,13 @@ impl Metrics {
         registry.register("pending_requests", "Pairing requests waiting for an operator", pending_requests.clone());
         let decisions = Family::<ActionLabels, Counter>::default();
         registry.register("decisions", "Approvals, rejections, revocations, rotations and removals", decisions.clone());
-        registry.register("store_transaction_seconds", "Store write transactions, begin to commit", store_transactions);
+        registry.register(
+            "store_transaction_seconds",
+            "Store write transactions, begin to commit",
+            store.write_latency,
+        );
+        registry.register("device_cache_hits", "Device lookups answered by the cache", store.device_cache_hits);
+        registry.register("device_cache_misses", "Device lookups read from the database", store.device_cache_misses);
         Metrics { registry, connects, handshake_seconds, live_sockets, pending_requests, decisions }
     }
 

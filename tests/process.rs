@@ -304,12 +304,19 @@ async fn a_rest_approval_survives_sigkill_right_after_the_reply() {
 async fn offline_cli_manages_tokens_devices_and_audit_while_serving() {
     let home = tempfile::tempdir().unwrap();
     let db = home.path().join("offline.db").display().to_string();
-    let server = serve(home.path(), &["--db", &db, "--token", TOKEN], "serve.log").await;
+    let server = serve(home.path(), &["--db", &db, "--token", TOKEN, "--metrics-open", "true"], "serve.log").await;
     let device = Device::new(91);
     let id = device.id().to_string();
     let (hello, _) = connect_url(&server.url(), &Connect::cli().device(&device), now_ms()).await.hello();
     let token = hello["auth"]["deviceToken"].as_str().unwrap().to_owned();
     let with_token = Connect::cli().device(&device).token(None).device_token(&token);
+    // Connected twice more, the device's record is now answered from the server's cache...
+    connect_url(&server.url(), &with_token, now_ms()).await.hello();
+    connect_url(&server.url(), &with_token, now_ms()).await.hello();
+    let (_, metrics) = http_get(server.addr, "/metrics").await;
+    let hits = metrics.lines().find_map(|line| line.strip_prefix("pairgate_device_cache_hits_total "));
+    assert!(hits.is_some_and(|hits| hits.trim().parse::<u64>().unwrap() >= 1), "{metrics}");
+    // ...and a revocation by another process is still seen on the next connect.
 
     let (ok, out, err) =
         pairgate(home.path(), &["tokens", "revoke", "--device", &id, "--role", "operator", "--json", "--db", &db])

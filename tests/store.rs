@@ -320,3 +320,50 @@ async fn audit_pages_newest_first() {
     assert_eq!(next.iter().map(|row| row.at_ms).collect::<Vec<_>>(), [NOW + 12, NOW + 11, NOW + 10]);
     assert_eq!(next[0].details["reason"], "not-paired");
 }
+
+/// The connect path's device cache answers repeated lookups, and any commit, by this store, by another
+/// connection (the offline CLI is another process) or by plain SQL, is seen by the very next lookup.
+#[tokio::test]
+async fn the_device_cache_sees_every_commit_from_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let (serving, _) = Store::open(&path).await.unwrap();
+    let (other, _) = Store::open(&path).await.unwrap();
+    let hits = serving.metrics().device_cache_hits;
+    let actor = Actor::System;
+    let (device_id, _) = device(5);
+
+    // "Never approved" is cached too, and an approval elsewhere ends it.
+    assert!(serving.device(&device_id).await.unwrap().is_none());
+    assert!(serving.device(&device_id).await.unwrap().is_none());
+    assert_eq!(hits.get(), 1);
+    other.approve_silently(&grant(5, &["operator.read"]), PairingReason::NotPaired, true, &actor, NOW).await.unwrap();
+    let record = serving.device(&device_id).await.unwrap().expect("approved by the other store");
+    assert!(record.live_token(Role::Operator).is_some());
+
+    // Cached, then revoked by the other store: the next lookup sees the revocation.
+    let before = hits.get();
+    assert_eq!(serving.device(&device_id).await.unwrap().unwrap(), record);
+    assert_eq!(hits.get(), before + 1, "an unchanged database answers from the cache");
+    other.revoke_token(&device_id, Role::Operator, &actor, None, NOW + 1).await.unwrap();
+    let record = serving.device(&device_id).await.unwrap().unwrap();
+    assert!(record.live_token(Role::Operator).is_none(), "revoked elsewhere");
+
+    // A write that bypasses pairgate altogether is seen as well.
+    serving.device(&device_id).await.unwrap();
+    let raw = raw_pool(&path).await;
+    sqlx::query("DELETE FROM grants WHERE device_id = ?").bind(device_id.as_str()).execute(&raw).await.unwrap();
+    let record = serving.device(&device_id).await.unwrap().unwrap();
+    assert!(record.grants.is_empty(), "changed by plain SQL");
+
+    // And this store's own writes.
+    serving
+        .approve_silently(&grant(5, &["operator.admin"]), PairingReason::NotPaired, false, &actor, NOW + 2)
+        .await
+        .unwrap();
+    let record = serving.device(&device_id).await.unwrap().unwrap();
+    assert_eq!(record.grant(Role::Operator).unwrap().scopes, scopes(&["operator.admin"]));
+    raw.close().await;
+    other.close().await;
+    serving.close().await;
+}

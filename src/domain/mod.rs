@@ -15,6 +15,17 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(DIGITS[usize::from(byte >> 4)] as char);
+        text.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+    text
+}
+
 /// Lowercase hex SHA-256 of a device's raw Ed25519 public key.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -22,12 +33,7 @@ pub struct DeviceId(String);
 
 impl DeviceId {
     pub fn from_public_key(key: &PublicKey) -> Self {
-        let digest = Sha256::digest(key.as_bytes());
-        let mut hex = String::with_capacity(64);
-        for byte in digest {
-            hex.push_str(&format!("{byte:02x}"));
-        }
-        DeviceId(hex)
+        DeviceId(hex(&Sha256::digest(key.as_bytes())))
     }
 
     pub fn as_str(&self) -> &str {

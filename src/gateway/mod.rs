@@ -104,7 +104,7 @@ impl Gateway {
         let started_at_ms = clock.now_ms();
         let tracker = TaskTracker::new();
         let last_seen = last_seen::LastSeen::start(store.clone(), config.last_seen_flush, shutdown.clone(), &tracker);
-        let metrics = crate::metrics::Metrics::new(store.write_latency());
+        let metrics = crate::metrics::Metrics::new(store.metrics());
         Gateway {
             limiter: FailedAuthLimiter::new(config.rate_limit),
             store,
@@ -157,7 +157,10 @@ pub async fn ws_handler(
     let conn = ConnInfo { conn_id: uuid::Uuid::new_v4().to_string(), peer, client };
     let limit = gateway.config.max_payload_bytes;
     let tracker = gateway.tracker.clone();
-    ws.max_message_size(limit)
+    // tungstenite zeroes its whole read buffer before every read (128 KiB by default): a small buffer keeps
+    // that cheap, and keeps an idle socket small. Larger frames still arrive whole (the buffer grows).
+    ws.read_buffer_size(4 * 1024)
+        .max_message_size(limit)
         .max_frame_size(limit)
         .max_write_buffer_size(gateway.config.max_buffered_bytes)
         .on_upgrade(move |socket| tracker.track_future(run_socket(gateway, socket, conn)))

@@ -193,8 +193,23 @@ impl DeviceRow {
 }
 
 impl Store {
-    /// The device, its grants and its newest token per role; `None` when never approved.
+    /// The device, its grants and its newest token per role; `None` when never approved. Answered from
+    /// the device cache while nothing has committed since the record was read.
     pub async fn device(&self, device_id: &DeviceId) -> StoreResult<Option<DeviceRecord>> {
+        let stamp = self.device_cache.stamp();
+        if let Some(stamp) = stamp
+            && let Some(cached) = self.device_cache.get(stamp, device_id)
+        {
+            return Ok(cached);
+        }
+        let record = self.read_device(device_id).await?;
+        if let Some(stamp) = stamp {
+            self.device_cache.put(stamp, device_id, &record);
+        }
+        Ok(record)
+    }
+
+    async fn read_device(&self, device_id: &DeviceId) -> StoreResult<Option<DeviceRecord>> {
         let id = device_id.as_str();
         let row = sqlx::query_as!(
             DeviceRow,

@@ -6,6 +6,7 @@
 //! database that `serve` has open.
 
 mod audit;
+mod cache;
 mod devices;
 pub mod imports;
 mod meta;
@@ -127,6 +128,15 @@ pub struct Store {
     path: PathBuf,
     /// Latency of write transactions, begin to commit (exported as a metric).
     write_latency: prometheus_client::metrics::histogram::Histogram,
+    /// Device records for the connect path, valid until the next commit by anyone.
+    device_cache: std::sync::Arc<cache::DeviceCache>,
+}
+
+/// The store's own metrics, registered by the gateway's registry.
+pub struct StoreMetrics {
+    pub write_latency: prometheus_client::metrics::histogram::Histogram,
+    pub device_cache_hits: prometheus_client::metrics::counter::Counter,
+    pub device_cache_misses: prometheus_client::metrics::counter::Counter,
 }
 
 /// A write transaction that records its latency when committed. Derefs to the connection, so queries
@@ -191,6 +201,9 @@ pub enum MigratePolicy {
 
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
+/// Device records kept between commits (about half a kilobyte each).
+const DEVICE_CACHE_CAPACITY: usize = 10_000;
+
 impl Store {
     /// Opens (creating and migrating when needed) the database at `path`.
     ///
@@ -252,7 +265,9 @@ impl Store {
             .await
             .map_err(|e| StoreError::from(e).at(path))?;
         let write_latency = crate::metrics::latency_histogram();
-        let store = Store { writer, readers, path: path.to_path_buf(), write_latency };
+        // Opened after the writer, which keeps the `-shm` file in existence for as long as the store lives.
+        let device_cache = std::sync::Arc::new(cache::DeviceCache::new(path, DEVICE_CACHE_CAPACITY));
+        let store = Store { writer, readers, path: path.to_path_buf(), write_latency, device_cache };
         Ok((store, OpenReport { created, applied_migrations, backup, schema_version, sqlite_version }))
     }
 
@@ -268,9 +283,13 @@ impl Store {
         Ok(WriteTx { tx, started, latency: self.write_latency.clone() })
     }
 
-    /// The histogram of write-transaction latency, for the metrics registry.
-    pub fn write_latency(&self) -> prometheus_client::metrics::histogram::Histogram {
-        self.write_latency.clone()
+    /// Write-transaction latency and device-cache lookups, for the metrics registry.
+    pub fn metrics(&self) -> StoreMetrics {
+        StoreMetrics {
+            write_latency: self.write_latency.clone(),
+            device_cache_hits: self.device_cache.hits.clone(),
+            device_cache_misses: self.device_cache.misses.clone(),
+        }
     }
 
     /// Readiness: the database answers and its schema is the one this binary expects.
@@ -299,7 +318,7 @@ impl Store {
                 AppliedMigration {
                     version: row.version,
                     description: row.description,
-                    checksum: row.checksum.iter().map(|b| format!("{b:02x}")).collect(),
+                    checksum: crate::domain::hex(&row.checksum),
                     success: row.success,
                     checksum_matches: embedded.is_some_and(|m| *m.checksum == *row.checksum),
                 }

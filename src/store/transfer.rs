@@ -9,6 +9,7 @@ use sqlx::{Column, Row, TypeInfo, ValueRef};
 
 use super::{Store, StoreError, StoreResult, current_schema_version};
 use crate::clock::Millis;
+use crate::domain::hex;
 
 /// In foreign-key order (parents first).
 const TABLES: [(&str, &str); 8] = [
@@ -23,10 +24,6 @@ const TABLES: [(&str, &str); 8] = [
 ];
 
 pub const EXPORT_FORMAT: &str = "pairgate-export";
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn row_to_json(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Map<String, Value>> {
     let mut object = Map::new();
