@@ -65,6 +65,11 @@ impl Metrics {
         );
         registry.register("device_cache_hits", "Device lookups answered by the cache", store.device_cache_hits);
         registry.register("device_cache_misses", "Device lookups read from the database", store.device_cache_misses);
+        registry.register(
+            "approval_commits",
+            "Transactions that committed approvals (approvals committed together share one)",
+            store.approval_commits,
+        );
         Metrics { registry, connects, handshake_seconds, live_sockets, pending_requests, decisions }
     }
 

@@ -58,7 +58,8 @@ async fn opens_creates_migrates_and_a_reopen_applies_nothing() {
     let path = dir.path().join("nested/dir/pairgate.db");
     let (store, report) = Store::open(&path).await.unwrap();
     assert!(report.created);
-    assert_eq!(report.applied_migrations, vec![1]);
+    let every_migration: Vec<i64> = (1..=pairgate::store::latest_known_version()).collect();
+    assert_eq!(report.applied_migrations, every_migration);
     assert_eq!(report.schema_version, pairgate::store::latest_known_version());
     assert!(store.is_ready().await);
     assert_eq!(store.settings().await.unwrap(), ("wal".to_owned(), 2, true), "WAL, synchronous=FULL, foreign keys on");
@@ -130,7 +131,10 @@ async fn a_newer_schema_is_refused_with_both_versions_and_nothing_changes() {
 
     let error = Store::open(&path).await.unwrap_err();
     let message = error.to_string();
-    assert!(matches!(error, StoreError::NewerSchema { found: 9999, known: 1, .. }), "{message}");
+    assert!(
+        matches!(error, StoreError::NewerSchema { found: 9999, known, .. } if known == pairgate::store::latest_known_version()),
+        "{message}"
+    );
     assert!(message.contains("9.9.9") && message.contains(env!("CARGO_PKG_VERSION")), "{message}");
     assert!(message.contains("Nothing was changed"), "{message}");
     assert!(std::fs::read(&path).unwrap() == before, "the database file changed");
@@ -366,4 +370,76 @@ async fn the_device_cache_sees_every_commit_from_anywhere() {
     raw.close().await;
     other.close().await;
     serving.close().await;
+}
+
+/// Approvals that arrive together commit together: one transaction (one fsync) for the group, each
+/// caller answered with its own outcome. A failure inside one approval rolls the group back and each is
+/// retried alone: only the failing one is refused, and it leaves nothing behind.
+#[tokio::test]
+async fn concurrent_approvals_commit_together_and_a_failure_stays_with_its_own_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    let (store, _) = Store::open(&path).await.unwrap();
+    let commits = store.metrics().approval_commits;
+    let mut requests = Vec::new();
+    for seed in 20..40 {
+        let (request, _) = store
+            .record_pairing_request(&ask(seed, Role::Operator, &["operator.read"]), &Actor::System, NOW)
+            .await
+            .unwrap();
+        requests.push(request);
+    }
+    // On this single-threaded runtime, `join_all` queues all 20 before the committer first runs. The
+    // first request is approved twice: exactly one of the two wins.
+    let mut ids: Vec<&str> = requests.iter().map(|r| r.request_id.as_str()).collect();
+    ids.push(ids[0]);
+    let outcomes =
+        futures_util::future::join_all(ids.iter().map(|id| store.approve_request(id, None, &Actor::System, NOW + 1)))
+            .await;
+    assert_eq!(commits.get(), 1, "21 decisions, one transaction");
+    assert!(outcomes[..20].iter().all(Result::is_ok), "{outcomes:?}");
+    let twice = outcomes[20].as_ref().unwrap_err();
+    assert!(twice.to_string().contains("already approved"), "{twice}");
+    for request in &requests {
+        assert!(store.device(&request.device_id).await.unwrap().is_some());
+    }
+
+    // Now one approval of a group fails halfway (after its grant was written).
+    let mut requests = Vec::new();
+    for seed in 40..44 {
+        let (request, _) = store
+            .record_pairing_request(&ask(seed, Role::Operator, &["operator.read"]), &Actor::System, NOW)
+            .await
+            .unwrap();
+        requests.push(request);
+    }
+    let doomed = requests[2].device_id.as_str().to_owned();
+    let pool = raw_pool(&path).await;
+    sqlx::query(&format!(
+        "CREATE TRIGGER fail_one BEFORE INSERT ON audit_events
+           WHEN NEW.action = 'pairing.approve' AND NEW.subject = '{doomed}'
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let before = commits.get();
+    let outcomes = futures_util::future::join_all(
+        requests.iter().map(|r| store.approve_request(&r.request_id, None, &Actor::System, NOW + 2)),
+    )
+    .await;
+    assert_eq!(commits.get(), before + 3, "the group rolled back; the three others committed alone");
+    for (request, outcome) in requests.iter().zip(&outcomes) {
+        if request.device_id.as_str() == doomed {
+            assert!(outcome.as_ref().unwrap_err().to_string().contains("injected failure"), "{outcome:?}");
+            assert!(store.device(&request.device_id).await.unwrap().is_none(), "no device row");
+            let after = store.pairing_request(&request.request_id).await.unwrap().unwrap();
+            assert_eq!(after.status, RequestStatus::Pending, "the request is untouched");
+        } else {
+            assert_eq!(outcome.as_ref().unwrap().status, RequestStatus::Approved);
+            assert!(store.device(&request.device_id).await.unwrap().is_some());
+        }
+    }
+    pool.close().await;
+    store.close().await;
 }

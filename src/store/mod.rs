@@ -5,6 +5,7 @@
 //! admin lists. WAL lets readers run while the writer commits, and lets the offline CLI write to a
 //! database that `serve` has open.
 
+mod approvals;
 mod audit;
 mod cache;
 mod devices;
@@ -130,6 +131,8 @@ pub struct Store {
     write_latency: prometheus_client::metrics::histogram::Histogram,
     /// Device records for the connect path, valid until the next commit by anyone.
     device_cache: std::sync::Arc<cache::DeviceCache>,
+    /// The group committer of approvals.
+    approvals: approvals::Approvals,
 }
 
 /// The store's own metrics, registered by the gateway's registry.
@@ -137,6 +140,7 @@ pub struct StoreMetrics {
     pub write_latency: prometheus_client::metrics::histogram::Histogram,
     pub device_cache_hits: prometheus_client::metrics::counter::Counter,
     pub device_cache_misses: prometheus_client::metrics::counter::Counter,
+    pub approval_commits: prometheus_client::metrics::counter::Counter,
 }
 
 /// A write transaction that records its latency when committed. Derefs to the connection, so queries
@@ -267,7 +271,8 @@ impl Store {
         let write_latency = crate::metrics::latency_histogram();
         // Opened after the writer, which keeps the `-shm` file in existence for as long as the store lives.
         let device_cache = std::sync::Arc::new(cache::DeviceCache::new(path, DEVICE_CACHE_CAPACITY));
-        let store = Store { writer, readers, path: path.to_path_buf(), write_latency, device_cache };
+        let approvals = approvals::Approvals::start(writer.clone(), write_latency.clone());
+        let store = Store { writer, readers, path: path.to_path_buf(), write_latency, device_cache, approvals };
         Ok((store, OpenReport { created, applied_migrations, backup, schema_version, sqlite_version }))
     }
 
@@ -278,9 +283,7 @@ impl Store {
     /// Starts a write transaction that takes the write lock at once (a deferred transaction that reads
     /// first could fail with BUSY without waiting when another process writes).
     async fn begin_write(&self) -> StoreResult<WriteTx> {
-        let started = std::time::Instant::now();
-        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(WriteTx { tx, started, latency: self.write_latency.clone() })
+        begin_write_on(&self.writer, &self.write_latency).await
     }
 
     /// Write-transaction latency and device-cache lookups, for the metrics registry.
@@ -289,6 +292,7 @@ impl Store {
             write_latency: self.write_latency.clone(),
             device_cache_hits: self.device_cache.hits.clone(),
             device_cache_misses: self.device_cache.misses.clone(),
+            approval_commits: self.approvals.commits.clone(),
         }
     }
 
@@ -356,6 +360,16 @@ impl Store {
         self.readers.close().await;
         self.writer.close().await;
     }
+}
+
+/// `Store::begin_write` for holders of the writer pool alone (the approvals committer).
+async fn begin_write_on(
+    writer: &SqlitePool,
+    latency: &prometheus_client::metrics::histogram::Histogram,
+) -> StoreResult<WriteTx> {
+    let started = std::time::Instant::now();
+    let tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    Ok(WriteTx { tx, started, latency: latency.clone() })
 }
 
 /// Returns whether the file is new; refuses files pairgate must not open.

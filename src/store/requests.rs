@@ -2,6 +2,7 @@
 
 use sqlx::SqliteConnection;
 
+use super::approvals::Approval;
 use super::audit::{self, Actor, AuditEvent};
 use super::devices::{self, ClientMeta, NewGrant};
 use super::{Store, StoreError, StoreResult, expect_one};
@@ -159,17 +160,34 @@ async fn pending_for_device(conn: &mut SqliteConnection, device_id: &DeviceId) -
 }
 
 /// Marks a pending request decided; `Conflict` when it was decided already, `Gone` when it expired.
-async fn take_pending(conn: &mut SqliteConnection, request_id: &str, now_ms: Millis) -> StoreResult<PairingRequest> {
-    expire_stale(conn, now_ms).await?;
-    let request = request_on(conn, request_id)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("pairing request {request_id}")))?;
+/// A refusal of a decision, told apart from a failure: the outer `Result` of a decision step is a
+/// failure that must abort the whole transaction; the inner one refuses just this decision, having
+/// written nothing that should not be committed.
+pub(super) type Refusable<T> = StoreResult<Result<T, StoreError>>;
+
+/// The pending request `request_id`, or why it cannot be decided. A request found past its expiry is
+/// marked expired (a write meant to be committed with the refusal, so the store then says `expired`).
+async fn take_pending(conn: &mut SqliteConnection, request_id: &str, now_ms: Millis) -> Refusable<PairingRequest> {
+    let Some(request) = request_on(conn, request_id).await? else {
+        return Ok(Err(StoreError::NotFound(format!("pairing request {request_id}"))));
+    };
+    let expired =
+        || StoreError::Gone(format!("pairing request {request_id} expired; the device must connect again to ask anew"));
     match request.status {
-        RequestStatus::Pending => Ok(request),
-        RequestStatus::Expired => Err(StoreError::Gone(format!(
-            "pairing request {request_id} expired; the device must connect again to ask anew"
-        ))),
-        status => Err(StoreError::Conflict(format!("pairing request {request_id} is already {}", status.as_str()))),
+        RequestStatus::Pending if request.expires_at_ms <= now_ms => {
+            sqlx::query!(
+                "UPDATE pairing_requests SET status = 'expired', resolved_by = 'system', resolved_at_ms = ?
+                  WHERE request_id = ?",
+                now_ms,
+                request_id
+            )
+            .execute(conn)
+            .await?;
+            Ok(Err(expired()))
+        }
+        RequestStatus::Pending => Ok(Ok(request)),
+        RequestStatus::Expired => Ok(Err(expired())),
+        status => Ok(Err(StoreError::Conflict(format!("pairing request {request_id} is already {}", status.as_str())))),
     }
 }
 
@@ -201,13 +219,12 @@ impl Store {
     /// committed before refusing, so the store says `expired` rather than forgetting it.
     async fn begin_decision(&self, request_id: &str, now_ms: Millis) -> StoreResult<(super::WriteTx, PairingRequest)> {
         let mut tx = self.begin_write().await?;
-        match take_pending(&mut tx, request_id, now_ms).await {
+        match take_pending(&mut tx, request_id, now_ms).await? {
             Ok(request) => Ok((tx, request)),
-            Err(gone @ StoreError::Gone(_)) => {
+            Err(refusal) => {
                 tx.commit().await?;
-                Err(gone)
+                Err(refusal)
             }
-            Err(other) => Err(other),
         }
     }
 
@@ -316,7 +333,10 @@ impl Store {
     }
 
     /// Approves a pending request: the device gets every role asked for, with the request's scopes, or
-    /// with `narrower` when given (which must be a subset of what was asked).
+    /// with `narrower` ones (which must be among those asked for). The reply comes after the commit.
+    ///
+    /// Concurrent approvals are committed together (see `approvals`): one transaction and one fsync for
+    /// all that queued while the previous group committed.
     pub async fn approve_request(
         &self,
         request_id: &str,
@@ -324,43 +344,9 @@ impl Store {
         actor: &Actor,
         now_ms: Millis,
     ) -> StoreResult<PairingRequest> {
-        let (mut tx, request) = self.begin_decision(request_id, now_ms).await?;
-        let scopes = match narrower {
-            Some(narrower) => {
-                if let Some(extra) = narrower.iter().find(|scope| !request.scopes.contains(*scope)) {
-                    return Err(StoreError::Conflict(format!(
-                        "cannot approve {extra}: pairing request {request_id} did not ask for it"
-                    )));
-                }
-                narrower.clone()
-            }
-            None => request.scopes.clone(),
-        };
-        for role in &request.roles {
-            let grant = NewGrant {
-                device_id: request.device_id.clone(),
-                public_key: request.public_key,
-                meta: request.meta.clone(),
-                remote_ip: request.remote_ip.clone(),
-                role: *role,
-                // Operator scopes belong to the operator role only.
-                scopes: if *role == Role::Operator { scopes.clone() } else { ScopeSet::new() },
-            };
-            devices::record_grant(&mut tx, &grant, "operator", &actor.label(), now_ms).await?;
-        }
-        resolve(&mut tx, request_id, RequestStatus::Approved, actor, now_ms).await?;
-        let event = AuditEvent::new(actor, "pairing.approve", now_ms).subject(request.device_id.as_str()).details(
-            serde_json::json!({
-                "requestId": request_id,
-                "roles": request.roles,
-                "scopes": scopes.names(),
-                "reason": request.reason.as_str(),
-            }),
-        );
-        audit::record(&mut tx, &event).await?;
-        let approved = request_on(&mut tx, request_id).await?.expect("row updated just now");
-        tx.commit().await?;
-        Ok(approved)
+        let approval =
+            Approval { request_id: request_id.to_owned(), narrower: narrower.cloned(), actor: actor.clone(), now_ms };
+        self.approvals.decide(approval).await
     }
 
     /// Rejects a pending request.
@@ -461,4 +447,54 @@ impl Store {
         .await?;
         rows.into_iter().map(RequestRow::into_request).collect()
     }
+}
+
+/// One approval inside a transaction of the approvals committer: checks (writing nothing but an expiry),
+/// then the grants, the resolution and the audit row.
+pub(super) async fn approve_on(conn: &mut SqliteConnection, approval: &Approval) -> Refusable<PairingRequest> {
+    let Approval { request_id, narrower, actor, now_ms } = approval;
+    let (request_id, now_ms) = (request_id.as_str(), *now_ms);
+    let mut request = match take_pending(conn, request_id, now_ms).await? {
+        Ok(request) => request,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let scopes = match narrower {
+        Some(narrower) => {
+            if let Some(extra) = narrower.iter().find(|scope| !request.scopes.contains(*scope)) {
+                return Ok(Err(StoreError::Conflict(format!(
+                    "cannot approve {extra}: pairing request {request_id} did not ask for it"
+                ))));
+            }
+            narrower.clone()
+        }
+        None => request.scopes.clone(),
+    };
+    let approved_by = actor.label();
+    for role in &request.roles {
+        let grant = NewGrant {
+            device_id: request.device_id.clone(),
+            public_key: request.public_key,
+            meta: request.meta.clone(),
+            remote_ip: request.remote_ip.clone(),
+            role: *role,
+            // Operator scopes belong to the operator role only.
+            scopes: if *role == Role::Operator { scopes.clone() } else { ScopeSet::new() },
+        };
+        devices::record_grant(conn, &grant, "operator", &approved_by, now_ms).await?;
+    }
+    resolve(conn, request_id, RequestStatus::Approved, actor, now_ms).await?;
+    let event = AuditEvent::new(actor, "pairing.approve", now_ms).subject(request.device_id.as_str()).details(
+        serde_json::json!({
+            "requestId": request_id,
+            "roles": request.roles,
+            "scopes": scopes.names(),
+            "reason": request.reason.as_str(),
+        }),
+    );
+    audit::record(conn, &event).await?;
+    // What `resolve` just wrote, without reading the row back.
+    request.status = RequestStatus::Approved;
+    request.resolved_by = Some(approved_by);
+    request.resolved_at_ms = Some(now_ms);
+    Ok(Ok(request))
 }
