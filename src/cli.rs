@@ -152,6 +152,9 @@ pub struct ServeArgs {
     /// Interval of `tick` events on connected sockets.
     #[arg(long, env = "PAIRGATE_TICK_INTERVAL_MS", default_value_t = 30_000)]
     pub tick_interval_ms: u64,
+    /// Device records kept in memory between database commits, for the connect path (0: none).
+    #[arg(long, env = "PAIRGATE_DEVICE_CACHE", default_value_t = crate::store::DEVICE_CACHE_CAPACITY)]
+    pub device_cache: usize,
 }
 
 /// A secret given on the command line or in the environment; `Debug` never shows it.

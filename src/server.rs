@@ -74,6 +74,7 @@ pub async fn serve(args: crate::cli::ServeArgs) -> anyhow::Result<()> {
     let _lock = crate::lock::ServerLock::acquire(&db_path)?;
     let policy = if args.no_auto_migrate { MigratePolicy::Refuse } else { MigratePolicy::Apply };
     let (store, report) = crate::store::Store::open_with(&db_path, policy, &crate::store::MIGRATOR).await?;
+    store.set_device_cache_capacity(args.device_cache);
     if let Some(backup) = &report.backup {
         tracing::info!(backup = %backup.display(), "migrated; the database before migrating is kept in the backup");
     }

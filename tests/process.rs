@@ -236,8 +236,18 @@ async fn seed_scenario_survives_sigkill_restarts() {
 async fn load_generator_smoke_run() {
     let home = tempfile::tempdir().unwrap();
     let db = home.path().join("load.db").display().to_string();
-    let server = serve(home.path(), &["--db", &db, "--token", TOKEN, "--trusted-proxy", "127.0.0.1"], "load.log").await;
+    let server = serve(
+        home.path(),
+        &["--db", &db, "--token", TOKEN, "--trusted-proxy", "127.0.0.1", "--tick-interval-ms", "200"],
+        "load.log",
+    )
+    .await;
     let url = server.url();
+    let loadgen = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pairgate-loadgen"));
+        command.args(["--token", TOKEN, "--max-seconds", "30"]);
+        command
+    };
     let output = Command::new(env!("CARGO_BIN_EXE_pairgate-loadgen"))
         .args(["--url", &url, "--token", TOKEN, "--devices", "4", "--concurrency", "4", "--count", "40"])
         .args(["--max-seconds", "30", "--json"])
@@ -262,6 +272,49 @@ async fn load_generator_smoke_run() {
         let report: Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!((report["completed"].as_u64(), &report["errors"]), (Some(10), &json!({})), "{mode:?}: {report}");
     }
+
+    // Idle sockets: all open, all ticked while held, the server's memory and CPU read from /proc.
+    let pid = server.child.id().unwrap().to_string();
+    let output = loadgen()
+        .args(["--url", &url, "--mode", "idle", "--devices", "2", "--count", "20", "--hold-seconds", "1"])
+        .args(["--server-pid", &pid])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "idle: {}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!((report["sockets"].as_u64(), &report["errors"]), (Some(20), &json!({})), "{report}");
+    assert!(report["ticksReceived"].as_u64().unwrap() >= 20, "every idle socket was ticked: {report}");
+    assert!(report["serverRssKiB"]["allOpen"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["serverCpuPercentWhileIdle"].as_f64().is_some(), "{report}");
+
+    // Seeding a database through the store's import API, in transactions of 10,000.
+    let seeded = home.path().join("seeded.db");
+    let output = loadgen()
+        .args(["--mode", "seed", "--count", "12000", "--db", seeded.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "seed: {}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["added"], 12000, "{report}");
+    let (ok, out, err) = pairgate(home.path(), &["migrate", "verify", "--db", seeded.to_str().unwrap()]).await;
+    assert!(ok, "{out}{err}");
+
+    // Cold start: the generator starts the server itself, twice, and stops it after its first hello-ok.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cold_db = home.path().join("cold.db");
+    let spawn = format!("{BIN} serve --db {} --listen 127.0.0.1:{port} --token {TOKEN}", cold_db.display());
+    let output = loadgen()
+        .args(["--url", &format!("ws://127.0.0.1:{port}/"), "--mode", "cold-start", "--runs", "2", "--spawn", &spawn])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "cold-start: {}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{report}");
+    assert!(runs.iter().all(|run| run["ms"].as_f64().unwrap() > 0.0 && run["exit"] == 0), "{report}");
 
     let refused = Command::new(env!("CARGO_BIN_EXE_pairgate-loadgen"))
         .args(["--url", "ws://192.0.2.1:18789/", "--token", TOKEN])

@@ -8,6 +8,12 @@
 //! - `approvals` (pairgate only; the server must trust 127.0.0.1 as a proxy): `--count` remote-looking
 //!   devices ask to pair, then C workers approve the requests through the REST API; every reply is sent
 //!   only after its commit.
+//! - `idle`: `--count` sockets, each after a full handshake, held open for `--hold-seconds` (ticks
+//!   arrive meanwhile); reports the server's RSS with them all open and its CPU use while they idle.
+//! - `cold-start`: runs `--spawn` (a shell command starting the gateway) `--runs` times and measures
+//!   process spawn → first `hello-ok` (a signed connect with the gateway token), then stops it.
+//! - `seed` (pairgate only): adds `--count` paired devices, one token each, to the database `--db`
+//!   through the store's import API, 10,000 per transaction (the store-size scenario).
 //!
 //!   pairgate-loadgen --url ws://127.0.0.1:18789/ --token T --devices 64 --concurrency 16 --count 20000
 
@@ -45,8 +51,20 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     max_seconds: u64,
     /// handshakes, rate or approvals (see the top of this file).
-    #[arg(long, value_parser = ["handshakes", "rate", "approvals"], default_value = "handshakes")]
+    #[arg(long, value_parser = ["handshakes", "rate", "approvals", "idle", "cold-start", "seed"], default_value = "handshakes")]
     mode: String,
+    /// How long `--mode idle` holds its sockets open, seconds.
+    #[arg(long, default_value_t = 35)]
+    hold_seconds: u64,
+    /// The command `--mode cold-start` runs (through `sh -c`) to start the gateway at `--url`.
+    #[arg(long)]
+    spawn: Option<String>,
+    /// How many cold starts to measure.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// The pairgate database `--mode seed` adds devices to.
+    #[arg(long)]
+    db: Option<std::path::PathBuf>,
     /// Handshakes started per second, for `--mode rate`.
     #[arg(long, default_value_t = 2000)]
     rate: u64,
@@ -283,6 +301,194 @@ async fn approvals(args: &Args) -> anyhow::Result<(Outcome, f64)> {
     Ok((all, started.elapsed().as_secs_f64()))
 }
 
+/// The server's CPU time (user + system) in seconds, from /proc/PID/stat (in clock ticks of 1/100 s,
+/// the value on Linux x86_64 and arm64).
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// `count` sockets held open after their handshakes; the server's RSS and CPU while they idle.
+async fn idle_sockets(args: &Args, deadline: Instant) -> anyhow::Result<Value> {
+    let devices = Arc::new(pair_devices(args).await?);
+    let rss_before = rss_kib(args.server_pid);
+    let release = tokio_util::sync::CancellationToken::new();
+    let ticks = Arc::new(AtomicU64::new(0));
+    let opened = Arc::new(AtomicU64::new(0));
+    let mut holders = tokio::task::JoinSet::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let started = Instant::now();
+    for n in 0..args.count {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let permit = permits.clone().acquire_owned().await?;
+        let (devices, url, release, ticks, opened) =
+            (devices.clone(), args.url.clone(), release.clone(), ticks.clone(), opened.clone());
+        holders.spawn(async move {
+            let (identity, spec) = &devices[n as usize % devices.len()];
+            let mut ws = match open_session(&url, spec, identity).await {
+                Ok(ws) => ws,
+                Err(code) => return Err(code),
+            };
+            opened.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+            loop {
+                tokio::select! {
+                    _ = release.cancelled() => break,
+                    frame = ws.next() => match frame {
+                        Some(Ok(Message::Text(text))) if text.as_str().contains("\"tick\"") => {
+                            ticks.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some(Ok(_)) => {}
+                        _ => return Err("closed while idle".to_owned()),
+                    },
+                }
+            }
+            let _ = ws.close(None).await;
+            Ok(())
+        });
+    }
+    // Every socket is open (or failed) once all permits are back.
+    let _all = permits.acquire_many(args.concurrency.max(1) as u32).await?;
+    let open_seconds = started.elapsed().as_secs_f64();
+    let rss_open = rss_kib(args.server_pid);
+    let cpu_start = cpu_seconds(args.server_pid);
+    let hold_started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.hold_seconds).min(deadline.saturating_duration_since(Instant::now())))
+        .await;
+    let held = hold_started.elapsed().as_secs_f64();
+    let cpu_used = cpu_seconds(args.server_pid).zip(cpu_start).map(|(end, start)| end - start);
+    let rss_held = rss_kib(args.server_pid);
+    release.cancel();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    while let Some(result) = holders.join_next().await {
+        if let Err(code) = result? {
+            *errors.entry(code).or_default() += 1;
+        }
+    }
+    let open = opened.load(Ordering::Relaxed);
+    Ok(json!({
+        "url": args.url,
+        "mode": "idle",
+        "sockets": open,
+        "errors": errors,
+        "openSeconds": (open_seconds * 1000.0).round() / 1000.0,
+        "holdSeconds": (held * 1000.0).round() / 1000.0,
+        "ticksReceived": ticks.load(Ordering::Relaxed),
+        "serverRssKiB": { "before": rss_before, "allOpen": rss_open, "afterHold": rss_held },
+        "serverRssKiBPerSocket": rss_open.zip(rss_before).map(|(open_kib, before)| {
+            ((open_kib as f64 - before as f64) / open.max(1) as f64 * 100.0).round() / 100.0
+        }),
+        "serverCpuPercentWhileIdle": cpu_used.map(|cpu| (cpu / held * 10_000.0).round() / 100.0),
+    }))
+}
+
+/// A handshake that keeps the socket.
+async fn open_session(url: &str, spec: &ConnectSpec, identity: &DeviceIdentity) -> Result<Ws, String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| format!("connect: {e}"))?;
+    let challenge = next_json(&mut ws).await.map_err(|e| e.to_string())?;
+    let nonce = challenge["payload"]["nonce"].as_str().ok_or("no challenge nonce")?.to_owned();
+    let signed_at = challenge["payload"]["ts"].as_i64().unwrap_or_else(now_ms);
+    let request = spec.request("1", Some(identity), &nonce, signed_at);
+    ws.send(Message::text(request.to_string())).await.map_err(|e| e.to_string())?;
+    let reply = next_json(&mut ws).await.map_err(|e| e.to_string())?;
+    if reply["ok"] == true { Ok(ws) } else { Err(reply["error"]["code"].as_str().unwrap_or("?").to_owned()) }
+}
+
+/// Process spawn → first hello-ok, `--runs` times; the gateway is stopped after each.
+async fn cold_starts(args: &Args, deadline: Instant) -> anyhow::Result<Value> {
+    let command = args.spawn.as_deref().context("--mode cold-start needs --spawn '<command starting the gateway>'")?;
+    let spec = ConnectSpec::operator(&["operator.read"], Some(&args.token));
+    let mut runs = Vec::new();
+    for _ in 0..args.runs {
+        let started = Instant::now();
+        let mut child = std::process::Command::new("sh");
+        child.args(["-c", &format!("exec {command}")]).stdout(std::process::Stdio::null());
+        child.stderr(std::process::Stdio::null());
+        // A process group of its own, so stopping it stops whatever it started, and nothing else.
+        std::os::unix::process::CommandExt::process_group(&mut child, 0);
+        let mut child = child.spawn().context("spawning the gateway")?;
+        let identity = DeviceIdentity::generate();
+        let mut first = None;
+        while Instant::now() < deadline {
+            if let Ok(hello) = handshake(&args.url, &spec, &identity).await {
+                first = Some((started.elapsed().as_secs_f64() * 1000.0, hello));
+                break;
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("the gateway exited before answering: {status}");
+            }
+            // Polling the port of a process that is starting: the measurement's resolution.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let rss = rss_kib(Some(child.id()));
+        let _ = std::process::Command::new("kill").args(["-TERM", "--", &format!("-{}", child.id())]).status();
+        let stopped = tokio::task::spawn_blocking(move || child.wait()).await??;
+        let (ms, _) = first.context("no hello-ok before --max-seconds")?;
+        runs.push(json!({ "ms": (ms * 10.0).round() / 10.0, "rssKiB": rss, "exit": stopped.code() }));
+    }
+    let mut ms: Vec<f64> = runs.iter().filter_map(|run| run["ms"].as_f64()).collect();
+    ms.sort_by(f64::total_cmp);
+    Ok(json!({ "url": args.url, "mode": "cold-start", "runs": runs, "medianMs": ms.get(ms.len() / 2) }))
+}
+
+/// `count` paired devices with a token each, through the store's import API, in transactions of 10,000.
+async fn seed(args: &Args) -> anyhow::Result<Value> {
+    use pairgate::domain::{DeviceId, PublicKey, Role, ScopeSet, TokenDigest};
+    use pairgate::store::imports::ImportedDevice;
+    use pairgate::store::{ClientMeta, Store, TokenInfo};
+    use sha2::{Digest, Sha256};
+    let path = args.db.as_deref().context("--mode seed needs --db <pairgate database>")?;
+    let (store, _) = Store::open(path).await?;
+    let scopes = ScopeSet::parse(&["operator.read"]).expect("a known scope");
+    let now = now_ms();
+    // Distinct from any real key: derived from a per-run salt and the device's number.
+    let salt: [u8; 16] = rand::random();
+    let started = Instant::now();
+    let mut added = 0u64;
+    while added < args.count {
+        let chunk: Vec<ImportedDevice> = (added..(added + 10_000).min(args.count))
+            .map(|n| {
+                let key_bytes: [u8; 32] =
+                    Sha256::new().chain_update(salt).chain_update(n.to_le_bytes()).finalize().into();
+                let public_key = PublicKey::from_bytes(key_bytes);
+                let digest: [u8; 32] = Sha256::digest(key_bytes).into();
+                ImportedDevice {
+                    device_id: DeviceId::from_public_key(&public_key),
+                    public_key,
+                    meta: ClientMeta { client_id: Some("bench-seed".into()), ..ClientMeta::default() },
+                    remote_ip: None,
+                    created_at_ms: now,
+                    approved_at_ms: now,
+                    last_seen_at_ms: None,
+                    grants: vec![(Role::Operator, scopes.clone())],
+                    tokens: vec![TokenInfo {
+                        role: Role::Operator,
+                        digest: TokenDigest::from_slice(&digest).expect("32 bytes"),
+                        scopes: scopes.clone(),
+                        issued_at_ms: now,
+                        rotated_at_ms: None,
+                        revoked_at_ms: None,
+                        last_used_at_ms: None,
+                    }],
+                }
+            })
+            .collect();
+        let counts = store.apply_import(&chunk, &[], &[], "bench seed", false, now).await?;
+        added += counts.devices.max(chunk.len() as u64);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    store.close().await;
+    Ok(json!({
+        "mode": "seed", "db": path, "added": added, "seconds": (seconds * 1000.0).round() / 1000.0,
+        "perSecond": (added as f64 / seconds).round(),
+    }))
+}
+
 enum PairingAsk {
     Requested(String),
     Other(String),
@@ -326,6 +532,16 @@ async fn main() -> anyhow::Result<()> {
         bail!("refusing {}: the load generator targets loopback addresses only", args.url);
     }
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let whole_report = match args.mode.as_str() {
+        "idle" => Some(idle_sockets(&args, deadline).await?),
+        "cold-start" => Some(cold_starts(&args, deadline).await?),
+        "seed" => Some(seed(&args).await?),
+        _ => None,
+    };
+    if let Some(report) = whole_report {
+        println!("{report}");
+        return Ok(());
+    }
     let rss_before = rss_kib(args.server_pid);
     let (outcome, elapsed) = match args.mode.as_str() {
         "approvals" => approvals(&args).await?,

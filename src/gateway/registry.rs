@@ -31,14 +31,16 @@ pub struct CloseOrder {
 
 /// What a socket receives when it registers.
 pub struct Registration {
-    pub close_orders: mpsc::Receiver<CloseOrder>,
+    /// One order at most: a socket closes on the first.
+    pub close_order: oneshot::Receiver<CloseOrder>,
     /// `Some` for sockets that may see pairing events; `None` from it means "too slow, dropped".
     pub events: Option<mpsc::Receiver<Arc<Event>>>,
 }
 
 struct Entry {
     device_id: Option<DeviceId>,
-    close: mpsc::Sender<CloseOrder>,
+    /// Taken by the first close order.
+    close: Option<oneshot::Sender<CloseOrder>>,
     events: Option<mpsc::Sender<Arc<Event>>>,
 }
 
@@ -65,7 +67,7 @@ impl Registry {
     }
 
     pub fn register(&self, conn_id: &str, device_id: Option<&DeviceId>, subscribe: bool) -> Registration {
-        let (close, close_orders) = mpsc::channel(1);
+        let (close, close_order) = oneshot::channel();
         let (events, events_rx) = if subscribe {
             let (sender, receiver) = mpsc::channel(EVENT_QUEUE_CAPACITY);
             (Some(sender), Some(receiver))
@@ -76,8 +78,8 @@ impl Registry {
         if let Some(device_id) = device_id {
             inner.by_device.entry(device_id.clone()).or_default().insert(conn_id.to_owned());
         }
-        inner.conns.insert(conn_id.to_owned(), Entry { device_id: device_id.cloned(), close, events });
-        Registration { close_orders, events: events_rx }
+        inner.conns.insert(conn_id.to_owned(), Entry { device_id: device_id.cloned(), close: Some(close), events });
+        Registration { close_order, events: events_rx }
     }
 
     pub fn unregister(&self, conn_id: &str) {
@@ -101,20 +103,26 @@ impl Registry {
         reason: &'static str,
         except: Option<&str>,
     ) -> usize {
-        let targets: Vec<(String, mpsc::Sender<CloseOrder>)> = {
-            let inner = self.lock();
-            inner
-                .by_device
-                .get(device_id)
+        // A socket that was already told to close (its sender taken) is closing: counted, not told twice.
+        let mut targets: Vec<(String, Option<oneshot::Sender<CloseOrder>>)> = {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            let conn_ids: Vec<String> = inner.by_device.get(device_id).into_iter().flatten().cloned().collect();
+            conn_ids
                 .into_iter()
-                .flatten()
-                .filter_map(|conn_id| inner.conns.get(conn_id).map(|entry| (conn_id.clone(), entry.close.clone())))
+                .filter_map(|conn_id| {
+                    let close = inner.conns.get_mut(&conn_id)?.close.take();
+                    Some((conn_id, close))
+                })
                 .collect()
         };
         let mut acks = Vec::new();
-        for (conn_id, sender) in &targets {
+        for (conn_id, sender) in targets.iter_mut() {
             let (ack, acked) = oneshot::channel();
-            if sender.try_send(CloseOrder { code, reason, ack }).is_ok() && except != Some(conn_id.as_str()) {
+            if let Some(sender) = sender.take()
+                && sender.send(CloseOrder { code, reason, ack }).is_ok()
+                && except != Some(conn_id.as_str())
+            {
                 acks.push(acked);
             }
         }

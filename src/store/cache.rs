@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prometheus_client::metrics::counter::Counter;
 
@@ -30,7 +31,7 @@ pub(super) struct Stamp([u8; HEADER_COPY]);
 
 pub(super) struct DeviceCache {
     shm: Option<std::fs::File>,
-    capacity: usize,
+    capacity: AtomicUsize,
     entries: Mutex<Entries>,
     pub(super) hits: Counter,
     pub(super) misses: Counter,
@@ -44,7 +45,10 @@ struct Entries {
 
 impl std::fmt::Debug for DeviceCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceCache").field("enabled", &self.shm.is_some()).field("capacity", &self.capacity).finish()
+        f.debug_struct("DeviceCache")
+            .field("enabled", &self.shm.is_some())
+            .field("capacity", &self.capacity.load(Ordering::Relaxed))
+            .finish()
     }
 }
 
@@ -63,11 +67,17 @@ impl DeviceCache {
         };
         DeviceCache {
             shm,
-            capacity,
+            capacity: AtomicUsize::new(capacity),
             entries: Mutex::new(Entries { stamp: None, records: HashMap::new() }),
             hits: Counter::default(),
             misses: Counter::default(),
         }
+    }
+
+    /// At most `capacity` records are kept; 0 turns the cache off.
+    pub(super) fn set_capacity(&self, capacity: usize) {
+        self.capacity.store(capacity, Ordering::Relaxed);
+        self.entries.lock().expect("device cache lock").records.clear();
     }
 
     /// The database's current state, or `None` when it cannot be told (a commit is being published).
@@ -98,7 +108,7 @@ impl DeviceCache {
     /// Keeps a lookup read after `stamp` was taken, unless the database has moved on meanwhile.
     pub(super) fn put(&self, stamp: Stamp, device_id: &DeviceId, record: &Option<DeviceRecord>) {
         let mut entries = self.entries.lock().expect("device cache lock");
-        if entries.stamp == Some(stamp) && entries.records.len() < self.capacity {
+        if entries.stamp == Some(stamp) && entries.records.len() < self.capacity.load(Ordering::Relaxed) {
             entries.records.insert(device_id.clone(), record.clone());
         }
     }

@@ -205,8 +205,8 @@ pub enum MigratePolicy {
 
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
-/// Device records kept between commits (about half a kilobyte each).
-const DEVICE_CACHE_CAPACITY: usize = 10_000;
+/// Device records kept between commits (about half a kilobyte each), unless set otherwise.
+pub const DEVICE_CACHE_CAPACITY: usize = 10_000;
 
 impl Store {
     /// Opens (creating and migrating when needed) the database at `path`.
@@ -284,6 +284,12 @@ impl Store {
     /// first could fail with BUSY without waiting when another process writes).
     async fn begin_write(&self) -> StoreResult<WriteTx> {
         begin_write_on(&self.writer, &self.write_latency).await
+    }
+
+    /// Keeps at most `capacity` device records between commits (0: none; every connect reads the
+    /// database).
+    pub fn set_device_cache_capacity(&self, capacity: usize) {
+        self.device_cache.set_capacity(capacity);
     }
 
     /// Write-transaction latency and device-cache lookups, for the metrics registry.
