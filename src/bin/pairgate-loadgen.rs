@@ -426,14 +426,30 @@ async fn cold_starts(args: &Args, deadline: Instant) -> anyhow::Result<Value> {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let rss = rss_kib(Some(child.id()));
-        let _ = std::process::Command::new("kill").args(["-TERM", "--", &format!("-{}", child.id())]).status();
-        let stopped = tokio::task::spawn_blocking(move || child.wait()).await??;
+        let stopped = stop_group(child).await?;
         let (ms, _) = first.context("no hello-ok before --max-seconds")?;
         runs.push(json!({ "ms": (ms * 10.0).round() / 10.0, "rssKiB": rss, "exit": stopped.code() }));
     }
     let mut ms: Vec<f64> = runs.iter().filter_map(|run| run["ms"].as_f64()).collect();
     ms.sort_by(f64::total_cmp);
     Ok(json!({ "url": args.url, "mode": "cold-start", "runs": runs, "medianMs": ms.get(ms.len() / 2) }))
+}
+
+/// SIGTERM to the gateway's process group; SIGKILL if it has not exited 10 s later.
+async fn stop_group(mut child: std::process::Child) -> anyhow::Result<std::process::ExitStatus> {
+    let group = format!("-{}", child.id());
+    let _ = std::process::Command::new("kill").args(["-TERM", "--", &group]).status();
+    let patience = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() >= patience {
+            let _ = std::process::Command::new("kill").args(["-KILL", "--", &group]).status();
+            return Ok(tokio::task::spawn_blocking(move || child.wait()).await??);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// `count` paired devices with a token each, through the store's import API, in transactions of 10,000.
