@@ -101,22 +101,38 @@ fn now_ms() -> i64 {
     pairgate::clock::SystemClock.now_ms()
 }
 
-/// One full handshake; the hello-ok payload, or the error code.
-async fn handshake(url: &str, spec: &ConnectSpec, identity: &DeviceIdentity) -> Result<Value, String> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| format!("connect: {e}"))?;
+/// Opens a socket (to a URL, or a request with extra headers) and answers its challenge with a signed
+/// `connect`: the socket, still open, and the reply.
+async fn connect_session<R>(request: R, spec: &ConnectSpec, identity: &DeviceIdentity) -> Result<(Ws, Value), String>
+where
+    R: tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+{
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| format!("connect: {e}"))?;
     let challenge = next_json(&mut ws).await.map_err(|e| e.to_string())?;
     let nonce = challenge["payload"]["nonce"].as_str().ok_or("no challenge nonce")?.to_owned();
     let signed_at = challenge["payload"]["ts"].as_i64().unwrap_or_else(now_ms);
-    let request = spec.request("1", Some(identity), &nonce, signed_at);
-    ws.send(Message::text(request.to_string())).await.map_err(|e| e.to_string())?;
+    let frame = spec.request("1", Some(identity), &nonce, signed_at);
+    ws.send(Message::text(frame.to_string())).await.map_err(|e| e.to_string())?;
     let reply = next_json(&mut ws).await.map_err(|e| e.to_string())?;
+    Ok((ws, reply))
+}
+
+/// A refused connect's code: `details.code` when given, else the error code.
+fn refusal_code(reply: &Value) -> String {
+    reply["error"]["details"]["code"].as_str().or(reply["error"]["code"].as_str()).unwrap_or("?").to_owned()
+}
+
+/// One full handshake; the hello-ok payload, or the error code.
+async fn handshake(url: &str, spec: &ConnectSpec, identity: &DeviceIdentity) -> Result<Value, String> {
+    let (mut ws, reply) = connect_session(url, spec, identity).await?;
     let _ = ws.close(None).await;
-    if reply["ok"] == true {
-        Ok(reply["payload"].clone())
-    } else {
-        let code = reply["error"]["details"]["code"].as_str().or(reply["error"]["code"].as_str()).unwrap_or("?");
-        Err(code.to_owned())
-    }
+    if reply["ok"] == true { Ok(reply["payload"].clone()) } else { Err(refusal_code(&reply)) }
+}
+
+/// A handshake that keeps the socket.
+async fn open_session(url: &str, spec: &ConnectSpec, identity: &DeviceIdentity) -> Result<Ws, String> {
+    let (ws, reply) = connect_session(url, spec, identity).await?;
+    if reply["ok"] == true { Ok(ws) } else { Err(refusal_code(&reply)) }
 }
 
 fn rss_kib(pid: Option<u32>) -> Option<u64> {
@@ -330,10 +346,7 @@ async fn idle_sockets(args: &Args, deadline: Instant) -> anyhow::Result<Value> {
             (devices.clone(), args.url.clone(), release.clone(), ticks.clone(), opened.clone());
         holders.spawn(async move {
             let (identity, spec) = &devices[n as usize % devices.len()];
-            let mut ws = match open_session(&url, spec, identity).await {
-                Ok(ws) => ws,
-                Err(code) => return Err(code),
-            };
+            let mut ws = open_session(&url, spec, identity).await?;
             opened.fetch_add(1, Ordering::Relaxed);
             drop(permit);
             loop {
@@ -385,18 +398,6 @@ async fn idle_sockets(args: &Args, deadline: Instant) -> anyhow::Result<Value> {
         }),
         "serverCpuPercentWhileIdle": cpu_used.map(|cpu| (cpu / held * 10_000.0).round() / 100.0),
     }))
-}
-
-/// A handshake that keeps the socket.
-async fn open_session(url: &str, spec: &ConnectSpec, identity: &DeviceIdentity) -> Result<Ws, String> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| format!("connect: {e}"))?;
-    let challenge = next_json(&mut ws).await.map_err(|e| e.to_string())?;
-    let nonce = challenge["payload"]["nonce"].as_str().ok_or("no challenge nonce")?.to_owned();
-    let signed_at = challenge["payload"]["ts"].as_i64().unwrap_or_else(now_ms);
-    let request = spec.request("1", Some(identity), &nonce, signed_at);
-    ws.send(Message::text(request.to_string())).await.map_err(|e| e.to_string())?;
-    let reply = next_json(&mut ws).await.map_err(|e| e.to_string())?;
-    if reply["ok"] == true { Ok(ws) } else { Err(reply["error"]["code"].as_str().unwrap_or("?").to_owned()) }
 }
 
 /// Process spawn → first hello-ok, `--runs` times; the gateway is stopped after each.
@@ -522,14 +523,7 @@ async fn handshake_via_proxy(
     request
         .headers_mut()
         .insert("x-forwarded-for", forwarded.parse().map_err(|_| PairingAsk::Other("bad address".into()))?);
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(request).await.map_err(|e| PairingAsk::Other(format!("connect: {e}")))?;
-    let challenge = next_json(&mut ws).await.map_err(|e| PairingAsk::Other(e.to_string()))?;
-    let nonce = challenge["payload"]["nonce"].as_str().unwrap_or_default().to_owned();
-    let signed_at = challenge["payload"]["ts"].as_i64().unwrap_or_else(now_ms);
-    let frame = spec.request("1", Some(identity), &nonce, signed_at);
-    ws.send(Message::text(frame.to_string())).await.map_err(|e| PairingAsk::Other(e.to_string()))?;
-    let reply = next_json(&mut ws).await.map_err(|e| PairingAsk::Other(e.to_string()))?;
+    let (mut ws, reply) = connect_session(request, spec, identity).await.map_err(PairingAsk::Other)?;
     let _ = ws.close(None).await;
     if reply["ok"] == true {
         return Ok(reply["payload"].clone());

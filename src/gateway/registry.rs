@@ -103,33 +103,28 @@ impl Registry {
         reason: &'static str,
         except: Option<&str>,
     ) -> usize {
-        // A socket that was already told to close (its sender taken) is closing: counted, not told twice.
-        let mut targets: Vec<(String, Option<oneshot::Sender<CloseOrder>>)> = {
+        // A socket that was told to close already (its sender taken) is closing: counted, not told twice.
+        let (sockets, senders) = {
             let mut guard = self.lock();
             let inner = &mut *guard;
             let conn_ids: Vec<String> = inner.by_device.get(device_id).into_iter().flatten().cloned().collect();
-            conn_ids
-                .into_iter()
-                .filter_map(|conn_id| {
-                    let close = inner.conns.get_mut(&conn_id)?.close.take();
-                    Some((conn_id, close))
-                })
-                .collect()
+            let senders: Vec<(String, oneshot::Sender<CloseOrder>)> = conn_ids
+                .iter()
+                .filter_map(|conn_id| Some((conn_id.clone(), inner.conns.get_mut(conn_id)?.close.take()?)))
+                .collect();
+            (conn_ids.len(), senders)
         };
         let mut acks = Vec::new();
-        for (conn_id, sender) in targets.iter_mut() {
+        for (conn_id, sender) in senders {
             let (ack, acked) = oneshot::channel();
-            if let Some(sender) = sender.take()
-                && sender.send(CloseOrder { code, reason, ack }).is_ok()
-                && except != Some(conn_id.as_str())
-            {
+            if sender.send(CloseOrder { code, reason, ack }).is_ok() && except != Some(conn_id.as_str()) {
                 acks.push(acked);
             }
         }
         if tokio::time::timeout(CLOSE_ACK_WAIT, futures_util::future::join_all(acks)).await.is_err() {
             tracing::warn!(device = %device_id, "a socket did not confirm its close in time; replying anyway");
         }
-        targets.len()
+        sockets
     }
 
     /// Queues an event for every subscribed socket, never waiting: a socket whose queue is full is

@@ -159,13 +159,13 @@ async fn pending_for_device(conn: &mut SqliteConnection, device_id: &DeviceId) -
     }
 }
 
-/// Marks a pending request decided; `Conflict` when it was decided already, `Gone` when it expired.
 /// A refusal of a decision, told apart from a failure: the outer `Result` of a decision step is a
 /// failure that must abort the whole transaction; the inner one refuses just this decision, having
 /// written nothing that should not be committed.
 pub(super) type Refusable<T> = StoreResult<Result<T, StoreError>>;
 
-/// The pending request `request_id`, or why it cannot be decided. A request found past its expiry is
+/// The pending request `request_id`, or why it cannot be decided (`NotFound`; `Conflict` when decided
+/// already; `Gone` when expired). A request found past its expiry is
 /// marked expired (a write meant to be committed with the refusal, so the store then says `expired`).
 async fn take_pending(conn: &mut SqliteConnection, request_id: &str, now_ms: Millis) -> Refusable<PairingRequest> {
     let Some(request) = request_on(conn, request_id).await? else {
