@@ -5,7 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -24,10 +24,7 @@ struct ActionLabels {
     action: &'static str,
 }
 
-/// Buckets from 50 µs to ~1.6 s.
-pub fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
-}
+pub use crate::store::latency_histogram;
 
 pub struct Metrics {
     registry: Registry,

@@ -14,6 +14,18 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pairgate");
+/// The load generator is a crate of its own (`crates/loadgen`); `cargo test --workspace` builds its binary
+/// beside this package's, because that crate has an integration test of its own.
+fn loadgen_bin() -> PathBuf {
+    let bin = Path::new(BIN).with_file_name("pairgate-loadgen");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the suite with `cargo test --workspace` (bash scripts/test)",
+        bin.display()
+    );
+    bin
+}
+
 const START_WAIT: Duration = Duration::from_secs(30);
 
 struct Running {
@@ -244,11 +256,11 @@ async fn load_generator_smoke_run() {
     .await;
     let url = server.url();
     let loadgen = || {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pairgate-loadgen"));
+        let mut command = Command::new(loadgen_bin());
         command.args(["--token", TOKEN, "--max-seconds", "30"]);
         command
     };
-    let output = Command::new(env!("CARGO_BIN_EXE_pairgate-loadgen"))
+    let output = Command::new(loadgen_bin())
         .args(["--url", &url, "--token", TOKEN, "--devices", "4", "--concurrency", "4", "--count", "40"])
         .args(["--max-seconds", "30", "--json"])
         .output()
@@ -261,7 +273,7 @@ async fn load_generator_smoke_run() {
     assert!(report["latencyMs"]["p50"].as_f64().unwrap() > 0.0);
 
     for mode in [["--mode", "rate", "--rate", "200"], ["--mode", "approvals", "--rate", "0"]] {
-        let output = Command::new(env!("CARGO_BIN_EXE_pairgate-loadgen"))
+        let output = Command::new(loadgen_bin())
             .args(["--url", &url, "--token", TOKEN, "--devices", "2", "--concurrency", "2", "--count", "10"])
             .args(mode)
             .args(["--max-seconds", "30", "--json"])
@@ -316,13 +328,6 @@ async fn load_generator_smoke_run() {
     assert_eq!(runs.len(), 2, "{report}");
     assert!(runs.iter().all(|run| run["ms"].as_f64().unwrap() > 0.0 && run["exit"] == 0), "{report}");
 
-    let refused = Command::new(env!("CARGO_BIN_EXE_pairgate-loadgen"))
-        .args(["--url", "ws://192.0.2.1:18789/", "--token", TOKEN])
-        .output()
-        .await
-        .unwrap();
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("loopback addresses only"));
     server.kill9().await;
 }
 

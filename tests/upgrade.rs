@@ -13,7 +13,7 @@ const NOW: i64 = 1_800_000_000_000;
 async fn migrator_with(dir: &Path, extra: &str) -> Migrator {
     let migrations = dir.join("migrations");
     std::fs::create_dir_all(&migrations).unwrap();
-    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap() {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/crates/store-sqlite/migrations")).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), migrations.join(entry.file_name())).unwrap();
     }

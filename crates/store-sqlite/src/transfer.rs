@@ -8,8 +8,8 @@ use serde_json::{Map, Value, json};
 use sqlx::{Column, Row, TypeInfo, ValueRef};
 
 use super::{Store, StoreError, StoreResult, current_schema_version};
-use crate::clock::Millis;
-use crate::domain::hex;
+use pairgate_domain::clock::Millis;
+use pairgate_domain::hex;
 
 /// In foreign-key order (parents first).
 const TABLES: [(&str, &str); 8] = [

@@ -70,7 +70,7 @@ pub enum StoreError {
     #[error("spawn limit reached: {limit} (at most {max}, now {current})")]
     LimitReached { limit: &'static str, max: i64, current: i64 },
     #[error("run {run_id} is {} and cannot become {}", from.as_str(), to.as_str())]
-    IllegalTransition { run_id: String, from: crate::domain::RunState, to: crate::domain::RunState },
+    IllegalTransition { run_id: String, from: pairgate_domain::RunState, to: pairgate_domain::RunState },
     #[error("constraint violated: {0}")]
     Constraint(String),
     #[error("stored data is invalid: {0}")]
@@ -268,7 +268,7 @@ impl Store {
             .connect_with(base.read_only(true))
             .await
             .map_err(|e| StoreError::from(e).at(path))?;
-        let write_latency = crate::metrics::latency_histogram();
+        let write_latency = latency_histogram();
         // Opened after the writer, which keeps the `-shm` file in existence for as long as the store lives.
         let device_cache = std::sync::Arc::new(cache::DeviceCache::new(path, DEVICE_CACHE_CAPACITY));
         let approvals = approvals::Approvals::start(writer.clone(), write_latency.clone());
@@ -328,7 +328,7 @@ impl Store {
                 AppliedMigration {
                     version: row.version,
                     description: row.description,
-                    checksum: crate::domain::hex(&row.checksum),
+                    checksum: pairgate_domain::hex(&row.checksum),
                     success: row.success,
                     checksum_matches: embedded.is_some_and(|m| *m.checksum == *row.checksum),
                 }
@@ -366,6 +366,12 @@ impl Store {
         self.readers.close().await;
         self.writer.close().await;
     }
+}
+
+/// Buckets from 50 µs to ~1.6 s.
+pub fn latency_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
 /// `Store::begin_write` for holders of the writer pool alone (the approvals committer).

@@ -6,8 +6,8 @@ use super::approvals::Approval;
 use super::audit::{self, Actor, AuditEvent};
 use super::devices::{self, ClientMeta, NewGrant};
 use super::{Store, StoreError, StoreResult, expect_one};
-use crate::clock::Millis;
-use crate::domain::{DeviceId, PAIRING_REQUEST_TTL_MS, PairingReason, PublicKey, RequestStatus, Role, ScopeSet};
+use pairgate_domain::clock::Millis;
+use pairgate_domain::{DeviceId, PAIRING_REQUEST_TTL_MS, PairingReason, PublicKey, RequestStatus, Role, ScopeSet};
 
 /// A pairing request as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]

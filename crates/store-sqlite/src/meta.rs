@@ -35,7 +35,7 @@ impl Store {
         &self,
         phc: &str,
         actor: &super::Actor,
-        now_ms: crate::clock::Millis,
+        now_ms: pairgate_domain::clock::Millis,
     ) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
         let key = GATEWAY_TOKEN_ARGON2;

@@ -1,5 +1,6 @@
 //! Plain types and rules of the pairing domain. No I/O here.
 
+pub mod clock;
 mod run;
 mod scope;
 mod token;

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use prometheus_client::metrics::counter::Counter;
 
 use super::DeviceRecord;
-use crate::domain::DeviceId;
+use pairgate_domain::DeviceId;
 
 /// One copy of the WAL-index header (`WalIndexHdr`).
 const HEADER_COPY: usize = 48;

@@ -5,9 +5,9 @@ use serde::Serialize;
 
 use super::audit::{self, Actor, AuditEvent};
 use super::{Store, StoreResult};
-use crate::clock::Millis;
-use crate::domain::{DeviceId, PAIRING_REQUEST_TTL_MS, PublicKey, Role, ScopeSet};
-use crate::store::{ClientMeta, Run, TokenInfo};
+use crate::{ClientMeta, Run, TokenInfo};
+use pairgate_domain::clock::Millis;
+use pairgate_domain::{DeviceId, PAIRING_REQUEST_TTL_MS, PublicKey, Role, ScopeSet};
 
 #[derive(Clone, Debug)]
 pub struct ImportedDevice {
@@ -163,7 +163,7 @@ impl Store {
         }
         for run in runs {
             for key in [&run.requester_session_key, &run.child_session_key] {
-                let agent_id = crate::domain::agent_id_of(key).unwrap_or("main");
+                let agent_id = pairgate_domain::agent_id_of(key).unwrap_or("main");
                 let parent = (key == &run.child_session_key).then_some(run.requester_session_key.as_str());
                 let depth: i64 = if parent.is_some() { 1 } else { 0 };
                 counts.sessions += sqlx::query!(

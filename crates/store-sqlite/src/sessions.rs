@@ -6,8 +6,8 @@ use sqlx::SqliteConnection;
 
 use super::audit::{self, Actor, AuditEvent};
 use super::{Store, StoreError, StoreResult};
-use crate::clock::Millis;
-use crate::domain::{RunState, agent_id_of, is_main_key, is_subagent_key};
+use pairgate_domain::clock::Millis;
+use pairgate_domain::{RunState, agent_id_of, is_main_key, is_subagent_key};
 
 /// How long an ended run whose cleanup is `delete` keeps its session before the sweeper archives it.
 pub const ARCHIVE_AFTER_MS: Millis = 60 * 60 * 1000;

@@ -4,7 +4,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use super::{Store, StoreResult};
-use crate::clock::Millis;
+use pairgate_domain::clock::Millis;
 
 /// Who made a change.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -21,9 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::requests::{PairingRequest, approve_on};
 use super::{StoreError, StoreResult, begin_write_on};
-use crate::clock::Millis;
-use crate::domain::ScopeSet;
-use crate::store::Actor;
+use crate::Actor;
+use pairgate_domain::ScopeSet;
+use pairgate_domain::clock::Millis;
 
 /// The most approvals one transaction decides.
 const MAX_GROUP: usize = 64;

@@ -5,8 +5,8 @@ use sqlx::SqliteConnection;
 
 use super::audit::{self, Actor, AuditEvent};
 use super::{Store, StoreError, StoreResult};
-use crate::clock::Millis;
-use crate::domain::{DeviceId, PairingReason, PublicKey, Role, ScopeSet, TokenDigest, TokenSecret};
+use pairgate_domain::clock::Millis;
+use pairgate_domain::{DeviceId, PairingReason, PublicKey, Role, ScopeSet, TokenDigest, TokenSecret};
 
 /// What a client says about itself; kept with the device and with pairing requests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
