@@ -5,11 +5,11 @@ mod common;
 
 use common::*;
 use pairgate::domain::{RequestStatus, Role};
-use pairgate::gateway::GatewayConfig;
+use pairgate::server::Config;
 use serde_json::{Value, json};
 
-fn with_proxy() -> GatewayConfig {
-    GatewayConfig { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..GatewayConfig::default() }
+fn with_proxy() -> Config {
+    Config { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..Config::default() }
 }
 
 /// An operator socket like the CLI's: no device identity, local, pairing + read (+ more).
@@ -126,7 +126,7 @@ async fn expiry_is_announced() {
     let request_id = remote_ask(&server, &Device::new(24), &["operator.read"]).await;
     assert_eq!(next_event(&mut watcher).await["event"], "device.pair.requested");
     server.clock.advance_ms(5 * 60 * 1000);
-    server.gateway.sweep_expired().await;
+    server.app.sweep_expired().await;
     let resolved = next_event(&mut watcher).await;
     assert_eq!(resolved["payload"]["decision"], "expired");
     assert_eq!(resolved["payload"]["requestId"], request_id);
@@ -230,8 +230,8 @@ async fn a_slow_event_consumer_is_closed_with_4008() {
     let mut slow = operator(&server, &["operator.pairing"]).await;
     // On this single-threaded runtime the socket's task cannot drain its queue while this loop runs,
     // so the queue fills deterministically.
-    for i in 0..(pairgate::gateway::registry::EVENT_QUEUE_CAPACITY + 1) {
-        server.gateway.live.broadcast("device.pair.requested", json!({ "n": i }));
+    for i in 0..(pairgate::app::live::EVENT_QUEUE_CAPACITY + 1) {
+        server.app.live.broadcast("device.pair.requested", json!({ "n": i }));
     }
     let mut received = 0;
     let close = loop {
@@ -244,11 +244,7 @@ async fn a_slow_event_consumer_is_closed_with_4008() {
         }
     };
     assert_eq!(close, (4008, "slow consumer: event queue full".to_owned()));
-    assert_eq!(
-        received,
-        pairgate::gateway::registry::EVENT_QUEUE_CAPACITY,
-        "what was queued is delivered, then the close"
-    );
+    assert_eq!(received, pairgate::app::live::EVENT_QUEUE_CAPACITY, "what was queued is delivered, then the close");
     // Others are unaffected.
     operator(&server, &["operator.pairing"]).await;
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use pairgate::clock::{Clock, SystemClock};
 use pairgate::domain::Role;
-use pairgate::gateway::GatewayConfig;
+use pairgate::server::Config;
 use serde_json::{Value, json};
 
 const CLI_WAIT: Duration = Duration::from_secs(120);
@@ -78,7 +78,7 @@ fn json_of(stdout: &str) -> Value {
 }
 
 /// The server's clock follows the wall clock: the real CLI signs with its own time.
-async fn real_time_server(config: GatewayConfig) -> Server {
+async fn real_time_server(config: Config) -> Server {
     let server = Server::start_with(config).await;
     server.clock.set_ms(SystemClock.now_ms());
     server
@@ -87,11 +87,8 @@ async fn real_time_server(config: GatewayConfig) -> Server {
 #[tokio::test]
 async fn openclaw_9_6_lists_devices_and_calls_health() {
     let Some(oc) = openclaw() else { return };
-    let server = real_time_server(GatewayConfig {
-        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
-        ..GatewayConfig::default()
-    })
-    .await;
+    let server =
+        real_time_server(Config { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..Config::default() }).await;
     // A remote-looking device asks to pair, so the list has something to show.
     let device = Device::new(60);
     let (error, _) = connect(&server, &Connect::cli().device(&device).via_proxy_for("203.0.113.60")).await.refused();
@@ -125,7 +122,7 @@ async fn openclaw_9_6_lists_devices_and_calls_health() {
 #[tokio::test]
 async fn openclaw_9_6_reports_a_wrong_token() {
     let Some(oc) = openclaw() else { return };
-    let server = real_time_server(GatewayConfig::default()).await;
+    let server = real_time_server(Config::default()).await;
     let home = tempfile::tempdir().unwrap();
     let (ok, stdout, stderr) = run_cli(
         &oc.node,
@@ -142,7 +139,7 @@ async fn openclaw_9_6_reports_a_wrong_token() {
 #[tokio::test]
 async fn openclaw_4_1_speaks_protocol_3_with_its_device_identity() {
     let Some(oc) = openclaw() else { return };
-    let server = real_time_server(GatewayConfig::default()).await;
+    let server = real_time_server(Config::default()).await;
     let home = tempfile::tempdir().unwrap();
     let url = server.url();
     let (ok, stdout, stderr) =
@@ -183,11 +180,8 @@ async fn openclaw_4_1_speaks_protocol_3_with_its_device_identity() {
 #[tokio::test]
 async fn openclaw_9_6_drives_the_full_device_cycle() {
     let Some(oc) = openclaw() else { return };
-    let server = real_time_server(GatewayConfig {
-        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
-        ..GatewayConfig::default()
-    })
-    .await;
+    let server =
+        real_time_server(Config { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..Config::default() }).await;
     let home = tempfile::tempdir().unwrap();
     let url = server.url();
     // Runs `openclaw <args> --url … --token … --json` and returns its JSON output.

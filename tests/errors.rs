@@ -8,13 +8,13 @@
 mod common;
 
 use common::*;
-use pairgate::gateway::GatewayConfig;
+use pairgate::server::Config;
 use serde_json::{Value, json};
 
 const MAIN: &str = "agent:main:main";
 
-fn with_proxy() -> GatewayConfig {
-    GatewayConfig { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..GatewayConfig::default() }
+fn with_proxy() -> Config {
+    Config { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..Config::default() }
 }
 
 /// What was observed, case by case, and the text → placeholder substitutions applied to it.

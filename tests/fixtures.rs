@@ -6,8 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
+use pairgate::domain::ClientMeta;
 use pairgate::domain::{DeviceId, PairingReason, PublicKey, Role, ScopeSet};
-use pairgate::store::{Actor, ClientMeta, NewGrant, NewPairingRequest, NewRun, SessionPatch, SpawnLimits, Store};
+use pairgate::store::{Actor, NewGrant, NewPairingRequest, NewRun, SessionPatch, SpawnLimits, Store};
 use serde_json::Value;
 
 const NOW: i64 = 1_800_000_000_000;

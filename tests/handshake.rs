@@ -8,13 +8,13 @@ use std::time::Duration;
 use common::*;
 use futures_util::SinkExt;
 use pairgate::domain::{RequestStatus, Role, ScopeSet};
-use pairgate::gateway::GatewayConfig;
+use pairgate::server::Config;
 use pairgate::store::Actor;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-fn with_proxy() -> GatewayConfig {
-    GatewayConfig { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..GatewayConfig::default() }
+fn with_proxy() -> Config {
+    Config { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..Config::default() }
 }
 
 /// Rows written anywhere: devices, pending requests, audit events.
@@ -42,7 +42,7 @@ async fn local_cli_without_device_gets_hello_ok_with_its_scopes() {
     );
     let methods: Vec<&str> =
         hello["features"]["methods"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
-    assert_eq!(methods, pairgate::gateway::methods::names(), "features.methods lists exactly the method table");
+    assert_eq!(methods, pairgate::gateway::methods::Method::names(), "features.methods lists exactly the method table");
     for method in
         ["health", "device.pair.list", "device.pair.approve", "sessions.patch", "agent.wait", "subagents.register"]
     {
@@ -284,7 +284,7 @@ async fn pending_requests_expire_after_five_minutes() {
     server.clock.advance_ms(5 * 60 * 1000);
     assert!(server.store.pending_requests(server.now()).await.unwrap().is_empty());
     let error = server.store.approve_request(&old_id, None, &Actor::local_cli(), server.now()).await.unwrap_err();
-    assert!(matches!(error, pairgate::store::StoreError::Gone(_)), "{error}");
+    assert!(matches!(error.refusal(), Some(pairgate::domain::Refusal::Expired { .. })), "{error}");
     assert_eq!(server.store.pairing_request(&old_id).await.unwrap().unwrap().status, RequestStatus::Expired);
 
     let (error, _) = connect(&server, &ask).await.refused();
@@ -313,9 +313,9 @@ async fn browsers_and_disabled_auto_approval_are_never_silent() {
     let (error, _) = connect(&server, &ui).await.refused();
     assert_eq!(error["details"]["reason"], "not-paired");
 
-    let strict = Server::start_with(GatewayConfig {
+    let strict = Server::start_with(Config {
         policy: pairgate::auth::policy::PolicyConfig { auto_approve_local: false },
-        ..GatewayConfig::default()
+        ..Config::default()
     })
     .await;
     let (error, _) = connect(&strict, &Connect::cli().device(&Device::new(11))).await.refused();
@@ -469,17 +469,14 @@ async fn a_30_mib_frame_is_refused_with_1008() {
 #[tokio::test]
 async fn a_socket_that_never_connects_is_closed_after_the_handshake_timeout() {
     let server =
-        Server::start_with(GatewayConfig { handshake_timeout: Duration::from_millis(200), ..GatewayConfig::default() })
-            .await;
+        Server::start_with(Config { handshake_timeout: Duration::from_millis(200), ..Config::default() }).await;
     let (mut ws, _) = open(&server.url(), &[]).await.unwrap();
     assert_eq!(expect_close(&mut ws).await, Some((1008, "handshake timeout".to_owned())));
 }
 
 #[tokio::test]
 async fn connected_sockets_get_ticks_and_a_1001_on_shutdown() {
-    let server =
-        Server::start_with(GatewayConfig { tick_interval: Duration::from_millis(20), ..GatewayConfig::default() })
-            .await;
+    let server = Server::start_with(Config { tick_interval: Duration::from_millis(20), ..Config::default() }).await;
     let (hello, mut ws) = connect(&server, &Connect::cli()).await.hello();
     assert_eq!(hello["policy"]["tickIntervalMs"], 20);
     let tick = loop {

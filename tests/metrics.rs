@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
-use pairgate::gateway::GatewayConfig;
+use pairgate::server::Config;
 
 /// Parses the text exposition into `name{labels}` → value, checking every line's shape.
 fn parse(text: &str) -> HashMap<String, f64> {
@@ -24,7 +24,7 @@ fn parse(text: &str) -> HashMap<String, f64> {
 
 #[tokio::test]
 async fn counters_match_a_scripted_mix_of_connects() {
-    let config = GatewayConfig { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..GatewayConfig::default() };
+    let config = Config { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..Config::default() };
     let server = Server::start_with(config).await;
     let mut open = Vec::new();
     for _ in 0..3 {
@@ -69,7 +69,7 @@ async fn counters_match_a_scripted_mix_of_connects() {
     }
     drop(open);
 
-    let open_config = GatewayConfig { metrics_open: true, ..GatewayConfig::default() };
+    let open_config = Config { metrics_open: true, ..Config::default() };
     let scraped = Server::start_with(open_config).await;
     let response = reqwest::get(format!("http://{}/metrics", scraped.addr)).await.unwrap();
     assert_eq!(response.status(), 200, "metrics_open serves without a token");

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::*;
 use pairgate::clock::Clock;
-use pairgate::migrate::openclaw;
+use pairgate::importer::openclaw;
 use serde_json::{Value, json};
 
 /// A paired.json entry for `device` with an operator token (and a node one for `node`).
@@ -118,7 +118,7 @@ async fn openclaw_2026_4_json_state_is_imported_and_its_tokens_keep_working() {
     );
     let before = digest_of_dir(state.path());
 
-    let server = Server::start_with(pairgate::gateway::GatewayConfig {
+    let server = Server::start_with(pairgate::server::Config {
         trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
         ..Default::default()
     })
@@ -228,7 +228,7 @@ async fn openclaw_2026_9_sqlite_state_is_imported_read_only() {
         sqlx::Connection::close(conn).await.unwrap();
     }
     let before = std::fs::read(&db).unwrap();
-    let server = Server::start_with(pairgate::gateway::GatewayConfig {
+    let server = Server::start_with(pairgate::server::Config {
         trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
         ..Default::default()
     })
@@ -259,7 +259,7 @@ async fn state_made_by_the_real_openclaw_2026_9_6_gateway_imports_with_working_t
     let devices: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(fixture.join("devices.json")).unwrap()).unwrap();
 
-    let server = Server::start_with(pairgate::gateway::GatewayConfig {
+    let server = Server::start_with(pairgate::server::Config {
         trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
         ..Default::default()
     })

@@ -5,12 +5,12 @@ mod common;
 
 use common::*;
 use pairgate::domain::RequestStatus;
-use pairgate::gateway::GatewayConfig;
+use pairgate::server::Config;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-fn with_proxy() -> GatewayConfig {
-    GatewayConfig { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..GatewayConfig::default() }
+fn with_proxy() -> Config {
+    Config { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..Config::default() }
 }
 
 struct Api {

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use pairgate::domain::RunState;
-use pairgate::gateway::GatewayConfig;
+use pairgate::server::Config;
 use pairgate::store::SpawnLimits;
 use serde_json::{Value, json};
 
@@ -239,7 +239,7 @@ async fn fifty_concurrent_spawns_race_for_the_last_slot() {
 #[tokio::test]
 async fn kill_cascades_down_a_three_level_tree() {
     let limits = SpawnLimits { max_depth: 3, ..SpawnLimits::default() };
-    let server = Server::start_with(GatewayConfig { spawn_limits: limits, ..GatewayConfig::default() }).await;
+    let server = Server::start_with(Config { spawn_limits: limits, ..Config::default() }).await;
     let mut ws = backend(&server).await;
     let a = "agent:main:subagent:a";
     let b = "agent:main:subagent:a:subagent:b";

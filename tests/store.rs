@@ -3,8 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use pairgate::domain::ClientMeta;
+use pairgate::domain::Refusal;
 use pairgate::domain::{DeviceId, PairingReason, PublicKey, RequestStatus, Role, ScopeSet};
-use pairgate::store::{Actor, ClientMeta, NewGrant, NewPairingRequest, RequestOutcome, Store, StoreError};
+use pairgate::store::{Actor, NewGrant, NewPairingRequest, OpenError, RequestOutcome, Store, StoreError};
 
 const NOW: i64 = 1_800_000_000_000;
 
@@ -78,7 +80,7 @@ async fn a_file_that_is_not_sqlite_is_refused_untouched() {
     let path = db_in(&dir);
     std::fs::write(&path, b"this is a text file, not a database").unwrap();
     let error = Store::open(&path).await.unwrap_err();
-    assert!(matches!(error, StoreError::NotSqlite { .. }), "{error}");
+    assert!(matches!(error, OpenError::NotSqlite { .. }), "{error}");
     assert!(error.to_string().contains("is not a SQLite database"), "{error}");
     assert_eq!(std::fs::read(&path).unwrap(), b"this is a text file, not a database");
 }
@@ -91,7 +93,7 @@ async fn a_corrupt_database_is_refused_untouched() {
     bytes.extend(std::iter::repeat_n(0xA5u8, 8192));
     std::fs::write(&path, &bytes).unwrap();
     let error = Store::open(&path).await.unwrap_err();
-    assert!(matches!(error, StoreError::Corrupt { .. } | StoreError::NotSqlite { .. }), "{error}");
+    assert!(matches!(error, OpenError::Corrupt { .. } | OpenError::NotSqlite { .. }), "{error}");
     assert!(error.to_string().contains(&path.display().to_string()), "the message names the file: {error}");
     assert!(std::fs::read(&path).unwrap() == bytes, "the file changed");
 }
@@ -105,7 +107,7 @@ async fn a_read_only_database_is_refused() {
     store.close().await;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
     let error = Store::open(&path).await.unwrap_err();
-    assert!(matches!(error, StoreError::ReadOnly { .. }), "{error}");
+    assert!(matches!(error, OpenError::ReadOnly { .. }), "{error}");
     assert!(error.to_string().contains("read-only"));
 }
 
@@ -132,7 +134,7 @@ async fn a_newer_schema_is_refused_with_both_versions_and_nothing_changes() {
     let error = Store::open(&path).await.unwrap_err();
     let message = error.to_string();
     assert!(
-        matches!(error, StoreError::NewerSchema { found: 9999, known, .. } if known == pairgate::store::latest_known_version()),
+        matches!(error, OpenError::NewerSchema { found: 9999, known, .. } if known == pairgate::store::latest_known_version()),
         "{message}"
     );
     assert!(message.contains("9.9.9") && message.contains(env!("CARGO_PKG_VERSION")), "{message}");
@@ -165,7 +167,7 @@ async fn pairing_requests_dedupe_supersede_approve_and_reject() {
         .approve_request(&second.request_id, Some(&scopes(&["operator.admin"])), &actor, NOW + 30)
         .await
         .unwrap_err();
-    assert!(matches!(error, StoreError::Conflict(_)), "{error}");
+    assert!(matches!(error.refusal(), Some(Refusal::ScopeNotAsked { .. })), "{error}");
     let approved = store.approve_request(&second.request_id, None, &actor, NOW + 40).await.unwrap();
     assert_eq!(approved.status, RequestStatus::Approved);
     let record = store.device(&second.device_id).await.unwrap().unwrap();
@@ -176,7 +178,10 @@ async fn pairing_requests_dedupe_supersede_approve_and_reject() {
     // Decided requests cannot be decided again; unknown ones are not found.
     let error = store.approve_request(&second.request_id, None, &actor, NOW + 50).await.unwrap_err();
     assert_eq!(error.to_string(), format!("pairing request {} is already approved", second.request_id));
-    assert!(matches!(store.reject_request("no-such-id", &actor, NOW).await.unwrap_err(), StoreError::NotFound(_)));
+    assert!(matches!(
+        store.reject_request("no-such-id", &actor, NOW).await.unwrap_err(),
+        StoreError::Refused(Refusal::UnknownRequest { .. })
+    ));
 
     let (other, _) =
         store.record_pairing_request(&ask(2, Role::Operator, &["operator.write"]), &actor, NOW).await.unwrap();
@@ -217,7 +222,7 @@ async fn silent_approval_unions_scopes_and_tokens_rotate() {
     assert_eq!(store.paired_devices().await.unwrap().len(), 1);
 
     let error = store.issue_token(&device(4).0, Role::Operator, &actor, None, NOW).await.unwrap_err();
-    assert!(matches!(error, StoreError::NotFound(_)), "{error}");
+    assert!(matches!(error.refusal(), Some(Refusal::NoGrant { .. })), "{error}");
 }
 
 #[tokio::test]

@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use pairgate::domain::ClientMeta;
 use pairgate::domain::{DeviceId, PairingReason, PublicKey, Role, ScopeSet};
-use pairgate::store::{Actor, ClientMeta, MIGRATOR, MigratePolicy, NewGrant, Store, StoreError, latest_backup};
+use pairgate::store::{Actor, MIGRATOR, MigratePolicy, NewGrant, OpenError, Store, latest_backup};
 use sqlx::migrate::Migrator;
 
 const NOW: i64 = 1_800_000_000_000;
@@ -60,7 +61,7 @@ async fn a_migration_that_fails_halfway_leaves_the_original_and_a_usable_backup(
             .await;
 
     let error = Store::open_with(&path, MigratePolicy::Apply, &broken).await.unwrap_err();
-    assert!(matches!(error, StoreError::Migrate(_)), "{error}");
+    assert!(matches!(error, OpenError::Migrate(_)), "{error}");
     assert!(!has_table(&path, "extra").await, "the failed step was rolled back");
     let backup = latest_backup(&path).expect("a backup was taken before migrating");
     assert!(
@@ -100,7 +101,7 @@ async fn an_upgrade_backs_up_first_and_an_older_binary_then_refuses_naming_the_b
     let before = std::fs::read(&path).unwrap();
     let error = Store::open(&path).await.unwrap_err();
     let message = error.to_string();
-    assert!(matches!(error, StoreError::NewerSchema { .. }), "{message}");
+    assert!(matches!(error, OpenError::NewerSchema { .. }), "{message}");
     assert!(message.contains(&format!("schema version {next}")), "{message}");
     assert!(message.contains(&format!("pairgate restore --from {}", backup.display())), "{message}");
     assert!(std::fs::read(&path).unwrap() == before, "the database was not touched");
@@ -118,7 +119,7 @@ async fn no_auto_migrate_refuses_a_database_with_pending_migrations() {
     let newer = migrator_with(dir.path(), "CREATE TABLE later (x INTEGER);\n").await;
     let error = Store::open_with(&path, MigratePolicy::Refuse, &newer).await.unwrap_err();
     assert!(
-        matches!(error, StoreError::MigrationPending { found, .. } if found == pairgate::store::latest_known_version()),
+        matches!(error, OpenError::MigrationPending { found, .. } if found == pairgate::store::latest_known_version()),
         "{error}"
     );
     assert!(error.to_string().contains("pairgate migrate up"), "{error}");

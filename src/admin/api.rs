@@ -1,91 +1,33 @@
 //! REST admin API under `/api/v1`: JSON, bearer auth with the gateway secret, one error shape
-//! `{code, message, details}`. Decisions go through the same operations as the WebSocket methods.
+//! `{code, message, details}`. Decisions go through the application layer, as the WebSocket methods do.
+//! The router and its OpenAPI description are built together from the same handlers, so neither can list
+//! an endpoint the other lacks.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::error::ApiError;
+use crate::app::views::{
+    Approved, DeviceRemoved, DeviceView, Rejected, RequestView, RunsKilled, TokenRevoked, TokenRotated,
+};
+use crate::app::{App, Caller};
 use crate::auth::locality;
 use crate::domain::{DeviceId, RequestStatus, Role, ScopeSet};
-use crate::gateway::Gateway;
-use crate::gateway::ops::{Caller, OpError};
-use crate::gateway::views::{DeviceView, RequestView};
-use crate::store::{Actor, AuditRow, DeviceFilter, Run, SessionEntry, StoreError};
+use crate::store::{Actor, AuditRow, DeviceFilter, Run, SessionEntry};
 
 const MAX_PAGE: i64 = 200;
 const DEFAULT_PAGE: i64 = 50;
-
-/// The one error shape of the REST API.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ApiError {
-    #[serde(skip)]
-    status: StatusCode,
-    /// unauthorized, forbidden, not_found, conflict, gone, invalid_request, rate_limited, unavailable, internal.
-    code: &'static str,
-    message: String,
-    #[schema(value_type = Object)]
-    details: Value,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), details: json!({}) }
-    }
-
-    fn invalid(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({ "code": self.code, "message": self.message, "details": self.details })))
-            .into_response()
-    }
-}
-
-impl From<OpError> for ApiError {
-    fn from(error: OpError) -> Self {
-        match error {
-            OpError::UnknownRequest(id) => {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no pairing request {id}"))
-            }
-            OpError::UnknownDevice(id) => {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no paired device {id}"))
-            }
-            OpError::UnknownToken(what) => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no {what}")),
-            OpError::Decided(why) => ApiError::new(StatusCode::CONFLICT, "conflict", why),
-            OpError::Expired(why) => ApiError::new(StatusCode::GONE, "gone", why),
-            OpError::Denied(why) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", why),
-            OpError::Invalid(why) => ApiError::invalid(why),
-            OpError::Store(error) => ApiError::from(error),
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Busy => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database is busy; try again")
-            }
-            other => {
-                tracing::error!(error = %other, "store failed in the REST API");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
-            }
-        }
-    }
-}
 
 /// An authenticated REST caller: the bearer token is the gateway secret.
 pub struct RestCaller {
@@ -103,26 +45,25 @@ impl RestCaller {
     }
 }
 
-impl FromRequestParts<Arc<Gateway>> for RestCaller {
+impl FromRequestParts<Arc<App>> for RestCaller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, gateway: &Arc<Gateway>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
         let ConnectInfo(peer) = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .copied()
             .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no peer address"))?;
-        let client = locality::resolve(peer.ip(), &parts.headers, &gateway.config.trusted_proxies).map_err(|_| {
+        let client = locality::resolve(peer.ip(), &parts.headers, &app.config.trusted_proxies).map_err(|_| {
             ApiError::new(StatusCode::FORBIDDEN, "forbidden", "forwarding headers from an untrusted proxy")
         })?;
-        let now = gateway.clock.now_ms();
+        let now = app.clock.now_ms();
         if !client.local
-            && let Some(retry_after_ms) = gateway.limiter.locked_for(client.ip, now)
+            && let Some(retry_after_ms) = app.limiter.locked_for(client.ip, now)
         {
-            let mut error =
+            let error =
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many failed authentication attempts");
-            error.details = json!({ "retryAfterMs": retry_after_ms });
-            return Err(error);
+            return Err(error.with_details(json!({ "retryAfterMs": retry_after_ms })));
         }
         let presented = parts
             .headers
@@ -130,12 +71,12 @@ impl FromRequestParts<Arc<Gateway>> for RestCaller {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "));
         let valid = match presented {
-            Some(secret) => gateway.secret.verify(secret.trim()).await,
+            Some(secret) => app.secret.verify(secret.trim()).await,
             None => false,
         };
         if !valid {
             if !client.local {
-                gateway.record_auth_failure(client.ip, now).await;
+                app.record_auth_failure(client.ip, now).await;
             }
             let message = if presented.is_some() { "bearer token mismatch" } else { "bearer token required" };
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message));
@@ -192,7 +133,7 @@ pub struct DeviceQuery {
 #[utoipa::path(get, path = "/api/v1/devices", params(DeviceQuery),
     responses((status = 200, body = Page<DeviceView>), (status = 401, body = ApiError), (status = 422, body = ApiError)))]
 async fn list_devices(
-    State(gateway): State<Arc<Gateway>>,
+    State(app): State<Arc<App>>,
     _caller: RestCaller,
     Query(query): Query<DeviceQuery>,
 ) -> Result<Json<Page<DeviceView>>, ApiError> {
@@ -205,10 +146,10 @@ async fn list_devices(
     let limit = page_limit(query.limit)?;
     let after =
         query.cursor.as_deref().map(|c| DeviceId::try_from(c.to_owned())).transpose().map_err(ApiError::invalid)?;
-    let devices = gateway.store.devices_page(filter, after.as_ref(), limit).await?;
+    let devices = app.store.devices_page(filter, after.as_ref(), limit).await?;
     let next_cursor =
         (devices.len() as i64 == limit).then(|| devices.last().map(|d| d.device_id.to_string())).flatten();
-    let items = devices.iter().map(|d| DeviceView::new(d, gateway.live.is_connected(&d.device_id))).collect();
+    let items = devices.iter().map(|d| DeviceView::new(d, app.live.is_connected(&d.device_id))).collect();
     Ok(Json(Page { items, next_cursor }))
 }
 
@@ -216,30 +157,29 @@ async fn list_devices(
 #[utoipa::path(get, path = "/api/v1/devices/{id}", params(("id" = String, Path)),
     responses((status = 200, body = DeviceView), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 async fn get_device(
-    State(gateway): State<Arc<Gateway>>,
+    State(app): State<Arc<App>>,
     _caller: RestCaller,
     Path(id): Path<String>,
 ) -> Result<Json<DeviceView>, ApiError> {
     let id = device_id(&id)?;
-    let device = gateway
+    let device = app
         .store
         .device(&id)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no device {id}")))?;
-    Ok(Json(DeviceView::new(&device, gateway.live.is_connected(&id))))
+    Ok(Json(DeviceView::new(&device, app.live.is_connected(&id))))
 }
 
 /// Remove a device: its grants go, its tokens are revoked, its live sockets are closed (4001).
 #[utoipa::path(delete, path = "/api/v1/devices/{id}", params(("id" = String, Path)),
-    responses((status = 200, body = Object), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+    responses((status = 200, body = DeviceRemoved), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 async fn remove_device(
-    State(gateway): State<Arc<Gateway>>,
+    State(app): State<Arc<App>>,
     caller: RestCaller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeviceRemoved>, ApiError> {
     let id = device_id(&id)?;
-    gateway.remove_device(&caller.caller(), &id).await?;
-    Ok(Json(json!({ "deviceId": id })))
+    Ok(Json(app.remove_device(&caller.caller(), &id).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -256,7 +196,7 @@ pub struct RequestQuery {
 #[utoipa::path(get, path = "/api/v1/requests", params(RequestQuery),
     responses((status = 200, body = Page<RequestView>), (status = 401, body = ApiError), (status = 422, body = ApiError)))]
 async fn list_requests(
-    State(gateway): State<Arc<Gateway>>,
+    State(app): State<Arc<App>>,
     _caller: RestCaller,
     Query(query): Query<RequestQuery>,
 ) -> Result<Json<Page<RequestView>>, ApiError> {
@@ -268,7 +208,7 @@ async fn list_requests(
     let limit = page_limit(query.limit)?;
     let before =
         query.cursor.as_deref().map(str::parse::<i64>).transpose().map_err(|_| ApiError::invalid("bad cursor"))?;
-    let (requests, next) = gateway.store.requests_page(status, before, limit).await?;
+    let (requests, next) = app.store.requests_page(status, before, limit).await?;
     Ok(Json(Page { items: requests.iter().map(RequestView::from).collect(), next_cursor: next.map(|n| n.to_string()) }))
 }
 
@@ -280,48 +220,45 @@ pub struct ApproveBody {
 
 /// Approve a pending request (409 when it was decided already, 410 when it expired).
 #[utoipa::path(post, path = "/api/v1/requests/{id}/approve", params(("id" = String, Path)), request_body(content = Option<ApproveBody>),
-    responses((status = 200, body = Object), (status = 401, body = ApiError), (status = 404, body = ApiError),
+    responses((status = 200, body = Approved), (status = 401, body = ApiError), (status = 404, body = ApiError),
               (status = 409, body = ApiError), (status = 410, body = ApiError), (status = 422, body = ApiError)))]
 async fn approve_request(
-    State(gateway): State<Arc<Gateway>>,
+    State(app): State<Arc<App>>,
     caller: RestCaller,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Approved>, ApiError> {
     let body: Option<ApproveBody> = optional_body(&body)?;
     let narrower = body
         .and_then(|b| b.scopes)
         .map(|names| ScopeSet::parse(&names))
         .transpose()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let (request, device) = gateway.approve_request(&caller.caller(), &id, narrower.as_ref()).await?;
-    let device = device.map(|d| DeviceView::new(&d, gateway.live.is_connected(&d.device_id)));
-    Ok(Json(json!({ "requestId": request.request_id, "device": device })))
+    Ok(Json(app.approve_request(&caller.caller(), &id, narrower.as_ref()).await?))
 }
 
 /// Reject a pending request.
 #[utoipa::path(post, path = "/api/v1/requests/{id}/reject", params(("id" = String, Path)),
-    responses((status = 200, body = Object), (status = 401, body = ApiError), (status = 404, body = ApiError),
+    responses((status = 200, body = Rejected), (status = 401, body = ApiError), (status = 404, body = ApiError),
               (status = 409, body = ApiError), (status = 410, body = ApiError)))]
 async fn reject_request(
-    State(gateway): State<Arc<Gateway>>,
+    State(app): State<Arc<App>>,
     caller: RestCaller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let request = gateway.reject_request(&caller.caller(), &id).await?;
-    Ok(Json(json!({ "requestId": request.request_id, "deviceId": request.device_id })))
+) -> Result<Json<Rejected>, ApiError> {
+    Ok(Json(app.reject_request(&caller.caller(), &id).await?))
 }
 
 /// Rotate a device's token: the live one is revoked now, the device gets a new one on its next connect.
 #[utoipa::path(post, path = "/api/v1/devices/{id}/tokens/{role}/rotate", params(("id" = String, Path), ("role" = String, Path)),
     request_body(content = Option<ApproveBody>),
-    responses((status = 200, body = Object), (status = 401, body = ApiError), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
+    responses((status = 200, body = TokenRotated), (status = 401, body = ApiError), (status = 404, body = ApiError), (status = 422, body = ApiError)))]
 async fn rotate_token(
-    State(gateway): State<Arc<Gateway>>,
+    State(app): State<Arc<App>>,
     caller: RestCaller,
     Path((id, role_name)): Path<(String, String)>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TokenRotated>, ApiError> {
     let (id, role) = (device_id(&id)?, role(&role_name)?);
     let body: Option<ApproveBody> = optional_body(&body)?;
     let narrower = body
@@ -329,24 +266,19 @@ async fn rotate_token(
         .map(|n| ScopeSet::parse(&n))
         .transpose()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
-    let change = gateway.rotate_token(&caller.caller(), &id, role, narrower.as_ref()).await?;
-    Ok(Json(json!({
-        "deviceId": id, "role": role, "scopes": change.scopes.names(), "rotatedAtMs": change.at_ms,
-        "tokenDelivery": "withheld-cross-device",
-    })))
+    Ok(Json(app.rotate_token(&caller.caller(), &id, role, narrower.as_ref()).await?))
 }
 
 /// Revoke a device's live token for a role.
 #[utoipa::path(post, path = "/api/v1/devices/{id}/tokens/{role}/revoke", params(("id" = String, Path), ("role" = String, Path)),
-    responses((status = 200, body = Object), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+    responses((status = 200, body = TokenRevoked), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 async fn revoke_token(
-    State(gateway): State<Arc<Gateway>>,
+    State(app): State<Arc<App>>,
     caller: RestCaller,
     Path((id, role_name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TokenRevoked>, ApiError> {
     let (id, role) = (device_id(&id)?, role(&role_name)?);
-    let change = gateway.revoke_token(&caller.caller(), &id, role).await?;
-    Ok(Json(json!({ "deviceId": id, "role": role, "revokedAtMs": change.at_ms })))
+    Ok(Json(app.revoke_token(&caller.caller(), &id, role).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -361,14 +293,14 @@ pub struct AuditQuery {
 #[utoipa::path(get, path = "/api/v1/audit", params(AuditQuery),
     responses((status = 200, body = Page<AuditRow>), (status = 401, body = ApiError), (status = 422, body = ApiError)))]
 async fn audit(
-    State(gateway): State<Arc<Gateway>>,
+    State(app): State<Arc<App>>,
     _caller: RestCaller,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<Page<AuditRow>>, ApiError> {
     let limit = page_limit(query.limit)?;
     let before =
         query.cursor.as_deref().map(str::parse::<i64>).transpose().map_err(|_| ApiError::invalid("bad cursor"))?;
-    let rows = gateway.store.audit_page(before, limit).await?;
+    let rows = app.store.audit_page(before, limit).await?;
     let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|row| row.event_id.to_string())).flatten();
     Ok(Json(Page { items: rows, next_cursor }))
 }
@@ -388,12 +320,12 @@ pub struct SessionQuery {
 #[utoipa::path(get, path = "/api/v1/sessions", params(SessionQuery),
     responses((status = 200, body = Page<SessionEntry>), (status = 401, body = ApiError), (status = 422, body = ApiError)))]
 async fn list_sessions(
-    State(gateway): State<Arc<Gateway>>,
+    State(app): State<Arc<App>>,
     _caller: RestCaller,
     Query(query): Query<SessionQuery>,
 ) -> Result<Json<Page<SessionEntry>>, ApiError> {
     let limit = page_limit(query.limit)?;
-    let items = gateway.store.sessions_page(query.spawned_by.as_deref(), query.cursor.as_deref(), limit).await?;
+    let items = app.store.sessions_page(query.spawned_by.as_deref(), query.cursor.as_deref(), limit).await?;
     let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(|s| s.key.clone())).flatten();
     Ok(Json(Page { items, next_cursor }))
 }
@@ -410,74 +342,57 @@ pub struct SessionDetail {
 #[utoipa::path(get, path = "/api/v1/sessions/{key}", params(("key" = String, Path)),
     responses((status = 200, body = SessionDetail), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
 async fn get_session(
-    State(gateway): State<Arc<Gateway>>,
+    State(app): State<Arc<App>>,
     _caller: RestCaller,
     Path(key): Path<String>,
 ) -> Result<Json<SessionDetail>, ApiError> {
-    let entry = gateway
+    let entry = app
         .store
         .session(&key)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no session {key}")))?;
-    let runs = gateway.store.runs_page(None, Some(&key), None, MAX_PAGE).await?;
-    let children = gateway.store.sessions_page(Some(&key), None, MAX_PAGE).await?;
+    let runs = app.store.runs_page(None, Some(&key), None, MAX_PAGE).await?;
+    let children = app.store.sessions_page(Some(&key), None, MAX_PAGE).await?;
     Ok(Json(SessionDetail { entry, runs, children }))
 }
 
 /// Kill a run and every active run below it.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/kill", params(("id" = String, Path)),
-    responses((status = 200, body = Object), (status = 401, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+    responses((status = 200, body = RunsKilled), (status = 401, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 async fn kill_run(
-    State(gateway): State<Arc<Gateway>>,
+    State(app): State<Arc<App>>,
     caller: RestCaller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let killed = gateway.kill_run(&caller.caller().actor, &id).await.map_err(|error| match error {
-        StoreError::NotFound(what) => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no {what}")),
-        StoreError::IllegalTransition { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string()),
-        other => ApiError::from(other),
-    })?;
-    let ids: Vec<&str> = killed.iter().map(|run| run.run_id.as_str()).collect();
-    Ok(Json(json!({ "runId": id, "killed": ids })))
+) -> Result<Json<RunsKilled>, ApiError> {
+    Ok(Json(app.kill_run(&caller.caller().actor, &id).await?))
 }
 
 #[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "pairgate admin API",
-        description = "Devices, pairing requests, tokens and the audit trail. Bearer auth with the gateway token."
-    ),
-    paths(
-        list_devices,
-        get_device,
-        remove_device,
-        list_requests,
-        approve_request,
-        reject_request,
-        rotate_token,
-        revoke_token,
-        audit
-    ),
-    components(schemas(ApiError, DeviceView, RequestView, AuditRow, ApproveBody))
-)]
-pub struct ApiDoc;
+#[openapi(info(
+    title = "pairgate admin API",
+    description = "Devices, pairing requests, tokens, sessions and the audit trail. Bearer auth with the gateway token."
+))]
+pub(super) struct ApiDoc;
 
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", responses((status = 200, body = Object)))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(super::openapi())
 }
 
-pub fn router() -> Router<Arc<Gateway>> {
-    Router::new()
-        .route("/api/v1/openapi.json", get(openapi))
-        .route("/api/v1/devices", get(list_devices))
-        .route("/api/v1/devices/{id}", get(get_device).merge(delete(remove_device)))
-        .route("/api/v1/devices/{id}/tokens/{role}/rotate", post(rotate_token))
-        .route("/api/v1/devices/{id}/tokens/{role}/revoke", post(revoke_token))
-        .route("/api/v1/requests", get(list_requests))
-        .route("/api/v1/requests/{id}/approve", post(approve_request))
-        .route("/api/v1/requests/{id}/reject", post(reject_request))
-        .route("/api/v1/audit", get(audit))
-        .route("/api/v1/sessions", get(list_sessions))
-        .route("/api/v1/sessions/{key}", get(get_session))
-        .route("/api/v1/runs/{id}/kill", post(kill_run))
+/// The endpoints under `/api/v1`, each with its description.
+pub(super) fn documented() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(openapi_json))
+        .routes(routes!(list_devices))
+        .routes(routes!(get_device, remove_device))
+        .routes(routes!(rotate_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(list_requests))
+        .routes(routes!(approve_request))
+        .routes(routes!(reject_request))
+        .routes(routes!(audit))
+        .routes(routes!(list_sessions))
+        .routes(routes!(get_session))
+        .routes(routes!(kill_run))
 }

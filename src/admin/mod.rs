@@ -1,36 +1,53 @@
-//! HTTP endpoints beside the WebSocket: health, readiness and the REST admin API.
+//! HTTP endpoints beside the WebSocket: health, readiness, metrics and the REST admin API. Never imports
+//! another front end (`gateway`, `cli`, `server`).
 
 pub mod api;
+pub mod error;
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::gateway::Gateway;
+use crate::app::App;
 
-pub fn router() -> Router<Arc<Gateway>> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(api::router())
+/// Every HTTP endpoint, each with its description: the one list both the router and the OpenAPI
+/// document come from.
+fn documented() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::with_openapi(api::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .merge(api::documented())
+}
+
+/// The OpenAPI description of the HTTP API, generated from its router.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented().split_for_parts().1
+}
+
+pub fn router() -> Router<Arc<App>> {
+    documented().split_for_parts().0
 }
 
 /// The process is up.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Object)))]
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "ok": true }))
 }
 
 /// The database answers and its schema is current.
-async fn readyz(State(gateway): State<Arc<Gateway>>) -> (StatusCode, Json<serde_json::Value>) {
-    if gateway.shutdown.is_cancelled() {
+#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Object), (status = 503, body = Object)))]
+async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<serde_json::Value>) {
+    if app.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ok": false, "reason": "shutting down" })));
     }
-    if gateway.store.is_ready().await {
+    if app.store.is_ready().await {
         (StatusCode::OK, Json(json!({ "ok": true, "schemaVersion": crate::store::latest_known_version() })))
     } else {
         (
@@ -41,17 +58,18 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> (StatusCode, Json<serde_
 }
 
 /// Prometheus text format; behind the bearer token unless the gateway is configured with `metrics_open`.
-async fn metrics(State(gateway): State<Arc<Gateway>>, request: axum::extract::Request) -> axum::response::Response {
+#[utoipa::path(get, path = "/metrics", responses((status = 200, body = String, content_type = "application/openmetrics-text"), (status = 401, body = error::ApiError)))]
+async fn metrics(State(app): State<Arc<App>>, request: axum::extract::Request) -> axum::response::Response {
     use axum::extract::FromRequestParts;
     use axum::response::IntoResponse;
-    if !gateway.config.metrics_open {
+    if !app.config.metrics_open {
         let (mut parts, _) = request.into_parts();
-        if let Err(error) = api::RestCaller::from_request_parts(&mut parts, &gateway).await {
+        if let Err(error) = api::RestCaller::from_request_parts(&mut parts, &app).await {
             return error.into_response();
         }
     }
-    let pending = gateway.store.pending_count(gateway.clock.now_ms()).await.unwrap_or(-1);
-    let body = gateway.metrics.render(pending);
+    let pending = app.store.pending_count(app.clock.now_ms()).await.unwrap_or(-1);
+    let body = app.metrics.render(pending);
     ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
         .into_response()
 }

@@ -3,4 +3,5 @@
 pub mod identity;
 pub mod locality;
 pub mod policy;
+pub mod ratelimit;
 pub mod secrets;

@@ -4,8 +4,8 @@
 //! device, the signature check) and this module decides.
 
 use crate::auth::identity::DeviceAuthError;
+use crate::domain::DeviceRecord;
 use crate::domain::{DeviceId, PairingReason, PublicKey, Role, ScopeSet, TokenDigest, normalize_metadata};
-use crate::store::DeviceRecord;
 
 /// Policy settings.
 #[derive(Clone, Debug)]
@@ -135,7 +135,7 @@ pub enum TokenAction {
 
 /// Why a connect is refused outright.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub enum ConnectRefusal {
     Auth(AuthFailure),
     DeviceIdentityRequired,
     DeviceAuth(DeviceAuthError),
@@ -143,7 +143,7 @@ pub enum Refusal {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    Refuse(Refusal),
+    Refuse(ConnectRefusal),
     /// hello-ok with these scopes; record a silent approval first when `silent_approval` is set.
     Allow {
         scopes: ScopeSet,
@@ -161,11 +161,11 @@ pub enum Decision {
 pub fn decide(facts: &ConnectFacts<'_>, config: &PolicyConfig) -> Decision {
     // 1. Authentication.
     let auth_ok = match facts.auth {
-        AuthOutcome::Failed(failure) => return Decision::Refuse(Refusal::Auth(failure)),
+        AuthOutcome::Failed(failure) => return Decision::Refuse(ConnectRefusal::Auth(failure)),
         // A device token is only good with the device's proof: no proof, or a failed one, is the answer.
         AuthOutcome::DeviceUnverified => match &facts.device {
-            DeviceClaim::Invalid(error) => return Decision::Refuse(Refusal::DeviceAuth(*error)),
-            _ => return Decision::Refuse(Refusal::DeviceIdentityRequired),
+            DeviceClaim::Invalid(error) => return Decision::Refuse(ConnectRefusal::DeviceAuth(*error)),
+            _ => return Decision::Refuse(ConnectRefusal::DeviceIdentityRequired),
         },
         auth => auth,
     };
@@ -179,10 +179,10 @@ pub fn decide(facts: &ConnectFacts<'_>, config: &PolicyConfig) -> Decision {
                     silent_approval: None,
                     token: TokenAction::None,
                 },
-                _ => Decision::Refuse(Refusal::DeviceIdentityRequired),
+                _ => Decision::Refuse(ConnectRefusal::DeviceIdentityRequired),
             };
         }
-        DeviceClaim::Invalid(error) => return Decision::Refuse(Refusal::DeviceAuth(*error)),
+        DeviceClaim::Invalid(error) => return Decision::Refuse(ConnectRefusal::DeviceAuth(*error)),
         DeviceClaim::Proven { device, stored } => (device, stored.filter(|record| record.removed_at_ms.is_none())),
     };
     let echo_or_mint = |live_token: bool| match auth_ok {

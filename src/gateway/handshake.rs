@@ -1,19 +1,18 @@
-//! The `connect` request: facts in, `policy::decide`, effects out (PROTOCOL.md §2–4).
+//! The `connect` request: facts in, `policy::decide`, effects out (docs/protocol.md §2–4).
 
 use serde_json::{Value, json};
 
 use super::frames::{ConnectParams, ErrorShape, NOT_PAIRED, close};
+use super::methods::{EVENTS, Method};
 use super::{ConnInfo, Gateway};
 use crate::auth::identity::{DeviceProof, SignedFields, verify_device};
 use crate::auth::policy::{
-    self, AuthFailure, AuthOutcome, ConnectFacts, Credentials, Decision, DeviceClaim, ProvenDevice, Refusal,
+    self, AuthFailure, AuthOutcome, ConnectFacts, ConnectRefusal, Credentials, Decision, DeviceClaim, ProvenDevice,
     TokenAction,
 };
 use crate::auth::secrets::SecretKind;
-use crate::domain::{DeviceId, PairingReason, Role, ScopeSet, TokenSecret};
-use crate::store::{
-    Actor, ClientMeta, DeviceRecord, NewGrant, NewPairingRequest, PairingRequest, RequestOutcome, StoreError,
-};
+use crate::domain::{ClientMeta, DeviceId, DeviceRecord, PairingReason, Role, ScopeSet, TokenSecret};
+use crate::store::{Actor, NewGrant, NewPairingRequest, PairingRequest, RequestOutcome, StoreError};
 
 /// Protocol versions pairgate speaks; it picks the highest one the client also speaks.
 pub const PROTOCOLS: std::ops::RangeInclusive<i64> = 3..=4;
@@ -45,9 +44,9 @@ impl ConnectError {
     }
 }
 
-/// A successful connect: what the socket may do from now on.
+/// An authenticated socket: who connected, and what it may do from now on.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub struct Authenticated {
     pub conn_id: String,
     /// The resolved client address, for audit rows.
     pub client_ip: String,
@@ -139,13 +138,13 @@ fn auth_error(failure: AuthFailure, kind: SecretKind) -> ConnectError {
     ConnectError::policy(ErrorShape::invalid(message).with_details(details))
 }
 
-fn refusal_error(refusal: Refusal, kind: SecretKind) -> ConnectError {
+fn refusal_error(refusal: ConnectRefusal, kind: SecretKind) -> ConnectError {
     match refusal {
-        Refusal::Auth(failure) => auth_error(failure, kind),
-        Refusal::DeviceIdentityRequired => ConnectError::policy(
+        ConnectRefusal::Auth(failure) => auth_error(failure, kind),
+        ConnectRefusal::DeviceIdentityRequired => ConnectError::policy(
             ErrorShape::invalid("device identity required").with_details(json!({"code": "DEVICE_IDENTITY_REQUIRED"})),
         ),
-        Refusal::DeviceAuth(error) => {
+        ConnectRefusal::DeviceAuth(error) => {
             ConnectError::policy(ErrorShape::invalid(error.message()).with_details(json!({"code": error.code()})))
         }
     }
@@ -187,20 +186,20 @@ impl Gateway {
         conn: &ConnInfo,
         nonce: &str,
         params: ConnectParams,
-    ) -> Result<(Session, HelloOk), ConnectError> {
+    ) -> Result<(Authenticated, HelloOk), ConnectError> {
         let protocol = negotiate_protocol(params.min_protocol, params.max_protocol)?;
         let (role, scopes) = parse_role_and_scopes(&params)?;
-        let now = self.clock.now_ms();
+        let now = self.app.clock.now_ms();
         let client = &conn.client;
         let auth = params.auth.unwrap_or_default();
 
         // Facts, each gathered once: the secret check, the device proof, one store read.
-        let presented_secret = match self.secret.kind() {
+        let presented_secret = match self.app.secret.kind() {
             SecretKind::Token => auth.token.as_deref(),
             SecretKind::Password => auth.password.as_deref(),
         };
         let shared_secret = match presented_secret {
-            Some(secret) => Some(self.secret.verify(secret).await),
+            Some(secret) => Some(self.app.secret.verify(secret).await),
             None => None,
         };
         let proof = params.device.as_ref().map(|device| {
@@ -223,23 +222,25 @@ impl Gateway {
             verify_device(&proof, &fields, nonce, now)
         });
         let stored = match &proof {
-            Some(Ok((device_id, _))) => self.store.device(device_id).await.map_err(|e| ConnectError::internal(&e))?,
+            Some(Ok((device_id, _))) => {
+                self.app.store.device(device_id).await.map_err(|e| ConnectError::internal(&e))?
+            }
             _ => None,
         };
         let device_token_digest = auth.device_token.as_deref().map(|token| TokenSecret::from_presented(token).digest());
         let credentials = Credentials {
             shared_secret,
-            secret_is_password: self.secret.kind() == SecretKind::Password,
+            secret_is_password: self.app.secret.kind() == SecretKind::Password,
             device_token: device_token_digest.as_ref(),
             device_verified: matches!(proof, Some(Ok(_))),
-            rate_limited_for_ms: if client.local { None } else { self.limiter.locked_for(client.ip, now) },
+            rate_limited_for_ms: if client.local { None } else { self.app.limiter.locked_for(client.ip, now) },
         };
         let auth_outcome = policy::authenticate(&credentials, stored.as_ref(), role);
         if let AuthOutcome::Failed(failure) = auth_outcome
             && !client.local
             && !matches!(failure, AuthFailure::RateLimited { .. })
         {
-            self.record_auth_failure(client.ip, now).await;
+            self.app.record_auth_failure(client.ip, now).await;
         }
         let device_claim = match &proof {
             None => DeviceClaim::Absent,
@@ -280,7 +281,7 @@ impl Gateway {
         };
         let remote_ip = client.ip.to_string();
         match decision {
-            Decision::Refuse(refusal) => Err(refusal_error(refusal, self.secret.kind())),
+            Decision::Refuse(refusal) => Err(refusal_error(refusal, self.app.secret.kind())),
             Decision::RequirePairing { reason, is_repair } => {
                 let Some(Ok((device_id, public_key))) = proof else {
                     unreachable!("policy asks for pairing only for a proven device")
@@ -297,12 +298,13 @@ impl Gateway {
                     is_repair,
                 };
                 let (request, outcome) = self
+                    .app
                     .store
                     .record_pairing_request(&ask, &actor, now)
                     .await
                     .map_err(|e| ConnectError::internal(&e))?;
                 if outcome != RequestOutcome::Refreshed {
-                    self.live.broadcast("device.pair.requested", super::methods::request_view(&request));
+                    self.app.announce_request(&request);
                 }
                 Err(pairing_error(&request, reason, stored.as_ref()))
             }
@@ -319,15 +321,17 @@ impl Gateway {
                             scopes: granted.clone(),
                         };
                         let minted = self
+                            .app
                             .store
                             .approve_silently(&grant, reason, token == TokenAction::Mint, &actor, now)
                             .await
                             .map_err(|e| ConnectError::internal(&e))?;
-                        self.metrics.decision("silent_approve");
+                        self.app.metrics.decision("silent_approve");
                         minted
                     }
                     (Some((device_id, _)), None, TokenAction::Mint) => Some(
-                        self.store
+                        self.app
+                            .store
                             .issue_token(device_id, role, &actor, Some(&remote_ip), now)
                             .await
                             .map_err(|e| ConnectError::internal(&e))?,
@@ -336,7 +340,7 @@ impl Gateway {
                 };
                 let auth_method = match auth_outcome {
                     AuthOutcome::DeviceToken => "device-token",
-                    _ if self.secret.kind() == SecretKind::Password => "password",
+                    _ if self.app.secret.kind() == SecretKind::Password => "password",
                     _ => "token",
                 };
                 let mut auth_info = json!({ "method": auth_method, "role": role, "scopes": granted.names() });
@@ -353,7 +357,7 @@ impl Gateway {
                     self.last_seen.note(device_id.clone(), role, token_used, now);
                 }
                 let hello = HelloOk(self.hello_ok(protocol, conn, auth_info));
-                let session = Session {
+                let who = Authenticated {
                     conn_id: conn.conn_id.clone(),
                     client_ip: conn.client.ip.to_string(),
                     role,
@@ -361,24 +365,24 @@ impl Gateway {
                     device_id: device.map(|(id, _)| id),
                     client_id: params.client.id,
                 };
-                Ok((session, hello))
+                Ok((who, hello))
             }
         }
     }
 
     fn hello_ok(&self, protocol: i64, conn: &ConnInfo, auth_info: Value) -> Value {
-        let uptime_ms = (self.clock.now_ms() - self.started_at_ms).max(0);
+        let uptime_ms = (self.app.clock.now_ms() - self.app.started_at_ms).max(0);
         json!({
             "type": "hello-ok",
             "protocol": protocol,
             "server": { "version": env!("CARGO_PKG_VERSION"), "connId": conn.conn_id },
-            "features": { "methods": super::methods::names(), "events": super::methods::EVENTS },
+            "features": { "methods": Method::names(), "events": EVENTS },
             "snapshot": {
                 "presence": [],
                 "health": {},
                 "stateVersion": { "presence": 0, "health": 0 },
                 "uptimeMs": uptime_ms,
-                "authMode": match self.secret.kind() { SecretKind::Token => "token", SecretKind::Password => "password" },
+                "authMode": match self.app.secret.kind() { SecretKind::Token => "token", SecretKind::Password => "password" },
             },
             "policy": {
                 "maxPayload": self.config.max_payload_bytes,

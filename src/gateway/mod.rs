@@ -1,16 +1,15 @@
-//! The WebSocket front end: one socket's life from challenge to close.
+//! The WebSocket front end: the OpenClaw gateway protocol (docs/protocol.md), one socket's life from
+//! challenge to close. It translates frames to application calls and back; it never imports another
+//! front end (`admin`, `cli`, `server`).
 
+mod dispatch;
+mod errors;
 pub mod frames;
 pub mod handshake;
 mod last_seen;
 pub mod methods;
-pub mod ops;
-pub mod ratelimit;
-pub mod registry;
-mod sessions;
-pub mod views;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,51 +18,37 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use crate::app::App;
+use crate::app::live::{CloseOrder, Disconnect, Event, Registration};
 use crate::auth::locality::{self, ClientAddr};
 use crate::auth::policy::PolicyConfig;
-use crate::auth::secrets::SharedSecret;
-use crate::clock::{Millis, SharedClock};
 use crate::domain::Scope;
-use crate::store::{Actor, AuditEvent, Store};
 use frames::{ErrorShape, RequestFrame, close};
-use handshake::Session;
-use ratelimit::{FailedAuthLimiter, FailureOutcome, RateLimitConfig};
-use registry::{CloseOrder, Event, Registration};
+use handshake::Authenticated;
 
 /// Settings of the WebSocket front end.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
     pub policy: PolicyConfig,
-    pub trusted_proxies: Vec<IpAddr>,
     /// A socket that has not completed `connect` by then is closed.
     pub handshake_timeout: Duration,
     pub tick_interval: Duration,
     pub max_payload_bytes: usize,
     pub max_buffered_bytes: usize,
-    pub rate_limit: RateLimitConfig,
     /// How often `last_seen` notes are written (one transaction per flush).
     pub last_seen_flush: Duration,
-    /// Serve `/metrics` without the bearer token (for a scraper that cannot send one).
-    pub metrics_open: bool,
-    pub spawn_limits: crate::store::SpawnLimits,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             policy: PolicyConfig::default(),
-            trusted_proxies: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
             tick_interval: Duration::from_secs(30),
             max_payload_bytes: 25 * 1024 * 1024,
             max_buffered_bytes: 50 * 1024 * 1024,
-            rate_limit: RateLimitConfig::default(),
             last_seen_flush: Duration::from_secs(5),
-            metrics_open: false,
-            spawn_limits: crate::store::SpawnLimits::default(),
         }
     }
 }
@@ -76,64 +61,25 @@ pub struct ConnInfo {
     pub client: ClientAddr,
 }
 
-/// Shared state of the WebSocket front end.
+/// The WebSocket front end's state.
 pub struct Gateway {
-    pub store: Store,
-    pub clock: SharedClock,
-    pub secret: Arc<SharedSecret>,
+    pub app: Arc<App>,
     pub config: GatewayConfig,
-    pub limiter: FailedAuthLimiter,
-    pub live: registry::Registry,
-    pub last_seen: last_seen::LastSeen,
-    pub metrics: crate::metrics::Metrics,
-    /// Bumped whenever a run starts or ends, to wake `agent.wait` callers.
-    runs_version: tokio::sync::watch::Sender<u64>,
-    pub started_at_ms: Millis,
-    pub shutdown: CancellationToken,
-    pub tracker: TaskTracker,
+    last_seen: last_seen::LastSeen,
 }
 
 impl Gateway {
-    pub fn new(
-        store: Store,
-        clock: SharedClock,
-        secret: Arc<SharedSecret>,
-        config: GatewayConfig,
-        shutdown: CancellationToken,
-    ) -> Self {
-        let started_at_ms = clock.now_ms();
-        let tracker = TaskTracker::new();
-        let last_seen = last_seen::LastSeen::start(store.clone(), config.last_seen_flush, shutdown.clone(), &tracker);
-        let metrics = crate::metrics::Metrics::new(store.metrics());
-        Gateway {
-            limiter: FailedAuthLimiter::new(config.rate_limit),
-            store,
-            clock,
-            secret,
-            config,
-            live: registry::Registry::default(),
-            last_seen,
-            metrics,
-            runs_version: tokio::sync::watch::Sender::new(0),
-            started_at_ms,
-            shutdown,
-            tracker,
-        }
+    pub fn new(app: Arc<App>, config: GatewayConfig) -> Self {
+        let last_seen =
+            last_seen::LastSeen::start(app.store.clone(), config.last_seen_flush, app.shutdown.clone(), &app.tracker);
+        Gateway { app, config, last_seen }
     }
+}
 
-    /// Counts a failed authentication from a non-local address; the one that locks it out is audited.
-    pub(crate) async fn record_auth_failure(&self, client_ip: IpAddr, now: Millis) {
-        if self.limiter.record_failure(client_ip, now) == FailureOutcome::LockedOut {
-            let ip = client_ip.to_string();
-            tracing::warn!(client = %ip, "failed-auth limit reached; address locked out");
-            let event = AuditEvent::new(&Actor::System, "auth.lockout", now)
-                .subject(ip.clone())
-                .remote(Some(&ip))
-                .details(json!({ "lockoutMs": self.config.rate_limit.lockout_ms }));
-            if let Err(error) = self.store.record_audit(&event).await {
-                tracing::error!(%error, "could not audit a lockout");
-            }
-        }
+/// The close frame of a close order.
+fn disconnect_close(why: Disconnect) -> (u16, &'static str) {
+    match why {
+        Disconnect::DeviceRevoked => (close::DEVICE_REMOVED, "device removed"),
     }
 }
 
@@ -144,19 +90,20 @@ pub async fn ws_handler(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let client = match locality::resolve(peer.ip(), &headers, &gateway.config.trusted_proxies) {
+    let app = &gateway.app;
+    let client = match locality::resolve(peer.ip(), &headers, &app.config.trusted_proxies) {
         Ok(client) => client,
         Err(_) => {
             tracing::warn!(%peer, "forwarding headers from an untrusted peer; upgrade refused");
             return (StatusCode::FORBIDDEN, "forwarding headers from an untrusted proxy").into_response();
         }
     };
-    if gateway.shutdown.is_cancelled() {
+    if app.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     let conn = ConnInfo { conn_id: uuid::Uuid::new_v4().to_string(), peer, client };
     let limit = gateway.config.max_payload_bytes;
-    let tracker = gateway.tracker.clone();
+    let tracker = app.tracker.clone();
     // tungstenite zeroes its whole read buffer before every read (128 KiB by default): a 1 KiB buffer keeps
     // that cheap and an idle socket small (10k idle sockets: 80 MB instead of 170 MB). Larger frames still
     // arrive whole: the buffer grows to the frame's announced length.
@@ -221,35 +168,37 @@ async fn next_text(socket: &mut WebSocket) -> Result<Option<String>, String> {
 
 async fn run_socket(gateway: Arc<Gateway>, mut socket: WebSocket, conn: ConnInfo) {
     let nonce = uuid::Uuid::new_v4().to_string();
-    let challenge = frames::event("connect.challenge", json!({ "nonce": nonce, "ts": gateway.clock.now_ms() }), None);
+    let app = &gateway.app;
+    let challenge = frames::event("connect.challenge", json!({ "nonce": nonce, "ts": app.clock.now_ms() }), None);
     if !send_text(&mut socket, challenge).await {
         return;
     }
     // Boxed, like method calls below: a future held across an idle socket's whole life should not carry
     // the space of the handshake it is done with (this keeps 10k idle sockets small).
-    let session = Box::pin(handshake(&gateway, &mut socket, &conn, &nonce)).await;
-    let Some(session) = session else { return };
-    let subscribe = session.scopes.allows(Scope::Pairing);
-    let registration = gateway.live.register(&conn.conn_id, session.device_id.as_ref(), subscribe);
-    gateway.metrics.socket_opened(session.role.as_str());
-    serve_connected(&gateway, &mut socket, &session, registration).await;
-    gateway.metrics.socket_closed(session.role.as_str());
-    gateway.live.unregister(&conn.conn_id);
+    let who = Box::pin(handshake(&gateway, &mut socket, &conn, &nonce)).await;
+    let Some(who) = who else { return };
+    let subscribe = who.scopes.allows(Scope::Pairing);
+    let registration = app.live.register(&conn.conn_id, who.device_id.as_ref(), subscribe);
+    app.metrics.socket_opened(who.role.as_str());
+    serve_connected(&gateway, &mut socket, &who, registration).await;
+    app.metrics.socket_closed(who.role.as_str());
+    app.live.unregister(&conn.conn_id);
 }
 
 /// Waits for `connect` and answers it; `None` when the socket was closed.
-async fn handshake(gateway: &Gateway, socket: &mut WebSocket, conn: &ConnInfo, nonce: &str) -> Option<Session> {
+async fn handshake(gateway: &Gateway, socket: &mut WebSocket, conn: &ConnInfo, nonce: &str) -> Option<Authenticated> {
+    let app = &gateway.app;
     // Only the wait for the first frame is bounded; once `connect` is in, it runs to its end, so that a
     // store transaction is never cut in half.
     let first = tokio::select! {
         first = tokio::time::timeout(gateway.config.handshake_timeout, next_text(socket)) => first,
-        _ = gateway.shutdown.cancelled() => Ok(Err("server shutting down".to_owned())),
+        _ = app.shutdown.cancelled() => Ok(Err("server shutting down".to_owned())),
     };
     let text = match first {
         Ok(Ok(Some(text))) => text,
         Ok(Ok(None)) => return None,
         Ok(Err(reason)) => {
-            let code = if gateway.shutdown.is_cancelled() { close::GOING_AWAY } else { close::POLICY };
+            let code = if app.shutdown.is_cancelled() { close::GOING_AWAY } else { close::POLICY };
             close_with(socket, code, &reason).await;
             return None;
         }
@@ -285,9 +234,9 @@ async fn handshake(gateway: &Gateway, socket: &mut WebSocket, conn: &ConnInfo, n
     let code = outcome.as_ref().err().map(|refused| {
         refused.error.details.as_ref().and_then(|d| d["code"].as_str()).unwrap_or(refused.error.code).to_owned()
     });
-    gateway.metrics.connect(code.as_deref(), started.elapsed().as_secs_f64());
+    app.metrics.connect(code.as_deref(), started.elapsed().as_secs_f64());
     match outcome {
-        Ok((session, hello)) => send_text(socket, frames::response_ok(&frame.id, hello.0)).await.then_some(session),
+        Ok((who, hello)) => send_text(socket, frames::response_ok(&frame.id, hello.0)).await.then_some(who),
         Err(refused) => {
             tracing::info!(conn = %conn.conn_id, client = %conn.client.ip, code = refused.error.code, message = %refused.error.message, "connect refused");
             send_text(socket, frames::response_error(&frame.id, &refused.error)).await;
@@ -306,7 +255,8 @@ async fn next_event(events: &mut Option<tokio::sync::mpsc::Receiver<Arc<Event>>>
 }
 
 /// The connected phase: requests, ticks, events, forced closes and shutdown.
-async fn serve_connected(gateway: &Gateway, socket: &mut WebSocket, session: &Session, registration: Registration) {
+async fn serve_connected(gateway: &Gateway, socket: &mut WebSocket, who: &Authenticated, registration: Registration) {
+    let app = &gateway.app;
     let mut tick = tokio::time::interval(gateway.config.tick_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick fires at once; hello-ok was just sent
@@ -322,7 +272,7 @@ async fn serve_connected(gateway: &Gateway, socket: &mut WebSocket, session: &Se
     }
     loop {
         let wake = tokio::select! {
-            _ = gateway.shutdown.cancelled() => Wake::ShuttingDown,
+            _ = app.shutdown.cancelled() => Wake::ShuttingDown,
             order = &mut close_order => Wake::CloseOrder(order.ok()),
             event = next_event(&mut events) => Wake::Event(event),
             _ = tick.tick() => Wake::Tick,
@@ -334,7 +284,8 @@ async fn serve_connected(gateway: &Gateway, socket: &mut WebSocket, session: &Se
                 return;
             }
             Wake::CloseOrder(Some(order)) => {
-                close_with(socket, order.code, order.reason).await;
+                let (code, reason) = disconnect_close(order.why);
+                close_with(socket, code, reason).await;
                 let _ = order.ack.send(());
                 return;
             }
@@ -352,7 +303,7 @@ async fn serve_connected(gateway: &Gateway, socket: &mut WebSocket, session: &Se
                 return;
             }
             Wake::Tick => {
-                let frame = frames::event("tick", json!({ "ts": gateway.clock.now_ms() }), None);
+                let frame = frames::event("tick", json!({ "ts": app.clock.now_ms() }), None);
                 if !send_text(socket, frame).await {
                     return;
                 }
@@ -375,7 +326,7 @@ async fn serve_connected(gateway: &Gateway, socket: &mut WebSocket, session: &Se
         let reply = if frame.method == "connect" {
             frames::response_error(&frame.id, &ErrorShape::invalid("connect already completed on this socket"))
         } else {
-            match Box::pin(gateway.call(session, &frame.method, frame.params)).await {
+            match Box::pin(gateway.call(who, &frame.method, frame.params)).await {
                 Ok(payload) => frames::response_ok(&frame.id, payload),
                 Err(error) => frames::response_error(&frame.id, &error),
             }

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use pairgate::app::App;
 use pairgate::auth::secrets::{SecretKind, SharedSecret};
 use pairgate::client::{ConnectSpec, DeviceIdentity, PayloadVersion};
 use pairgate::clock::{Clock, ManualClock};
 use pairgate::domain::{DeviceId, PublicKey};
-use pairgate::gateway::{Gateway, GatewayConfig};
+use pairgate::server::{Config, Server as Assembled};
 use pairgate::store::Store;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -31,37 +32,32 @@ pub struct Server {
     pub addr: SocketAddr,
     pub store: Store,
     pub clock: ManualClock,
-    pub gateway: Arc<Gateway>,
+    pub app: Arc<App>,
     pub dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Server {
     pub async fn start() -> Server {
-        Server::start_with(GatewayConfig::default()).await
+        Server::start_with(Config::default()).await
     }
 
-    pub async fn start_with(config: GatewayConfig) -> Server {
+    pub async fn start_with(config: Config) -> Server {
         let dir = tempfile::tempdir().unwrap();
         Server::start_in(dir, config).await
     }
 
     /// Starts over the database in `dir` (a restart keeps the directory).
-    pub async fn start_in(dir: tempfile::TempDir, config: GatewayConfig) -> Server {
+    pub async fn start_in(dir: tempfile::TempDir, config: Config) -> Server {
         let (store, _) = Store::open(&dir.path().join("pairgate.db")).await.unwrap();
         let clock = ManualClock::new(pairgate::clock::SystemClock.now_ms());
         let secret = Arc::new(SharedSecret::from_plaintext(SecretKind::Token, TOKEN));
-        let gateway = Arc::new(Gateway::new(
-            store.clone(),
-            Arc::new(clock.clone()),
-            secret,
-            config,
-            tokio_util::sync::CancellationToken::new(),
-        ));
+        let assembled = Assembled::new(store.clone(), Arc::new(clock.clone()), secret, config);
+        let app = assembled.app.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(pairgate::server::run(listener, gateway.clone()));
-        Server { addr, store, clock, gateway, dir, task }
+        let task = tokio::spawn(pairgate::server::run(listener, assembled));
+        Server { addr, store, clock, app, dir, task }
     }
 
     pub fn url(&self) -> String {
@@ -74,7 +70,7 @@ impl Server {
 
     /// Graceful stop; returns the database directory for a restart.
     pub async fn stop(self) -> tempfile::TempDir {
-        self.gateway.shutdown.cancel();
+        self.app.shutdown.cancel();
         self.task.await.unwrap().unwrap();
         self.dir
     }

@@ -1,10 +1,14 @@
 //! Plain types and rules of the pairing domain. No I/O here.
 
 pub mod clock;
+mod device;
+mod refusal;
 mod run;
 mod scope;
 mod token;
 
+pub use device::{ClientMeta, DeviceRecord, Grant, TokenInfo};
+pub use refusal::{Refusal, SpawnLimit};
 pub use run::{RunState, agent_id_of, is_main_key, is_subagent_key};
 pub use scope::{Scope, ScopeSet, UnknownScope};
 pub use token::{TokenDigest, TokenSecret};

@@ -455,9 +455,10 @@ async fn stop_group(mut child: std::process::Child) -> anyhow::Result<std::proce
 
 /// `count` paired devices with a token each, through the store's import API, in transactions of 10,000.
 async fn seed(args: &Args) -> anyhow::Result<Value> {
+    use pairgate::domain::{ClientMeta, TokenInfo};
     use pairgate::domain::{DeviceId, PublicKey, Role, ScopeSet, TokenDigest};
+    use pairgate::store::Store;
     use pairgate::store::imports::ImportedDevice;
-    use pairgate::store::{ClientMeta, Store, TokenInfo};
     use sha2::{Digest, Sha256};
     let path = args.db.as_deref().context("--mode seed needs --db <pairgate database>")?;
     let (store, _) = Store::open(path).await?;

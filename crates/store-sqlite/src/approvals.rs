@@ -12,12 +12,16 @@
 //! reported to its own caller only and nothing is half-written.
 //!
 //! The committer is a task of its own rather than whichever caller came first, so a caller that goes
-//! away (an HTTP client that disconnects) cannot cancel the commit of the others' approvals.
+//! away (an HTTP client that disconnects) cannot cancel the commit of the others' approvals. It is
+//! tracked: `Store::close` stops it after it has decided every approval already queued, and only then
+//! closes the database.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::requests::{PairingRequest, approve_on};
 use super::{StoreError, StoreResult, begin_write_on};
@@ -45,22 +49,34 @@ pub(super) struct Approvals {
     queue: mpsc::UnboundedSender<(Approval, Reply)>,
     /// Transactions committed by the committer (approvals per commit = decisions / this).
     pub(super) commits: Counter,
+    stop: CancellationToken,
+    committer: TaskTracker,
 }
 
 impl Approvals {
-    /// Starts the committer on the current runtime. It ends when the last store handle is dropped.
+    /// Starts the committer on the current runtime. It ends at `stop`, or when the last store handle is
+    /// dropped.
     pub(super) fn start(writer: SqlitePool, latency: Histogram) -> Self {
         let (queue, incoming) = mpsc::unbounded_channel();
         let commits = Counter::default();
+        let stop = CancellationToken::new();
         let committer = Committer { writer, latency, commits: commits.clone() };
-        tokio::spawn(committer.run(incoming));
-        Approvals { queue, commits }
+        let tracker = TaskTracker::new();
+        tracker.spawn(committer.run(incoming, stop.clone()));
+        tracker.close();
+        Approvals { queue, commits, stop, committer: tracker }
+    }
+
+    /// Decides what is queued, refuses what comes later (`ShuttingDown`), and waits for the committer to end.
+    pub(super) async fn stop(&self) {
+        self.stop.cancel();
+        self.committer.wait().await;
     }
 
     /// Decides `approval`; answers after the commit that made it durable (or with why it was refused).
     pub(super) async fn decide(&self, approval: Approval) -> StoreResult<PairingRequest> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || StoreError::Invalid("the store is shutting down; approval not recorded".into());
+        let stopped = || StoreError::ShuttingDown;
         self.queue.send((approval, reply)).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -73,9 +89,21 @@ struct Committer {
 }
 
 impl Committer {
-    async fn run(self, mut incoming: mpsc::UnboundedReceiver<(Approval, Reply)>) {
+    async fn run(self, mut incoming: mpsc::UnboundedReceiver<(Approval, Reply)>, stop: CancellationToken) {
         let mut group = Vec::with_capacity(MAX_GROUP);
-        while incoming.recv_many(&mut group, MAX_GROUP).await > 0 {
+        loop {
+            let received = tokio::select! {
+                biased;
+                received = incoming.recv_many(&mut group, MAX_GROUP) => received,
+                _ = stop.cancelled() => {
+                    // No new approvals; those already queued are still decided (0 once none are left).
+                    incoming.close();
+                    incoming.recv_many(&mut group, MAX_GROUP).await
+                }
+            };
+            if received == 0 {
+                return;
+            }
             let (approvals, replies): (Vec<Approval>, Vec<Reply>) = group.drain(..).unzip();
             let outcomes = match self.decide_together(&approvals).await {
                 Ok(outcomes) => outcomes,
@@ -102,7 +130,7 @@ impl Committer {
         let mut tx = begin_write_on(&self.writer, &self.latency).await?;
         let mut outcomes = Vec::with_capacity(approvals.len());
         for approval in approvals {
-            outcomes.push(approve_on(&mut tx, approval).await?);
+            outcomes.push(approve_on(&mut tx, approval).await?.map_err(StoreError::from));
         }
         tx.commit().await?;
         self.commits.inc();

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prometheus_client::metrics::counter::Counter;
 
-use super::DeviceRecord;
 use pairgate_domain::DeviceId;
+use pairgate_domain::DeviceRecord;
 
 /// One copy of the WAL-index header (`WalIndexHdr`).
 const HEADER_COPY: usize = 48;
@@ -56,8 +56,7 @@ impl DeviceCache {
     /// A cache for the database at `db_path`, which must be open in WAL mode (so its `-shm` file exists).
     /// Without a readable `-shm` file the cache stays empty and every lookup goes to the database.
     pub(super) fn new(db_path: &Path, capacity: usize) -> Self {
-        let mut shm_path = db_path.as_os_str().to_owned();
-        shm_path.push("-shm");
+        let shm_path = super::sibling_path(db_path, "-shm");
         let shm = match std::fs::File::open(&shm_path) {
             Ok(file) => Some(file),
             Err(error) => {

@@ -6,70 +6,10 @@ use sqlx::SqliteConnection;
 use super::audit::{self, Actor, AuditEvent};
 use super::{Store, StoreError, StoreResult};
 use pairgate_domain::clock::Millis;
-use pairgate_domain::{DeviceId, PairingReason, PublicKey, Role, ScopeSet, TokenDigest, TokenSecret};
-
-/// What a client says about itself; kept with the device and with pairing requests.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ClientMeta {
-    pub client_id: Option<String>,
-    pub client_mode: Option<String>,
-    pub platform: Option<String>,
-    pub device_family: Option<String>,
-    pub display_name: Option<String>,
-}
-
-/// An approved role and its scopes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Grant {
-    pub role: Role,
-    pub scopes: ScopeSet,
-    pub approved_at_ms: Millis,
-}
-
-/// The newest token of a device for one role (live unless `revoked_at_ms` is set).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TokenInfo {
-    pub role: Role,
-    pub digest: TokenDigest,
-    pub scopes: ScopeSet,
-    pub issued_at_ms: Millis,
-    pub rotated_at_ms: Option<Millis>,
-    pub revoked_at_ms: Option<Millis>,
-    pub last_used_at_ms: Option<Millis>,
-}
-
-/// A device as stored, with its grants and its newest token per role.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeviceRecord {
-    pub device_id: DeviceId,
-    pub public_key: PublicKey,
-    pub meta: ClientMeta,
-    pub remote_ip: Option<String>,
-    pub approved_via: Option<String>,
-    pub created_at_ms: Millis,
-    pub approved_at_ms: Option<Millis>,
-    pub last_seen_at_ms: Option<Millis>,
-    pub removed_at_ms: Option<Millis>,
-    pub grants: Vec<Grant>,
-    pub tokens: Vec<TokenInfo>,
-}
-
-impl DeviceRecord {
-    pub fn grant(&self, role: Role) -> Option<&Grant> {
-        self.grants.iter().find(|grant| grant.role == role)
-    }
-
-    pub fn live_token(&self, role: Role) -> Option<&TokenInfo> {
-        self.tokens.iter().find(|token| token.role == role && token.revoked_at_ms.is_none())
-    }
-
-    /// Approved roles, in a stable order.
-    pub fn roles(&self) -> Vec<Role> {
-        let mut roles: Vec<Role> = self.grants.iter().map(|grant| grant.role).collect();
-        roles.sort();
-        roles
-    }
-}
+use pairgate_domain::{
+    ClientMeta, DeviceId, DeviceRecord, Grant, PairingReason, PublicKey, Refusal, Role, ScopeSet, TokenDigest,
+    TokenInfo, TokenSecret,
+};
 
 /// An approval to record: the device as it presented itself, and the role and scopes approved.
 #[derive(Clone, Debug)]
@@ -280,7 +220,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let scopes = grant_scopes_on(&mut tx, device_id, role)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("grant of role {role} for device {device_id}")))?;
+            .ok_or_else(|| Refusal::NoGrant { device_id: device_id.to_string(), role })?;
         let token = mint_token_on(&mut tx, device_id, role, &scopes, now_ms).await?;
         let event = AuditEvent::new(actor, "token.issue", now_ms)
             .subject(device_id.as_str())
@@ -485,7 +425,7 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        super::expect_one(removed, || format!("device {device_id}"))?;
+        super::expect_one(removed, || Refusal::UnknownDevice { device_id: device_id.to_string() })?;
         sqlx::query!("DELETE FROM grants WHERE device_id = ?", id).execute(&mut *tx).await?;
         sqlx::query!(
             "UPDATE device_tokens SET revoked_at_ms = ? WHERE device_id = ? AND revoked_at_ms IS NULL",
@@ -515,12 +455,10 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let mut scopes = grant_scopes_on(&mut tx, device_id, role)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("role {role} of device {device_id}")))?;
+            .ok_or_else(|| Refusal::NoGrant { device_id: device_id.to_string(), role })?;
         if let Some(narrower) = narrower {
             if let Some(extra) = narrower.iter().find(|scope| !scopes.contains(*scope)) {
-                return Err(StoreError::Conflict(format!(
-                    "cannot rotate to {extra}: the {role} role was not approved for it"
-                )));
+                return Err(Refusal::ScopeNotGranted { role, scope: extra }.into());
             }
             scopes = narrower.clone();
             let (id, role_name, scopes_json) = (device_id.as_str(), role.as_str(), scopes.to_json());
@@ -569,7 +507,7 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        super::expect_one(revoked, || format!("live {role} token of device {device_id}"))?;
+        super::expect_one(revoked, || Refusal::NoLiveToken { device_id: device_id.to_string(), role })?;
         let event = AuditEvent::new(actor, "token.revoke", now_ms)
             .subject(id)
             .remote(remote_addr)

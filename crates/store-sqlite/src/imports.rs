@@ -5,8 +5,9 @@ use serde::Serialize;
 
 use super::audit::{self, Actor, AuditEvent};
 use super::{Store, StoreResult};
-use crate::{ClientMeta, Run, TokenInfo};
+use crate::Run;
 use pairgate_domain::clock::Millis;
+use pairgate_domain::{ClientMeta, TokenInfo};
 use pairgate_domain::{DeviceId, PAIRING_REQUEST_TTL_MS, PublicKey, Role, ScopeSet};
 
 #[derive(Clone, Debug)]

@@ -16,22 +16,23 @@ mod sessions;
 mod transfer;
 
 pub use audit::{Actor, AuditEvent, AuditRow};
-pub use devices::{ClientMeta, DeviceFilter, DeviceRecord, Grant, NewGrant, SeenNote, TokenChange, TokenInfo};
+pub use devices::{DeviceFilter, NewGrant, SeenNote, TokenChange};
 pub use requests::{NewPairingRequest, PairingRequest, RequestOutcome};
 pub use sessions::{NewRun, Run, RunEnd, SessionEntry, SessionPatch, SpawnLimits};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pairgate_domain::Refusal;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, Transaction};
 
 /// Everything embedded from `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
-/// What can go wrong in the store, in terms a caller can act on.
+/// Why the database could not be opened. Nothing was modified.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum OpenError {
     #[error("{path} is not a SQLite database; point --db at a pairgate database or a new path")]
     NotSqlite { path: PathBuf },
     #[error("{path} is corrupt ({detail}); restore it from a backup")]
@@ -56,29 +57,59 @@ pub enum StoreError {
          (it backs up first), or start serve without --no-auto-migrate"
     )]
     MigrationPending { path: PathBuf, found: i64, known: i64 },
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot open {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl OpenError {
+    /// Names what SQLite said about the file at `path` (not SQLite, corrupt, read-only), when it said so.
+    pub fn classify(error: sqlx::Error, path: &Path) -> OpenError {
+        let path = path.to_path_buf();
+        match sqlite_primary_code(&error) {
+            Some(8) => OpenError::ReadOnly { path },
+            Some(11) => {
+                let detail = error.as_database_error().map(|db| db.message().to_owned()).unwrap_or_default();
+                OpenError::Corrupt { path, detail }
+            }
+            Some(26) => OpenError::NotSqlite { path },
+            _ => OpenError::Store(StoreError::from(error)),
+        }
+    }
+}
+
+/// What can go wrong in the store once it is open. A [`Refusal`] is an outcome the caller branches on;
+/// every other variant is a failure of the store itself.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     #[error("the database is busy (another process holds a write lock); try again")]
     Busy,
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Gone(String),
-    /// The request itself is not acceptable (a main session cannot be deleted, say).
-    #[error("{0}")]
-    Invalid(String),
-    #[error("spawn limit reached: {limit} (at most {max}, now {current})")]
-    LimitReached { limit: &'static str, max: i64, current: i64 },
-    #[error("run {run_id} is {} and cannot become {}", from.as_str(), to.as_str())]
-    IllegalTransition { run_id: String, from: pairgate_domain::RunState, to: pairgate_domain::RunState },
+    #[error("the store is shutting down; nothing was recorded")]
+    ShuttingDown,
     #[error("constraint violated: {0}")]
     Constraint(String),
     #[error("stored data is invalid: {0}")]
     InvalidData(String),
-    #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// An export that `import --format json` cannot load, and why.
+    #[error("{0}")]
+    BadImport(String),
+    #[error("{} exists already; choose another file", .0.display())]
+    TargetExists(PathBuf),
+    #[error("{} is not a UTF-8 path", .0.display())]
+    PathNotUtf8(PathBuf),
     #[error("database error: {0}")]
     Database(sqlx::Error),
+}
+
+/// SQLite's primary result code (the low byte of the extended code) of a database error.
+fn sqlite_primary_code(error: &sqlx::Error) -> Option<i32> {
+    let db = error.as_database_error()?;
+    db.code().and_then(|code| code.parse::<i32>().ok()).map(|code| code & 0xff)
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -92,29 +123,30 @@ impl From<sqlx::Error> for StoreError {
                 | ErrorKind::NotNullViolation => return StoreError::Constraint(db.message().to_owned()),
                 _ => {}
             }
-            // SQLite primary result codes (the low byte of the extended code).
-            let primary = db.code().and_then(|code| code.parse::<i32>().ok()).map(|code| code & 0xff);
-            match primary {
-                Some(5) | Some(6) => return StoreError::Busy,
-                Some(8) => return StoreError::ReadOnly { path: PathBuf::new() },
-                Some(11) => return StoreError::Corrupt { path: PathBuf::new(), detail: db.message().to_owned() },
-                Some(26) => return StoreError::NotSqlite { path: PathBuf::new() },
-                _ => {}
-            }
         }
-        StoreError::Database(error)
+        match sqlite_primary_code(&error) {
+            Some(5) | Some(6) => StoreError::Busy,
+            _ => StoreError::Database(error),
+        }
+    }
+}
+
+impl OpenError {
+    /// Names the file in errors raised below the point where its path is known.
+    fn at(self, path: &Path) -> OpenError {
+        match self {
+            OpenError::Store(StoreError::Database(error)) => OpenError::classify(error, path),
+            other => other,
+        }
     }
 }
 
 impl StoreError {
-    /// Fills in the database path for errors raised below the point where it is known.
-    fn at(self, db_path: &Path) -> Self {
-        let path = db_path.to_path_buf();
+    /// The refusal, when this is one.
+    pub fn refusal(&self) -> Option<&Refusal> {
         match self {
-            StoreError::ReadOnly { .. } => StoreError::ReadOnly { path },
-            StoreError::Corrupt { detail, .. } => StoreError::Corrupt { path, detail },
-            StoreError::NotSqlite { .. } => StoreError::NotSqlite { path },
-            other => other,
+            StoreError::Refused(refusal) => Some(refusal),
+            _ => None,
         }
     }
 }
@@ -213,7 +245,7 @@ impl Store {
     ///
     /// Refuses, without modifying anything, a file that is not SQLite, a read-only file, and a database
     /// whose schema is newer than this binary's.
-    pub async fn open(path: &Path) -> StoreResult<(Store, OpenReport)> {
+    pub async fn open(path: &Path) -> Result<(Store, OpenReport), OpenError> {
         Store::open_with(path, MigratePolicy::Apply, &MIGRATOR).await
     }
 
@@ -222,10 +254,10 @@ impl Store {
         path: &Path,
         policy: MigratePolicy,
         migrator: &sqlx::migrate::Migrator,
-    ) -> StoreResult<(Store, OpenReport)> {
+    ) -> Result<(Store, OpenReport), OpenError> {
         let created = check_file_before_open(path)?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+            std::fs::create_dir_all(parent).map_err(|source| OpenError::Io { path: parent.to_path_buf(), source })?;
         }
         let base = SqliteConnectOptions::new().filename(path).foreign_keys(true).busy_timeout(Duration::from_secs(5));
         let writer_options = base
@@ -240,14 +272,16 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(writer_options)
             .await
-            .map_err(|e| StoreError::from(e).at(path))?;
+            .map_err(|e| OpenError::classify(e, path))?;
 
         let result = async {
-            let sqlite_version: String =
-                sqlx::query_scalar!(r#"SELECT sqlite_version() AS "v!: String""#).fetch_one(&writer).await?;
+            let sqlite_version: String = sqlx::query_scalar!(r#"SELECT sqlite_version() AS "v!: String""#)
+                .fetch_one(&writer)
+                .await
+                .map_err(StoreError::from)?;
             let (applied_migrations, backup) = migrate_if_needed(&writer, path, created, policy, migrator).await?;
             let schema_version = current_schema_version(&writer).await?;
-            Ok::<_, StoreError>((sqlite_version, applied_migrations, backup, schema_version))
+            Ok::<_, OpenError>((sqlite_version, applied_migrations, backup, schema_version))
         }
         .await;
         let (sqlite_version, applied_migrations, backup, schema_version) = match result {
@@ -267,7 +301,7 @@ impl Store {
             .min_connections(1)
             .connect_with(base.read_only(true))
             .await
-            .map_err(|e| StoreError::from(e).at(path))?;
+            .map_err(|e| OpenError::classify(e, path))?;
         let write_latency = latency_histogram();
         // Opened after the writer, which keeps the `-shm` file in existence for as long as the store lives.
         let device_cache = std::sync::Arc::new(cache::DeviceCache::new(path, DEVICE_CACHE_CAPACITY));
@@ -362,7 +396,9 @@ impl Store {
         Ok((journal, synchronous, foreign_keys == 1))
     }
 
+    /// Decides the approvals already queued, then closes the database.
     pub async fn close(&self) {
+        self.approvals.stop().await;
         self.readers.close().await;
         self.writer.close().await;
     }
@@ -385,11 +421,11 @@ async fn begin_write_on(
 }
 
 /// Returns whether the file is new; refuses files pairgate must not open.
-fn check_file_before_open(path: &Path) -> StoreResult<bool> {
+fn check_file_before_open(path: &Path) -> Result<bool, OpenError> {
     let metadata = match std::fs::metadata(path) {
         Ok(metadata) => metadata,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
-        Err(e) => return Err(StoreError::Database(sqlx::Error::Io(e))),
+        Err(source) => return Err(OpenError::Io { path: path.to_path_buf(), source }),
     };
     if metadata.len() > 0 {
         use std::io::Read;
@@ -398,22 +434,29 @@ fn check_file_before_open(path: &Path) -> StoreResult<bool> {
             .and_then(|mut file| file.read_exact(&mut header))
             .map(|_| header == *SQLITE_HEADER);
         if !matches!(read, Ok(true)) {
-            return Err(StoreError::NotSqlite { path: path.to_path_buf() });
+            return Err(OpenError::NotSqlite { path: path.to_path_buf() });
         }
     }
     // Checked by mode bits rather than by trying to open for writing: root may write to a 0444 file,
     // but an operator who made the database read-only meant it.
     if metadata.permissions().readonly() {
-        return Err(StoreError::ReadOnly { path: path.to_path_buf() });
+        return Err(OpenError::ReadOnly { path: path.to_path_buf() });
     }
     Ok(false)
 }
 
-fn remove_database_files(path: &Path) {
+/// The file named like the database file plus `suffix`, beside it: SQLite's `-wal` and `-shm`, the lock,
+/// the token file, backups. The one place such names are made.
+pub fn sibling_path(db_path: &Path, suffix: &str) -> PathBuf {
+    let mut name = db_path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Removes the database file and SQLite's `-wal` and `-shm` beside it.
+pub fn remove_database_files(path: &Path) {
     for suffix in ["", "-wal", "-shm"] {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(name));
+        let _ = std::fs::remove_file(sibling_path(path, suffix));
     }
 }
 
@@ -449,12 +492,12 @@ async fn migrate_if_needed(
     created: bool,
     policy: MigratePolicy,
     migrator: &sqlx::migrate::Migrator,
-) -> StoreResult<(Vec<i64>, Option<PathBuf>)> {
+) -> Result<(Vec<i64>, Option<PathBuf>), OpenError> {
     let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
     let found = current_schema_version(writer).await?;
     if found > known {
         let migrated_by = meta::get_on(writer, meta::LAST_MIGRATED_BY).await?.unwrap_or_else(|| "unknown".into());
-        return Err(StoreError::NewerSchema {
+        return Err(OpenError::NewerSchema {
             path: path.to_path_buf(),
             found,
             known,
@@ -469,7 +512,7 @@ async fn migrate_if_needed(
     }
     let existing = !created && found > 0;
     if existing && policy == MigratePolicy::Refuse {
-        return Err(StoreError::MigrationPending { path: path.to_path_buf(), found, known });
+        return Err(OpenError::MigrationPending { path: path.to_path_buf(), found, known });
     }
     let backup = if existing { Some(backup_before_migrating(writer, path, found).await?) } else { None };
     migrator.run(writer).await?;
@@ -482,9 +525,7 @@ fn backup_path(path: &Path, version: i64) -> PathBuf {
     let stamp = time::OffsetDateTime::now_utc()
         .format(&time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"))
         .expect("a fixed format");
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".backup-v{version}-{stamp}.db"));
-    PathBuf::from(name)
+    sibling_path(path, &format!(".backup-v{version}-{stamp}.db"))
 }
 
 async fn backup_before_migrating(writer: &SqlitePool, path: &Path, version: i64) -> StoreResult<PathBuf> {
@@ -497,9 +538,9 @@ async fn backup_before_migrating(writer: &SqlitePool, path: &Path, version: i64)
 /// A consistent copy of the live database (WAL included) into a new file.
 async fn vacuum_into(pool: &SqlitePool, target: &Path) -> StoreResult<()> {
     if target.exists() {
-        return Err(StoreError::Conflict(format!("{} exists already; choose another file", target.display())));
+        return Err(StoreError::TargetExists(target.to_path_buf()));
     }
-    let target_text = target.to_str().ok_or_else(|| StoreError::Invalid("backup path is not UTF-8".into()))?;
+    let target_text = target.to_str().ok_or_else(|| StoreError::PathNotUtf8(target.to_path_buf()))?;
     // VACUUM INTO takes no macro-checked form; the path is bound, never spliced into the SQL.
     sqlx::query("VACUUM INTO ?").bind(target_text).execute(pool).await?;
     Ok(())
@@ -517,7 +558,7 @@ pub fn latest_backup(path: &Path) -> Option<PathBuf> {
         .map(|entry| entry.path())
 }
 
-/// Maps an empty update to `NotFound`.
-fn expect_one(rows_affected: u64, what: impl FnOnce() -> String) -> StoreResult<()> {
-    if rows_affected == 0 { Err(StoreError::NotFound(what())) } else { Ok(()) }
+/// Maps an empty update to the refusal `refused` makes.
+fn expect_one(rows_affected: u64, refused: impl FnOnce() -> Refusal) -> StoreResult<()> {
+    if rows_affected == 0 { Err(StoreError::Refused(refused())) } else { Ok(()) }
 }

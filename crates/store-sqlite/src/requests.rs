@@ -4,10 +4,13 @@ use sqlx::SqliteConnection;
 
 use super::approvals::Approval;
 use super::audit::{self, Actor, AuditEvent};
-use super::devices::{self, ClientMeta, NewGrant};
+use super::devices::{self, NewGrant};
 use super::{Store, StoreError, StoreResult, expect_one};
+use pairgate_domain::ClientMeta;
 use pairgate_domain::clock::Millis;
-use pairgate_domain::{DeviceId, PAIRING_REQUEST_TTL_MS, PairingReason, PublicKey, RequestStatus, Role, ScopeSet};
+use pairgate_domain::{
+    DeviceId, PAIRING_REQUEST_TTL_MS, PairingReason, PublicKey, Refusal, RequestStatus, Role, ScopeSet,
+};
 
 /// A pairing request as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,17 +165,16 @@ async fn pending_for_device(conn: &mut SqliteConnection, device_id: &DeviceId) -
 /// A refusal of a decision, told apart from a failure: the outer `Result` of a decision step is a
 /// failure that must abort the whole transaction; the inner one refuses just this decision, having
 /// written nothing that should not be committed.
-pub(super) type Refusable<T> = StoreResult<Result<T, StoreError>>;
+pub(super) type Refusable<T> = StoreResult<Result<T, Refusal>>;
 
 /// The pending request `request_id`, or why it cannot be decided (`NotFound`; `Conflict` when decided
 /// already; `Gone` when expired). A request found past its expiry is
 /// marked expired (a write meant to be committed with the refusal, so the store then says `expired`).
 async fn take_pending(conn: &mut SqliteConnection, request_id: &str, now_ms: Millis) -> Refusable<PairingRequest> {
     let Some(request) = request_on(conn, request_id).await? else {
-        return Ok(Err(StoreError::NotFound(format!("pairing request {request_id}"))));
+        return Ok(Err(Refusal::UnknownRequest { request_id: request_id.to_owned() }));
     };
-    let expired =
-        || StoreError::Gone(format!("pairing request {request_id} expired; the device must connect again to ask anew"));
+    let expired = || Refusal::Expired { request_id: request_id.to_owned() };
     match request.status {
         RequestStatus::Pending if request.expires_at_ms <= now_ms => {
             sqlx::query!(
@@ -187,7 +189,7 @@ async fn take_pending(conn: &mut SqliteConnection, request_id: &str, now_ms: Mil
         }
         RequestStatus::Pending => Ok(Ok(request)),
         RequestStatus::Expired => Ok(Err(expired())),
-        status => Ok(Err(StoreError::Conflict(format!("pairing request {request_id} is already {}", status.as_str())))),
+        status => Ok(Err(Refusal::AlreadyDecided { request_id: request_id.to_owned(), status })),
     }
 }
 
@@ -211,7 +213,7 @@ async fn resolve(
     .execute(conn)
     .await?
     .rows_affected();
-    expect_one(updated, || format!("pending pairing request {request_id}"))
+    expect_one(updated, || Refusal::UnknownRequest { request_id: request_id.to_owned() })
 }
 
 impl Store {
@@ -223,7 +225,7 @@ impl Store {
             Ok(request) => Ok((tx, request)),
             Err(refusal) => {
                 tx.commit().await?;
-                Err(refusal)
+                Err(refusal.into())
             }
         }
     }
@@ -461,9 +463,7 @@ pub(super) async fn approve_on(conn: &mut SqliteConnection, approval: &Approval)
     let scopes = match narrower {
         Some(narrower) => {
             if let Some(extra) = narrower.iter().find(|scope| !request.scopes.contains(*scope)) {
-                return Ok(Err(StoreError::Conflict(format!(
-                    "cannot approve {extra}: pairing request {request_id} did not ask for it"
-                ))));
+                return Ok(Err(Refusal::ScopeNotAsked { request_id: request_id.to_owned(), scope: extra }));
             }
             narrower.clone()
         }

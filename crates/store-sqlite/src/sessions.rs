@@ -7,7 +7,7 @@ use sqlx::SqliteConnection;
 use super::audit::{self, Actor, AuditEvent};
 use super::{Store, StoreError, StoreResult};
 use pairgate_domain::clock::Millis;
-use pairgate_domain::{RunState, agent_id_of, is_main_key, is_subagent_key};
+use pairgate_domain::{Refusal, RunState, SpawnLimit, agent_id_of, is_main_key, is_subagent_key};
 
 /// How long an ended run whose cleanup is `delete` keeps its session before the sweeper archives it.
 pub const ARCHIVE_AFTER_MS: Millis = 60 * 60 * 1000;
@@ -240,11 +240,20 @@ async fn ensure_session(conn: &mut SqliteConnection, key: &str, now_ms: Millis) 
     Ok(())
 }
 
+/// A session or run the database's constraints refuse (a duplicate run id, an unknown `cleanup`) is the
+/// client's mistake, not the store's failure.
+fn refuse_constraint(error: StoreError) -> StoreError {
+    match error {
+        StoreError::Constraint(detail) => Refusal::InvalidSessionOrRun { detail }.into(),
+        other => other,
+    }
+}
+
 /// A lineage field may be set once; setting it again to the same value is fine.
-fn check_immutable(name: &str, current: &Option<String>, wanted: &Option<String>) -> StoreResult<()> {
+fn check_immutable(name: &'static str, current: &Option<String>, wanted: &Option<String>) -> StoreResult<()> {
     match (current, wanted) {
         (Some(current), Some(wanted)) if current != wanted => {
-            Err(StoreError::Conflict(format!("{name} is immutable once set (it is {current})")))
+            Err(Refusal::ImmutableField { field: name, current: current.clone() }.into())
         }
         _ => Ok(()),
     }
@@ -291,9 +300,9 @@ async fn transition(
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    let run = run_on(conn, run_id).await?.ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))?;
+    let run = run_on(conn, run_id).await?.ok_or_else(|| Refusal::UnknownRun { run_id: run_id.to_owned() })?;
     if updated == 0 {
-        return Err(StoreError::IllegalTransition { run_id: run_id.to_owned(), from: run.state, to: next });
+        return Err(Refusal::IllegalTransition { run_id: run_id.to_owned(), from: run.state, to: next }.into());
     }
     Ok(run)
 }
@@ -306,15 +315,23 @@ impl Store {
         actor: &Actor,
         now_ms: Millis,
     ) -> StoreResult<SessionEntry> {
+        self.patch_session_checked(patch, actor, now_ms).await.map_err(refuse_constraint)
+    }
+
+    async fn patch_session_checked(
+        &self,
+        patch: &SessionPatch,
+        actor: &Actor,
+        now_ms: Millis,
+    ) -> StoreResult<SessionEntry> {
         let key = patch.key.as_str();
-        let agent_id =
-            agent_id_of(key).ok_or_else(|| StoreError::Invalid(format!("session key {key} is not agent:<id>:…")))?;
+        let agent_id = agent_id_of(key).ok_or_else(|| Refusal::NotAnAgentKey { key: key.to_owned() })?;
         let lineage = patch.spawned_by.is_some()
             || patch.spawn_depth.is_some()
             || patch.subagent_role.is_some()
             || patch.subagent_control_scope.is_some();
         if lineage && !is_subagent_key(key) {
-            return Err(StoreError::Invalid(format!("lineage fields are only for sub-agent sessions, not {key}")));
+            return Err(Refusal::LineageOnMainSession { key: key.to_owned() }.into());
         }
         let mut tx = self.begin_write().await?;
         let existing = session_on(&mut tx, key).await?;
@@ -327,16 +344,14 @@ impl Store {
                 && depth_set
                 && depth != current.spawn_depth
             {
-                return Err(StoreError::Conflict(format!(
-                    "spawnDepth is immutable once set (it is {})",
-                    current.spawn_depth
-                )));
+                let current = current.spawn_depth.to_string();
+                return Err(Refusal::ImmutableField { field: "spawnDepth", current }.into());
             }
         }
         let mut depth = patch.spawn_depth;
         if let Some(parent) = &patch.spawned_by {
             if parent == key {
-                return Err(StoreError::Invalid("a session cannot be its own parent".into()));
+                return Err(Refusal::OwnParent.into());
             }
             ensure_session(&mut tx, parent, now_ms).await?;
             let parent_depth = session_on(&mut tx, parent).await?.map(|p| p.spawn_depth).unwrap_or(0);
@@ -410,7 +425,7 @@ impl Store {
     /// and one with child sessions (delete those first). Returns whether it existed.
     pub async fn delete_session(&self, key: &str, actor: &Actor, now_ms: Millis) -> StoreResult<bool> {
         if is_main_key(key) {
-            return Err(StoreError::Invalid(format!("{key} is a main session and cannot be deleted")));
+            return Err(Refusal::MainSessionUndeletable { key: key.to_owned() }.into());
         }
         let mut tx = self.begin_write().await?;
         let active = sqlx::query_scalar!(
@@ -420,15 +435,13 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         if active > 0 {
-            return Err(StoreError::Conflict(format!("session {key} has {active} active run(s); kill them first")));
+            return Err(Refusal::SessionHasActiveRuns { key: key.to_owned(), count: active }.into());
         }
         let children = sqlx::query_scalar!(r#"SELECT COUNT(*) AS "n!: i64" FROM sessions WHERE parent_key = ?"#, key)
             .fetch_one(&mut *tx)
             .await?;
         if children > 0 {
-            return Err(StoreError::Conflict(format!(
-                "session {key} has {children} child session(s); delete them first"
-            )));
+            return Err(Refusal::SessionHasChildren { key: key.to_owned(), count: children }.into());
         }
         let deleted =
             sqlx::query!("DELETE FROM sessions WHERE session_key = ?", key).execute(&mut *tx).await?.rows_affected()
@@ -448,12 +461,23 @@ impl Store {
         actor: &Actor,
         now_ms: Millis,
     ) -> StoreResult<Run> {
+        self.register_run_checked(new, limits, actor, now_ms).await.map_err(refuse_constraint)
+    }
+
+    async fn register_run_checked(
+        &self,
+        new: &NewRun,
+        limits: &SpawnLimits,
+        actor: &Actor,
+        now_ms: Millis,
+    ) -> StoreResult<Run> {
         let mut tx = self.begin_write().await?;
         let child = session_on(&mut tx, &new.child_session_key)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("session {}", new.child_session_key)))?;
+            .ok_or_else(|| Refusal::UnknownSession { key: new.child_session_key.clone() })?;
         if child.spawn_depth > limits.max_depth {
-            return Err(StoreError::LimitReached { limit: "depth", max: limits.max_depth, current: child.spawn_depth });
+            let (max, current) = (limits.max_depth, child.spawn_depth);
+            return Err(Refusal::SpawnLimit { limit: SpawnLimit::Depth, max, current }.into());
         }
         let children = sqlx::query_scalar!(
             r#"SELECT COUNT(*) AS "n!: i64" FROM runs WHERE requester_session_key = ? AND state IN ('pending', 'running')"#,
@@ -462,22 +486,24 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         if children >= limits.max_children_per_requester {
-            return Err(StoreError::LimitReached {
-                limit: "children",
+            return Err(Refusal::SpawnLimit {
+                limit: SpawnLimit::Children,
                 max: limits.max_children_per_requester,
                 current: children,
-            });
+            }
+            .into());
         }
         let concurrent =
             sqlx::query_scalar!(r#"SELECT COUNT(*) AS "n!: i64" FROM runs WHERE state IN ('pending', 'running')"#)
                 .fetch_one(&mut *tx)
                 .await?;
         if concurrent >= limits.max_concurrent_runs {
-            return Err(StoreError::LimitReached {
-                limit: "concurrency",
+            return Err(Refusal::SpawnLimit {
+                limit: SpawnLimit::Concurrent,
                 max: limits.max_concurrent_runs,
                 current: concurrent,
-            });
+            }
+            .into());
         }
         ensure_session(&mut tx, &new.requester_session_key, now_ms).await?;
         sqlx::query!(
@@ -541,13 +567,14 @@ impl Store {
     /// Kills a run and every active run below its child session; returns the killed runs.
     pub async fn kill_run(&self, run_id: &str, actor: &Actor, now_ms: Millis) -> StoreResult<Vec<Run>> {
         let mut tx = self.begin_write().await?;
-        let run = run_on(&mut tx, run_id).await?.ok_or_else(|| StoreError::NotFound(format!("run {run_id}")))?;
+        let run = run_on(&mut tx, run_id).await?.ok_or_else(|| Refusal::UnknownRun { run_id: run_id.to_owned() })?;
         if !run.state.is_active() {
-            return Err(StoreError::IllegalTransition {
+            return Err(Refusal::IllegalTransition {
                 run_id: run_id.to_owned(),
                 from: run.state,
                 to: RunState::Killed,
-            });
+            }
+            .into());
         }
         let targets = sqlx::query_scalar!(
             r#"WITH RECURSIVE subtree(key) AS (

@@ -78,24 +78,24 @@ impl Store {
     /// audit events yet. One transaction: all or nothing. Returns rows imported per table.
     pub async fn import_json(&self, export: &Value) -> StoreResult<Vec<(String, usize)>> {
         if export["format"] != EXPORT_FORMAT {
-            return Err(StoreError::Invalid("not a pairgate export (format must be pairgate-export)".into()));
+            return Err(StoreError::BadImport("not a pairgate export (format must be pairgate-export)".into()));
         }
         let version = export["schemaVersion"].as_i64().unwrap_or(-1);
         let current = current_schema_version(&self.readers).await?;
         if version < 1 || version > current {
-            return Err(StoreError::Invalid(format!(
+            return Err(StoreError::BadImport(format!(
                 "the export has schema version {version}; this pairgate reads exports of versions 1 to {current}"
             )));
         }
         let tables =
-            export["tables"].as_object().ok_or_else(|| StoreError::Invalid("the export has no tables".into()))?;
+            export["tables"].as_object().ok_or_else(|| StoreError::BadImport("the export has no tables".into()))?;
         let mut tx = self.begin_write().await?;
         // A superseded request points at the newer one: check references at commit, not row by row.
         sqlx::query("PRAGMA defer_foreign_keys = ON").execute(&mut *tx).await?;
         for (table, _) in &TABLES[1..] {
             let present: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&mut *tx).await?;
             if present > 0 && *table != "audit_events" {
-                return Err(StoreError::Conflict(format!(
+                return Err(StoreError::BadImport(format!(
                     "the target database is not empty ({table} has {present} rows)"
                 )));
             }
@@ -106,21 +106,21 @@ impl Store {
         for (table, _) in TABLES {
             let rows = match tables.get(table) {
                 Some(Value::Array(rows)) => rows,
-                Some(_) => return Err(StoreError::Invalid(format!("table {table} is not a list of rows"))),
+                Some(_) => return Err(StoreError::BadImport(format!("table {table} is not a list of rows"))),
                 None => continue,
             };
             let columns = columns_of(&mut tx, table).await?;
             for (index, row) in rows.iter().enumerate() {
                 let object = row
                     .as_object()
-                    .ok_or_else(|| StoreError::Invalid(format!("{table} row {index} is not an object")))?;
+                    .ok_or_else(|| StoreError::BadImport(format!("{table} row {index} is not an object")))?;
                 let mut names = Vec::with_capacity(object.len());
                 let mut holes = Vec::with_capacity(object.len());
                 for name in object.keys() {
                     let (_, kind) = columns
                         .iter()
                         .find(|(column, _)| column == name)
-                        .ok_or_else(|| StoreError::Invalid(format!("{table} has no column {name}")))?;
+                        .ok_or_else(|| StoreError::BadImport(format!("{table} has no column {name}")))?;
                     names.push(name.as_str());
                     holes.push(if kind == "BLOB" { "unhex(?)" } else { "?" });
                 }
@@ -141,7 +141,7 @@ impl Store {
                     };
                 }
                 query.execute(&mut *tx).await.map_err(|e| match StoreError::from(e) {
-                    StoreError::Constraint(why) => StoreError::Invalid(format!("{table} row {index}: {why}")),
+                    StoreError::Constraint(why) => StoreError::BadImport(format!("{table} row {index}: {why}")),
                     other => other,
                 })?;
             }

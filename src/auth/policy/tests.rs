@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::domain::TokenSecret;
-use crate::store::{ClientMeta, Grant, TokenInfo};
+use crate::domain::{ClientMeta, Grant, TokenInfo};
 
 use AuthFailure::*;
 use AuthOutcome::*;
@@ -99,7 +99,7 @@ fn proven() -> ProvenDevice {
 
 #[derive(Debug, PartialEq)]
 enum Expect {
-    Refuse(Refusal),
+    Refuse(ConnectRefusal),
     Allow(&'static [&'static str], Option<PairingReason>, TokenAction),
     Pair(PairingReason, bool),
 }
@@ -134,14 +134,14 @@ fn rows() -> Vec<Row> {
     };
     vec![
         // Step 1: authentication failures come first, whatever else is true.
-        row("token mismatch local", true, CLI, READ, Failed(TokenMismatch), Dev::Absent, Expect::Refuse(Refusal::Auth(TokenMismatch))),
-        row("token mismatch remote paired", false, CLI, READ, Failed(TokenMismatch), paired(READ, true), Expect::Refuse(Refusal::Auth(TokenMismatch))),
-        row("password mismatch", false, CLI, READ, Failed(PasswordMismatch), Dev::New, Expect::Refuse(Refusal::Auth(PasswordMismatch))),
-        row("device token mismatch", false, CLI, READ, Failed(DeviceTokenMismatch), paired(READ, true), Expect::Refuse(Refusal::Auth(DeviceTokenMismatch))),
-        row("no credentials", true, CLI, READ, Failed(Missing), Dev::New, Expect::Refuse(Refusal::Auth(Missing))),
-        row("rate limited even for the backend", true, BACKEND, ADMIN, Failed(RateLimited { retry_after_ms: 5 }), Dev::New, Expect::Refuse(Refusal::Auth(RateLimited { retry_after_ms: 5 }))),
-        row("device token without a device", true, CLI, READ, DeviceUnverified, Dev::Absent, Expect::Refuse(Refusal::DeviceIdentityRequired)),
-        row("device token with a bad proof reports the proof", false, CLI, READ, DeviceUnverified, Dev::Invalid(DeviceAuthError::SignatureInvalid), Expect::Refuse(Refusal::DeviceAuth(DeviceAuthError::SignatureInvalid))),
+        row("token mismatch local", true, CLI, READ, Failed(TokenMismatch), Dev::Absent, Expect::Refuse(ConnectRefusal::Auth(TokenMismatch))),
+        row("token mismatch remote paired", false, CLI, READ, Failed(TokenMismatch), paired(READ, true), Expect::Refuse(ConnectRefusal::Auth(TokenMismatch))),
+        row("password mismatch", false, CLI, READ, Failed(PasswordMismatch), Dev::New, Expect::Refuse(ConnectRefusal::Auth(PasswordMismatch))),
+        row("device token mismatch", false, CLI, READ, Failed(DeviceTokenMismatch), paired(READ, true), Expect::Refuse(ConnectRefusal::Auth(DeviceTokenMismatch))),
+        row("no credentials", true, CLI, READ, Failed(Missing), Dev::New, Expect::Refuse(ConnectRefusal::Auth(Missing))),
+        row("rate limited even for the backend", true, BACKEND, ADMIN, Failed(RateLimited { retry_after_ms: 5 }), Dev::New, Expect::Refuse(ConnectRefusal::Auth(RateLimited { retry_after_ms: 5 }))),
+        row("device token without a device", true, CLI, READ, DeviceUnverified, Dev::Absent, Expect::Refuse(ConnectRefusal::DeviceIdentityRequired)),
+        row("device token with a bad proof reports the proof", false, CLI, READ, DeviceUnverified, Dev::Invalid(DeviceAuthError::SignatureInvalid), Expect::Refuse(ConnectRefusal::DeviceAuth(DeviceAuthError::SignatureInvalid))),
         // Step 2: no device identity.
         row("local cli without device keeps its scopes", true, CLI, PAIRING, SharedSecret, Dev::Absent, Expect::Allow(PAIRING, None, T::None)),
         row("local cli without device, pairing+read", true, CLI, PAIRING_READ, SharedSecret, Dev::Absent, Expect::Allow(PAIRING_READ, None, T::None)),
@@ -149,11 +149,11 @@ fn rows() -> Vec<Row> {
         row("remote without device gets no scopes", false, CLI, ADMIN, SharedSecret, Dev::Absent, Expect::Allow(NONE, None, T::None)),
         row("local backend without device", true, BACKEND, ADMIN, SharedSecret, Dev::Absent, Expect::Allow(ADMIN, None, T::None)),
         // Step 3: device proof failures.
-        row("bad signature", true, CLI, READ, SharedSecret, Dev::Invalid(DeviceAuthError::SignatureInvalid), Expect::Refuse(Refusal::DeviceAuth(DeviceAuthError::SignatureInvalid))),
-        row("stale signature", false, CLI, READ, SharedSecret, Dev::Invalid(DeviceAuthError::SignatureExpired), Expect::Refuse(Refusal::DeviceAuth(DeviceAuthError::SignatureExpired))),
-        row("nonce mismatch", false, CLI, READ, SharedSecret, Dev::Invalid(DeviceAuthError::NonceMismatch), Expect::Refuse(Refusal::DeviceAuth(DeviceAuthError::NonceMismatch))),
-        row("id not derived from key", true, BACKEND, READ, SharedSecret, Dev::Invalid(DeviceAuthError::DeviceIdMismatch), Expect::Refuse(Refusal::DeviceAuth(DeviceAuthError::DeviceIdMismatch))),
-        row("malformed key", false, CLI, READ, SharedSecret, Dev::Invalid(DeviceAuthError::PublicKeyInvalid), Expect::Refuse(Refusal::DeviceAuth(DeviceAuthError::PublicKeyInvalid))),
+        row("bad signature", true, CLI, READ, SharedSecret, Dev::Invalid(DeviceAuthError::SignatureInvalid), Expect::Refuse(ConnectRefusal::DeviceAuth(DeviceAuthError::SignatureInvalid))),
+        row("stale signature", false, CLI, READ, SharedSecret, Dev::Invalid(DeviceAuthError::SignatureExpired), Expect::Refuse(ConnectRefusal::DeviceAuth(DeviceAuthError::SignatureExpired))),
+        row("nonce mismatch", false, CLI, READ, SharedSecret, Dev::Invalid(DeviceAuthError::NonceMismatch), Expect::Refuse(ConnectRefusal::DeviceAuth(DeviceAuthError::NonceMismatch))),
+        row("id not derived from key", true, BACKEND, READ, SharedSecret, Dev::Invalid(DeviceAuthError::DeviceIdMismatch), Expect::Refuse(ConnectRefusal::DeviceAuth(DeviceAuthError::DeviceIdMismatch))),
+        row("malformed key", false, CLI, READ, SharedSecret, Dev::Invalid(DeviceAuthError::PublicKeyInvalid), Expect::Refuse(ConnectRefusal::DeviceAuth(DeviceAuthError::PublicKeyInvalid))),
         // Step 4: the local backend (the seed bug's path).
         row("seed: backend read, unpaired", true, BACKEND, READ, SharedSecret, Dev::New, Expect::Allow(READ, None, T::None)),
         row("seed: backend read -> admin upgrade", true, BACKEND, ADMIN, SharedSecret, paired(READ, true), Expect::Allow(ADMIN, None, T::None)),

@@ -1,4 +1,5 @@
 //! Live connections: who is connected as which device, forced closes (revocation) and event fan-out.
+//! Front ends register their sockets here; the application layer closes and notifies them through it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -21,11 +22,17 @@ pub struct Event {
     pub payload: Value,
 }
 
+/// Why a socket is told to close; each front end words it in its own protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disconnect {
+    /// The device was removed, or the token it connected with was rotated or revoked.
+    DeviceRevoked,
+}
+
 /// Tells a socket to close; it acknowledges once its close frame is sent.
 #[derive(Debug)]
 pub struct CloseOrder {
-    pub code: u16,
-    pub reason: &'static str,
+    pub why: Disconnect,
     pub ack: oneshot::Sender<()>,
 }
 
@@ -96,13 +103,7 @@ impl Registry {
 
     /// Closes every live socket of the device and waits (briefly) until each has sent its close frame.
     /// The caller's own socket (`except`) is told too, but not waited for: it closes after its reply.
-    pub async fn close_device(
-        &self,
-        device_id: &DeviceId,
-        code: u16,
-        reason: &'static str,
-        except: Option<&str>,
-    ) -> usize {
+    pub async fn close_device(&self, device_id: &DeviceId, why: Disconnect, except: Option<&str>) -> usize {
         // A socket that was told to close already (its sender taken) is closing: counted, not told twice.
         let (sockets, senders) = {
             let mut guard = self.lock();
@@ -117,7 +118,7 @@ impl Registry {
         let mut acks = Vec::new();
         for (conn_id, sender) in senders {
             let (ack, acked) = oneshot::channel();
-            if sender.send(CloseOrder { code, reason, ack }).is_ok() && except != Some(conn_id.as_str()) {
+            if sender.send(CloseOrder { why, ack }).is_ok() && except != Some(conn_id.as_str()) {
                 acks.push(acked);
             }
         }

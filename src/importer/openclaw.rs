@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::cli::DbArg;
-use crate::clock::{Clock, Millis, SystemClock};
+use crate::clock::Millis;
+use crate::domain::{ClientMeta, TokenInfo};
 use crate::domain::{DeviceId, PAIRING_REQUEST_TTL_MS, PublicKey, Role, RunState, Scope, ScopeSet, TokenSecret};
 use crate::store::imports::{ImportCounts, ImportedDevice, ImportedRequest};
-use crate::store::{ClientMeta, Run, Store, TokenInfo};
+use crate::store::{Run, Store};
 
 /// An entry left out, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -302,12 +302,13 @@ fn parse_json_column(row: &Map<String, Value>, column: &str) -> Value {
 
 /// Says what is wrong with OpenClaw's database in terms an operator can act on.
 fn source_error(path: &Path, error: sqlx::Error) -> anyhow::Error {
-    match crate::store::StoreError::from(error) {
-        crate::store::StoreError::Busy => anyhow::anyhow!(
+    use crate::store::{OpenError, StoreError};
+    match OpenError::classify(error, path) {
+        OpenError::Store(StoreError::Busy) => anyhow::anyhow!(
             "{} is locked by another process (is OpenClaw writing to it?); nothing was imported — try again",
             path.display()
         ),
-        crate::store::StoreError::NotSqlite { .. } | crate::store::StoreError::Corrupt { .. } => {
+        OpenError::NotSqlite { .. } | OpenError::Corrupt { .. } => {
             anyhow::anyhow!("{} is not a readable SQLite database; nothing was imported", path.display())
         }
         other => anyhow::anyhow!("cannot read {}: {other}; nothing was imported", path.display()),
@@ -466,34 +467,4 @@ pub async fn import(store: &Store, dir: &Path, dry_run: bool, now: Millis) -> an
         imported,
         skipped: plan.skipped,
     })
-}
-
-pub async fn run(state_dir: &Path, db: &DbArg, dry_run: bool, json: bool) -> anyhow::Result<()> {
-    let (store, _) = Store::open(&db.path()?).await?;
-    let report = import(&store, state_dir, dry_run, SystemClock.now_ms()).await;
-    store.close().await;
-    let report = report?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
-    }
-    println!("OpenClaw state in {} ({})", report.state_dir, report.sources.join(", "));
-    println!(
-        "found: {} devices, {} pending requests, {} runs",
-        report.found["devices"], report.found["requests"], report.found["runs"]
-    );
-    let counts = &report.imported;
-    let verb = if dry_run { "would import" } else { "imported" };
-    if counts.is_empty() {
-        println!("nothing to import: all of it is already in pairgate");
-    } else {
-        println!(
-            "{verb}: {} devices, {} grants, {} tokens (as digests), {} requests, {} sessions, {} runs",
-            counts.devices, counts.grants, counts.tokens, counts.requests, counts.sessions, counts.runs
-        );
-    }
-    for skipped in &report.skipped {
-        println!("skipped {} {}: {}", skipped.source, skipped.entry, skipped.reason);
-    }
-    Ok(())
 }

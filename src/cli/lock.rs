@@ -1,22 +1,18 @@
 //! One `serve` per database: a second one, or a restore, fails at once with a clear message.
 
 use std::fs::{File, TryLockError};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::store::sibling_path;
 
 /// Held for as long as a server uses the database.
 pub struct ServerLock {
     _file: File,
 }
 
-fn lock_path(db_path: &Path) -> PathBuf {
-    let mut name = db_path.as_os_str().to_owned();
-    name.push(".lock");
-    PathBuf::from(name)
-}
-
 impl ServerLock {
     pub fn acquire(db_path: &Path) -> anyhow::Result<ServerLock> {
-        let path = lock_path(db_path);
+        let path = sibling_path(db_path, ".lock");
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }

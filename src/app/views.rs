@@ -1,10 +1,12 @@
-//! The request and device objects of PROTOCOL.md §5, as every front end shows them. Never a token value.
+//! What every front end shows: the request and device objects of docs/protocol.md §5, and the answers to
+//! operator decisions. Never a token value.
 
 use serde::Serialize;
+use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::domain::ScopeSet;
-use crate::store::{DeviceRecord, PairingRequest};
+use crate::domain::{DeviceId, DeviceRecord, Role, ScopeSet};
+use crate::store::{PairingRequest, TokenChange};
 
 /// A pairing request.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -151,4 +153,81 @@ impl DeviceView {
                 .collect(),
         }
     }
+}
+
+/// The request object as JSON (for events).
+pub fn request_json(request: &PairingRequest) -> Value {
+    serde_json::to_value(RequestView::from(request)).expect("views serialize")
+}
+
+/// An approved request, and the device as it is now.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approved {
+    pub request_id: String,
+    pub device: Option<DeviceView>,
+}
+
+impl Approved {
+    pub fn new(request: &PairingRequest, device: Option<&DeviceRecord>, connected: bool) -> Self {
+        Approved { request_id: request.request_id.clone(), device: device.map(|d| DeviceView::new(d, connected)) }
+    }
+}
+
+/// A rejected request.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejected {
+    pub request_id: String,
+    pub device_id: String,
+}
+
+/// A removed device.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRemoved {
+    pub device_id: String,
+}
+
+/// A rotated token: the live one is revoked now; the device gets its new one in hello-ok on its next
+/// connect, never here.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRotated {
+    pub device_id: String,
+    pub role: &'static str,
+    /// The role's scopes after the rotation.
+    pub scopes: Vec<String>,
+    pub rotated_at_ms: i64,
+    /// Always `withheld-cross-device`.
+    pub token_delivery: &'static str,
+}
+
+impl TokenRotated {
+    pub fn new(device_id: &DeviceId, role: Role, change: &TokenChange) -> Self {
+        TokenRotated {
+            device_id: device_id.to_string(),
+            role: role.as_str(),
+            scopes: names(&change.scopes),
+            rotated_at_ms: change.at_ms,
+            token_delivery: "withheld-cross-device",
+        }
+    }
+}
+
+/// A revoked token.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRevoked {
+    pub device_id: String,
+    pub role: &'static str,
+    pub revoked_at_ms: i64,
+}
+
+/// A killed run, and every run killed with it (itself included).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunsKilled {
+    pub run_id: String,
+    pub killed: Vec<String>,
 }

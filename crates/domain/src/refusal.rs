@@ -1,0 +1,81 @@
+//! Why an operation was refused: the outcomes a caller branches on, as types. The store returns them, the
+//! application layer adds its own, and each front end turns them into its wire format in one place
+//! (`gateway::errors` for WebSocket errors, `admin::error` for HTTP ones). Nothing decides by an error's text.
+
+use crate::{RequestStatus, Role, RunState, Scope};
+
+/// An operation refused for a reason the caller can act on; nothing was written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("pairing request {request_id} not found")]
+    UnknownRequest { request_id: String },
+    #[error("pairing request {request_id} is already {}", status.as_str())]
+    AlreadyDecided { request_id: String, status: RequestStatus },
+    #[error("pairing request {request_id} expired; the device must connect again to ask anew")]
+    Expired { request_id: String },
+    /// An approval narrowed to a scope the request never asked for.
+    #[error("cannot approve {scope}: pairing request {request_id} did not ask for it")]
+    ScopeNotAsked { request_id: String, scope: Scope },
+    #[error("device {device_id} not found")]
+    UnknownDevice { device_id: String },
+    /// The device has no approved grant for the role.
+    #[error("role {role} of device {device_id} not found")]
+    NoGrant { device_id: String, role: Role },
+    #[error("live {role} token of device {device_id} not found")]
+    NoLiveToken { device_id: String, role: Role },
+    /// A rotation narrowed to a scope the role was never approved for.
+    #[error("cannot rotate to {scope}: the {role} role was not approved for it")]
+    ScopeNotGranted { role: Role, scope: Scope },
+    /// The caller tried to hand out a scope it does not hold itself.
+    #[error("{action} denied: missing scope {scope}")]
+    MissingScope { action: &'static str, scope: Scope },
+    /// Handing out the node role takes `operator.admin`.
+    #[error("{action} denied: role node requires operator.admin")]
+    NodeNeedsAdmin { action: &'static str },
+    #[error("session {key} not found")]
+    UnknownSession { key: String },
+    #[error("run {run_id} not found")]
+    UnknownRun { run_id: String },
+    #[error("spawn limit reached: {} (at most {max}, now {current})", limit.as_str())]
+    SpawnLimit { limit: SpawnLimit, max: i64, current: i64 },
+    #[error("run {run_id} is {} and cannot become {}", from.as_str(), to.as_str())]
+    IllegalTransition { run_id: String, from: RunState, to: RunState },
+    #[error("{field} is immutable once set (it is {current})")]
+    ImmutableField { field: &'static str, current: String },
+    #[error("session key {key} is not agent:<id>:…")]
+    NotAnAgentKey { key: String },
+    #[error("lineage fields are only for sub-agent sessions, not {key}")]
+    LineageOnMainSession { key: String },
+    #[error("a session cannot be its own parent")]
+    OwnParent,
+    #[error("{key} is a main session and cannot be deleted")]
+    MainSessionUndeletable { key: String },
+    #[error("session {key} has {count} active run(s); kill them first")]
+    SessionHasActiveRuns { key: String, count: i64 },
+    #[error("session {key} has {count} child session(s); delete them first")]
+    SessionHasChildren { key: String, count: i64 },
+    /// A session or run that the database's own constraints refuse (an unknown `cleanup` value, say).
+    #[error("invalid session or run: {detail}")]
+    InvalidSessionOrRun { detail: String },
+}
+
+/// Which sub-agent spawn limit a registration would pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpawnLimit {
+    /// How deep sub-agents may nest.
+    Depth,
+    /// Active runs of one requester session.
+    Children,
+    /// Active runs in all.
+    Concurrent,
+}
+
+impl SpawnLimit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpawnLimit::Depth => "depth",
+            SpawnLimit::Children => "children",
+            SpawnLimit::Concurrent => "concurrency",
+        }
+    }
+}

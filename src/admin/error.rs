@@ -1,0 +1,103 @@
+//! The one error shape of the HTTP API, `{code, message, details}`, and the one conversion of application
+//! errors to it. Internal failures are logged, never shown.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::app::AppError;
+use crate::domain::Refusal;
+use crate::store::StoreError;
+
+/// The one error shape of the REST API.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub(crate) status: StatusCode,
+    /// unauthorized, forbidden, not_found, conflict, gone, invalid_request, rate_limited, unavailable, internal.
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    #[schema(value_type = Object)]
+    pub(crate) details: Value,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), details: json!({}) }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "code": self.code, "message": self.message, "details": self.details })))
+            .into_response()
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(error: AppError) -> Self {
+        match error {
+            AppError::Refused(refusal) => refusal_error(refusal),
+            AppError::Store(StoreError::Busy) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database is busy; try again")
+            }
+            AppError::Store(error) => {
+                tracing::error!(%error, "store failed in the REST API");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::from(AppError::from(error))
+    }
+}
+
+fn refusal_error(refusal: Refusal) -> ApiError {
+    let conflict = |refusal: &Refusal| ApiError::new(StatusCode::CONFLICT, "conflict", refusal.to_string());
+    let forbidden = |refusal: &Refusal| ApiError::new(StatusCode::FORBIDDEN, "forbidden", refusal.to_string());
+    match &refusal {
+        Refusal::UnknownRequest { request_id } => ApiError::not_found(format!("no pairing request {request_id}")),
+        Refusal::UnknownDevice { device_id } => ApiError::not_found(format!("no paired device {device_id}")),
+        Refusal::NoGrant { device_id, role } => ApiError::not_found(format!("no role {role} of device {device_id}")),
+        Refusal::NoLiveToken { device_id, role } => {
+            ApiError::not_found(format!("no live {role} token of device {device_id}"))
+        }
+        Refusal::UnknownSession { key } => ApiError::not_found(format!("no session {key}")),
+        Refusal::UnknownRun { run_id } => ApiError::not_found(format!("no run {run_id}")),
+        Refusal::Expired { .. } => ApiError::new(StatusCode::GONE, "gone", refusal.to_string()),
+        Refusal::AlreadyDecided { .. }
+        | Refusal::IllegalTransition { .. }
+        | Refusal::ImmutableField { .. }
+        | Refusal::SessionHasActiveRuns { .. }
+        | Refusal::SessionHasChildren { .. } => conflict(&refusal),
+        Refusal::MissingScope { .. } | Refusal::NodeNeedsAdmin { .. } | Refusal::SpawnLimit { .. } => {
+            forbidden(&refusal)
+        }
+        Refusal::ScopeNotAsked { .. }
+        | Refusal::ScopeNotGranted { .. }
+        | Refusal::NotAnAgentKey { .. }
+        | Refusal::LineageOnMainSession { .. }
+        | Refusal::OwnParent
+        | Refusal::MainSessionUndeletable { .. }
+        | Refusal::InvalidSessionOrRun { .. } => ApiError::invalid(refusal.to_string()),
+    }
+}

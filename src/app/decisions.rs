@@ -1,0 +1,144 @@
+//! Operator decisions on pairing requests, devices and tokens.
+
+use serde_json::json;
+
+use super::App;
+use super::error::AppResult;
+use super::live::Disconnect;
+use super::views::{Approved, DeviceRemoved, Rejected, TokenRevoked, TokenRotated};
+use crate::domain::{DeviceId, Refusal, Role, Scope, ScopeSet};
+use crate::store::{Actor, PairingRequest};
+
+/// Who asks, with what authority.
+#[derive(Clone, Debug)]
+pub struct Caller<'a> {
+    pub actor: Actor,
+    pub remote_addr: Option<String>,
+    /// The caller's own socket, which is closed after its reply rather than before.
+    pub conn_id: Option<&'a str>,
+    /// The scopes the caller holds; `None` is the full authority of the gateway secret (REST, the
+    /// offline CLI).
+    pub scopes: Option<&'a ScopeSet>,
+}
+
+impl Caller<'_> {
+    /// The operator at this machine's command line.
+    pub fn local_cli() -> Caller<'static> {
+        Caller { actor: Actor::local_cli(), remote_addr: None, conn_id: None, scopes: None }
+    }
+}
+
+/// A caller may only hand out what it holds itself; a node role takes `operator.admin`.
+fn check_may_grant(caller: &Caller<'_>, action: &'static str, roles: &[Role], scopes: &ScopeSet) -> AppResult<()> {
+    let Some(held) = caller.scopes else { return Ok(()) };
+    if roles.contains(&Role::Node) && !held.allows(Scope::Admin) {
+        return Err(Refusal::NodeNeedsAdmin { action }.into());
+    }
+    match held.first_missing(scopes) {
+        Some(scope) => Err(Refusal::MissingScope { action, scope }.into()),
+        None => Ok(()),
+    }
+}
+
+impl App {
+    fn announce_resolution(&self, request_id: &str, device_id: &str, decision: &str) {
+        let payload =
+            json!({ "requestId": request_id, "deviceId": device_id, "decision": decision, "ts": self.clock.now_ms() });
+        self.live.broadcast("device.pair.resolved", payload);
+    }
+
+    /// Announces a new or superseding pairing request to the sockets that may decide it.
+    pub fn announce_request(&self, request: &PairingRequest) {
+        self.live.broadcast("device.pair.requested", super::views::request_json(request));
+    }
+
+    /// Expires pending requests whose time is up and announces each; runs periodically.
+    pub async fn sweep_expired(&self) {
+        match self.store.expire_pending(self.clock.now_ms()).await {
+            Ok(expired) => {
+                for (request_id, device_id) in expired {
+                    self.announce_resolution(&request_id, &device_id, "expired");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not expire pairing requests"),
+        }
+    }
+
+    pub async fn approve_request(
+        &self,
+        caller: &Caller<'_>,
+        request_id: &str,
+        narrower: Option<&ScopeSet>,
+    ) -> AppResult<Approved> {
+        let request = self.store.pairing_request(request_id).await?;
+        let request = request.ok_or_else(|| Refusal::UnknownRequest { request_id: request_id.to_owned() })?;
+        check_may_grant(caller, "device pairing approval", &request.roles, narrower.unwrap_or(&request.scopes))?;
+        let now = self.clock.now_ms();
+        let approved = self.store.approve_request(request_id, narrower, &caller.actor, now).await?;
+        let device = self.store.device(&approved.device_id).await?;
+        self.announce_resolution(request_id, approved.device_id.as_str(), "approved");
+        self.metrics.decision("approve");
+        let connected = self.live.is_connected(&approved.device_id);
+        Ok(Approved::new(&approved, device.as_ref(), connected))
+    }
+
+    pub async fn reject_request(&self, caller: &Caller<'_>, request_id: &str) -> AppResult<Rejected> {
+        let now = self.clock.now_ms();
+        let rejected = self.store.reject_request(request_id, &caller.actor, now).await?;
+        self.announce_resolution(request_id, rejected.device_id.as_str(), "rejected");
+        self.metrics.decision("reject");
+        Ok(Rejected { request_id: rejected.request_id, device_id: rejected.device_id.to_string() })
+    }
+
+    pub async fn remove_device(&self, caller: &Caller<'_>, device_id: &DeviceId) -> AppResult<DeviceRemoved> {
+        let now = self.clock.now_ms();
+        self.store.remove_device(device_id, &caller.actor, caller.remote_addr.as_deref(), now).await?;
+        self.metrics.decision("remove");
+        self.close_device_sockets(device_id, caller).await;
+        Ok(DeviceRemoved { device_id: device_id.to_string() })
+    }
+
+    pub async fn rotate_token(
+        &self,
+        caller: &Caller<'_>,
+        device_id: &DeviceId,
+        role: Role,
+        narrower: Option<&ScopeSet>,
+    ) -> AppResult<TokenRotated> {
+        let granted = self.granted_scopes(device_id, role).await?;
+        check_may_grant(caller, "device token rotation", &[role], narrower.unwrap_or(&granted))?;
+        let now = self.clock.now_ms();
+        let change = self
+            .store
+            .rotate_token(device_id, role, narrower, &caller.actor, caller.remote_addr.as_deref(), now)
+            .await?;
+        self.metrics.decision("rotate");
+        self.close_device_sockets(device_id, caller).await;
+        Ok(TokenRotated::new(device_id, role, &change))
+    }
+
+    pub async fn revoke_token(&self, caller: &Caller<'_>, device_id: &DeviceId, role: Role) -> AppResult<TokenRevoked> {
+        let granted = self.granted_scopes(device_id, role).await?;
+        check_may_grant(caller, "device token revocation", &[role], &granted)?;
+        let now = self.clock.now_ms();
+        let change =
+            self.store.revoke_token(device_id, role, &caller.actor, caller.remote_addr.as_deref(), now).await?;
+        self.metrics.decision("revoke");
+        self.close_device_sockets(device_id, caller).await;
+        Ok(TokenRevoked { device_id: device_id.to_string(), role: role.as_str(), revoked_at_ms: change.at_ms })
+    }
+
+    async fn granted_scopes(&self, device_id: &DeviceId, role: Role) -> AppResult<ScopeSet> {
+        let record = self.store.device(device_id).await?;
+        Ok(record.as_ref().and_then(|r| r.grant(role)).map(|g| g.scopes.clone()).unwrap_or_default())
+    }
+
+    /// Revocation bites before the reply: the device's sockets are closed (the caller's own socket, when a
+    /// device revokes itself, closes right after its reply).
+    async fn close_device_sockets(&self, device_id: &DeviceId, caller: &Caller<'_>) {
+        let closed = self.live.close_device(device_id, Disconnect::DeviceRevoked, caller.conn_id).await;
+        if closed > 0 {
+            tracing::info!(device = %device_id, sockets = closed, "closed the device's live sockets");
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The application layer: the operator decisions and run control that every front end shares (WebSocket
+//! methods, REST, the offline CLI). Each decision is one store transaction, then its announcement (events
+//! to live sockets) and its bite (closing a revoked device's sockets), in that order, before the caller is
+//! answered. Front ends only translate their wire format to and from these calls.
+//!
+//! Never imports a front end (`gateway`, `admin`, `cli`, `server`).
+
+mod decisions;
+pub mod error;
+pub mod live;
+pub mod runs;
+pub mod views;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use decisions::Caller;
+pub use error::AppError;
+
+use crate::auth::ratelimit::{FailedAuthLimiter, FailureOutcome, RateLimitConfig};
+use crate::auth::secrets::{SecretKind, SharedSecret};
+use crate::clock::{Millis, SharedClock, SystemClock};
+use crate::metrics::Metrics;
+use crate::store::{Actor, AuditEvent, SpawnLimits, Store};
+
+/// Settings every front end shares.
+#[derive(Clone, Debug, Default)]
+pub struct AppConfig {
+    /// Reverse proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    pub rate_limit: RateLimitConfig,
+    pub spawn_limits: SpawnLimits,
+    /// Serve `/metrics` without the bearer token (for a scraper that cannot send one).
+    pub metrics_open: bool,
+}
+
+/// The shared state of one pairgate process: its store, clock, secret, live sockets and metrics.
+pub struct App {
+    pub store: Store,
+    pub clock: SharedClock,
+    /// The gateway secret: the shared token or password of WebSocket auth, and the REST bearer token.
+    pub secret: Arc<SharedSecret>,
+    pub config: AppConfig,
+    pub limiter: FailedAuthLimiter,
+    pub live: live::Registry,
+    pub metrics: Metrics,
+    /// Bumped whenever a run starts or ends, to wake `agent.wait` callers.
+    runs_version: tokio::sync::watch::Sender<u64>,
+    pub started_at_ms: Millis,
+    /// Cancelled to shut down; every front end's long-lived task watches it.
+    pub shutdown: CancellationToken,
+    /// Every task that must end before the process does (sockets, flushers, sweeps).
+    pub tracker: TaskTracker,
+}
+
+impl App {
+    pub fn new(store: Store, clock: SharedClock, secret: Arc<SharedSecret>, config: AppConfig) -> Self {
+        let metrics = Metrics::new(store.metrics());
+        App {
+            started_at_ms: clock.now_ms(),
+            limiter: FailedAuthLimiter::new(config.rate_limit),
+            store,
+            clock,
+            secret,
+            config,
+            live: live::Registry::default(),
+            metrics,
+            runs_version: tokio::sync::watch::Sender::new(0),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// The application over a database alone, for the offline CLI: no sockets are live, so decisions
+    /// announce to no one and close nothing. Its secret is never checked.
+    pub fn offline(store: Store) -> Self {
+        let unguessable = crate::domain::TokenSecret::generate();
+        let secret = Arc::new(SharedSecret::from_plaintext(SecretKind::Token, unguessable.expose()));
+        App::new(store, Arc::new(SystemClock), secret, AppConfig::default())
+    }
+
+    /// Counts a failed authentication from a non-local address; the one that locks it out is audited.
+    pub async fn record_auth_failure(&self, client_ip: IpAddr, now: Millis) {
+        if self.limiter.record_failure(client_ip, now) == FailureOutcome::LockedOut {
+            let ip = client_ip.to_string();
+            tracing::warn!(client = %ip, "failed-auth limit reached; address locked out");
+            let event = AuditEvent::new(&Actor::System, "auth.lockout", now)
+                .subject(ip.clone())
+                .remote(Some(&ip))
+                .details(json!({ "lockoutMs": self.config.rate_limit.lockout_ms }));
+            if let Err(error) = self.store.record_audit(&event).await {
+                tracing::error!(%error, "could not audit a lockout");
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Sub-agent run control: register, start, end, kill, wait, and crash recovery. Every change wakes the
+//! callers waiting on a run.
+
+use std::time::Duration;
+
+use super::App;
+use super::error::AppResult;
+use super::views::RunsKilled;
+use crate::store::{Actor, NewRun, Run, RunEnd, StoreError};
+
+/// How a wait for a run ended.
+#[derive(Debug)]
+pub enum WaitOutcome {
+    Ended(Run),
+    /// The run is still active; this is how it was when the wait gave up.
+    TimedOut(Run),
+}
+
+impl App {
+    /// Wakes every waiter so it re-reads its run.
+    fn runs_changed(&self) {
+        self.runs_version.send_modify(|version| *version += 1);
+    }
+
+    /// Registers a run within the configured spawn limits (checked in the transaction that inserts it).
+    pub async fn register_run(&self, actor: &Actor, new: &NewRun) -> AppResult<Run> {
+        Ok(self.store.register_run(new, &self.config.spawn_limits, actor, self.clock.now_ms()).await?)
+    }
+
+    pub async fn start_run(&self, actor: &Actor, run_id: &str) -> AppResult<Run> {
+        let run = self.store.start_run(run_id, actor, self.clock.now_ms()).await?;
+        self.runs_changed();
+        Ok(run)
+    }
+
+    pub async fn end_run(&self, actor: &Actor, run_id: &str, end: RunEnd, error: Option<&str>) -> AppResult<Run> {
+        let run = self.store.end_run(run_id, end, error, actor, self.clock.now_ms()).await?;
+        self.runs_changed();
+        Ok(run)
+    }
+
+    /// Kills a run and its descendants' runs, and wakes whoever waits on them.
+    pub async fn kill_run(&self, actor: &Actor, run_id: &str) -> AppResult<RunsKilled> {
+        let killed = self.store.kill_run(run_id, actor, self.clock.now_ms()).await?;
+        self.runs_changed();
+        Ok(RunsKilled { run_id: run_id.to_owned(), killed: killed.into_iter().map(|run| run.run_id).collect() })
+    }
+
+    /// Ends the runs a crash left running (at start-up), and wakes whoever waits on them.
+    pub async fn recover_runs(&self) -> Result<Vec<String>, StoreError> {
+        let interrupted = self.store.recover_interrupted_runs(self.clock.now_ms()).await?;
+        if !interrupted.is_empty() {
+            tracing::warn!(runs = interrupted.len(), "runs left running by a crash are now interrupted");
+            self.runs_changed();
+        }
+        Ok(interrupted)
+    }
+
+    /// Resolves when the run has ended or `timeout` passed; `None` for a run nobody registered. Woken by
+    /// run changes in this process; it subscribes before reading, so an end that happens in between still
+    /// wakes it.
+    pub async fn wait_for_run(&self, run_id: &str, timeout: Duration) -> AppResult<Option<WaitOutcome>> {
+        let mut changes = self.runs_version.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let Some(run) = self.store.run(run_id).await? else { return Ok(None) };
+            if run.state.is_terminal() {
+                return Ok(Some(WaitOutcome::Ended(run)));
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return Ok(Some(WaitOutcome::TimedOut(run))) },
+                _ = tokio::time::sleep_until(deadline) => return Ok(Some(WaitOutcome::TimedOut(run))),
+            }
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The command line's definitions (clap): every flag also comes from a `PAIRGATE_*` environment variable.
+//! What each command does is in the modules beside this one.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "pairgate", version, about = "Durable pairing and session store for OpenClaw-compatible gateways")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway: WebSocket at "/", health at /healthz and /readyz.
+    Serve(ServeArgs),
+    /// Schema migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// An online, consistent copy of the database (safe while `serve` runs).
+    Backup {
+        /// The new file to write.
+        #[arg(long)]
+        to: PathBuf,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Replace the database with a backup (refused while a server holds it).
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Every device, grant, token digest, request, session, run and audit row as JSON (no token values).
+    Export {
+        #[arg(long, value_parser = ["json"], default_value = "json")]
+        format: String,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Load state: a pairgate export (`--format json`), or an OpenClaw state directory (`import openclaw`).
+    Import(ImportArgs),
+    /// Devices and pairing requests, offline on the database file (safe while `serve` runs).
+    Devices {
+        #[command(subcommand)]
+        action: DevicesAction,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Device tokens, offline on the database file.
+    Tokens {
+        #[command(subcommand)]
+        action: TokensAction,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Sub-agent sessions and runs, offline on the database file.
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsAction,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// The audit trail, newest first.
+    Audit {
+        /// How many events.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbArg {
+    /// The database file; created and migrated when it does not exist.
+    /// [default: the platform data directory, e.g. ~/.local/share/pairgate/pairgate.db]
+    #[arg(long, env = "PAIRGATE_DB", global = true)]
+    pub db: Option<PathBuf>,
+}
+
+impl DbArg {
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        match &self.db {
+            Some(path) => Ok(path.clone()),
+            None => default_db_path(),
+        }
+    }
+}
+
+/// `<data dir>/pairgate/pairgate.db`.
+pub fn default_db_path() -> anyhow::Result<PathBuf> {
+    let dirs = directories::ProjectDirs::from("", "", "pairgate")
+        .ok_or_else(|| anyhow::anyhow!("no home directory to put the database in; pass --db PATH"))?;
+    Ok(dirs.data_dir().join("pairgate.db"))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Address to listen on (HTTP and WebSocket on one port; OpenClaw's gateway port by default).
+    #[arg(long, env = "PAIRGATE_LISTEN", default_value = "127.0.0.1:18789")]
+    pub listen: SocketAddr,
+    /// Gateway token clients present as `auth.token`. Without it, pairgate generates one on first start
+    /// and writes it once to a 0600 file next to the database.
+    #[arg(long, env = "PAIRGATE_TOKEN", hide_env_values = true, conflicts_with = "password")]
+    pub token: Option<SecretArg>,
+    /// Use password auth (`auth.password`) with this password instead of a token.
+    #[arg(long, env = "PAIRGATE_PASSWORD", hide_env_values = true)]
+    pub password: Option<SecretArg>,
+    /// A reverse proxy whose X-Forwarded-For is believed (repeatable; env: comma-separated).
+    #[arg(long = "trusted-proxy", env = "PAIRGATE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Approve pairing asks from local, non-browser clients without an operator.
+    #[arg(long, env = "PAIRGATE_AUTO_APPROVE_LOCAL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_approve_local: bool,
+    /// Close sockets that have not sent `connect` within this many milliseconds.
+    #[arg(long, env = "PAIRGATE_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub handshake_timeout_ms: u64,
+    /// Serve /metrics without the bearer token (for a scraper on a trusted network).
+    #[arg(long, env = "PAIRGATE_METRICS_OPEN", default_value_t = false, action = clap::ArgAction::Set)]
+    pub metrics_open: bool,
+    /// How deep sub-agents may nest (1: only children of a main session).
+    #[arg(long, env = "PAIRGATE_MAX_SPAWN_DEPTH", default_value_t = 1)]
+    pub max_spawn_depth: i64,
+    /// Active sub-agent runs one requester session may have.
+    #[arg(long, env = "PAIRGATE_MAX_CHILDREN", default_value_t = 5)]
+    pub max_children: i64,
+    /// Active sub-agent runs in all.
+    #[arg(long, env = "PAIRGATE_MAX_CONCURRENT_RUNS", default_value_t = 8)]
+    pub max_concurrent_runs: i64,
+    /// Refuse to start on a database with pending migrations instead of backing up and applying them.
+    #[arg(long, env = "PAIRGATE_NO_AUTO_MIGRATE", default_value_t = false)]
+    pub no_auto_migrate: bool,
+    /// Interval of `tick` events on connected sockets.
+    #[arg(long, env = "PAIRGATE_TICK_INTERVAL_MS", default_value_t = 30_000)]
+    pub tick_interval_ms: u64,
+    /// Device records kept in memory between database commits, for the connect path (0: none).
+    #[arg(long, env = "PAIRGATE_DEVICE_CACHE", default_value_t = crate::store::DEVICE_CACHE_CAPACITY)]
+    pub device_cache: usize,
+}
+
+/// A secret given on the command line or in the environment; `Debug` never shows it.
+#[derive(Clone)]
+pub struct SecretArg(String);
+
+impl SecretArg {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(SecretArg(text.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Show the schema version and the applied (with checksums) and pending migrations.
+    Status,
+    /// Back up, then apply pending migrations.
+    Up,
+    /// Check migration checksums, `integrity_check` and `foreign_key_check`; fails on any problem.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevicesAction {
+    /// List pending pairing requests and paired devices.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a pending pairing request.
+    Approve {
+        request_id: String,
+        /// Approve only these scopes (comma-separated; a subset of what was asked).
+        #[arg(long, value_delimiter = ',')]
+        scopes: Option<Vec<String>>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject a pending pairing request.
+    Reject {
+        request_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a paired device (its grants go, its tokens are revoked).
+    Remove {
+        device_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ImportArgs {
+    #[command(subcommand)]
+    pub source: Option<ImportSource>,
+    /// The format of a pairgate export.
+    #[arg(long, value_parser = ["json"])]
+    pub format: Option<String>,
+    /// The export to read (standard input when absent).
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportSource {
+    /// Import OpenClaw's pairing state (<= 2026.4 JSON files, 2026.9 SQLite), keeping every approval and
+    /// every live token.
+    Openclaw {
+        /// OpenClaw's state directory (OPENCLAW_STATE_DIR, e.g. ~/.openclaw).
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Report what would be imported; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsAction {
+    /// List sessions (the children of one with --spawned-by).
+    List {
+        #[arg(long)]
+        spawned_by: Option<String>,
+        #[arg(long, default_value_t = 200)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One session with its runs and children.
+    Show {
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kill a run and every active run below it.
+    Kill {
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensAction {
+    /// Revoke a device's token for a role; the device gets a new one on its next connect.
+    Rotate {
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        role: String,
+        /// Narrow the role's scopes (comma-separated subset of what is approved).
+        #[arg(long, value_delimiter = ',')]
+        scopes: Option<Vec<String>>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a device's live token for a role.
+    Revoke {
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let cli = Cli::parse_from(["pairgate", "serve", "--token", "hunter2-token", "--db", "/tmp/x.db"]);
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let Command::Serve(args) = cli.command else { panic!("serve") };
+        assert_eq!(args.token.unwrap().expose(), "hunter2-token");
+    }
+}

@@ -1,0 +1,300 @@
+//! Operator commands on the database file, safe while `serve` runs: devices, tokens, sessions, the audit
+//! trail, export and import. Decisions go through the application layer, as they do over WebSocket and
+//! REST; a running server sees them on its next read.
+
+use std::path::Path;
+
+use super::args::{DbArg, DevicesAction, ImportArgs, ImportSource, SessionsAction, TokensAction};
+use crate::app::views::{DeviceView, RequestView};
+use crate::app::{App, Caller};
+use crate::clock::{Clock, SystemClock};
+use crate::domain::{DeviceId, Role, ScopeSet};
+use crate::importer::openclaw;
+use crate::store::Store;
+
+pub(super) async fn open(db: &DbArg) -> anyhow::Result<Store> {
+    let path = db.path()?;
+    let (store, report) = Store::open(&path).await?;
+    if report.created {
+        eprintln!("created database {}", path.display());
+    }
+    Ok(store)
+}
+
+pub(super) async fn devices(action: DevicesAction, db: &DbArg) -> anyhow::Result<()> {
+    let app = App::offline(open(db).await?);
+    let caller = Caller::local_cli();
+    let result = match action {
+        DevicesAction::List { json } => list_devices(&app.store, json).await,
+        DevicesAction::Approve { request_id, scopes, json } => {
+            let narrower = scopes.map(|names| ScopeSet::parse(&names)).transpose()?;
+            let approved = app.approve_request(&caller, &request_id, narrower.as_ref()).await;
+            approved.map_err(anyhow::Error::from).map(|approved| {
+                let device_id = approved.device.map(|device| device.device_id).unwrap_or_default();
+                report_decision(json, "approved", &approved.request_id, &device_id);
+            })
+        }
+        DevicesAction::Reject { request_id, json } => {
+            let rejected = app.reject_request(&caller, &request_id).await;
+            rejected
+                .map_err(anyhow::Error::from)
+                .map(|r| report_decision(json, "rejected", &r.request_id, &r.device_id))
+        }
+        DevicesAction::Remove { device_id, json } => match parse_device_id(&device_id) {
+            Ok(id) => app.remove_device(&caller, &id).await.map_err(anyhow::Error::from).map(|removed| {
+                print_result(json, serde_json::json!(removed), &format!("removed device {id}"));
+            }),
+            Err(error) => Err(error),
+        },
+    };
+    app.store.close().await;
+    result
+}
+
+async fn list_devices(store: &Store, json: bool) -> anyhow::Result<()> {
+    let now = SystemClock.now_ms();
+    let pending = store.pending_requests(now).await?;
+    let paired = store.paired_devices().await?;
+    if json {
+        let value = serde_json::json!({
+            "pending": pending.iter().map(RequestView::from).collect::<Vec<_>>(),
+            "paired": paired.iter().map(|d| DeviceView::new(d, false)).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("Pending ({}):", pending.len());
+    for request in &pending {
+        println!(
+            "  {}  device {}…  {} {}  [{}]  from {}",
+            request.request_id,
+            &request.device_id.as_str()[..12],
+            request.reason.as_str(),
+            request.role,
+            request.scopes.names().join(","),
+            request.remote_ip.as_deref().unwrap_or("?")
+        );
+    }
+    println!("Paired ({}):", paired.len());
+    for device in &paired {
+        let grants: Vec<String> =
+            device.grants.iter().map(|g| format!("{}[{}]", g.role, g.scopes.names().join(","))).collect();
+        println!("  {}  {}  {}", device.device_id, device.meta.client_id.as_deref().unwrap_or("-"), grants.join(" "));
+    }
+    Ok(())
+}
+
+fn parse_device_id(text: &str) -> anyhow::Result<DeviceId> {
+    DeviceId::try_from(text.to_owned()).map_err(|e| anyhow::anyhow!("{text}: {e}"))
+}
+
+fn parse_role(text: &str) -> anyhow::Result<Role> {
+    Role::parse(text).ok_or_else(|| anyhow::anyhow!("unknown role {text}: operator or node"))
+}
+
+fn print_result(json: bool, value: serde_json::Value, human: &str) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{human}");
+    }
+}
+
+pub(super) async fn tokens(action: TokensAction, db: &DbArg) -> anyhow::Result<()> {
+    let app = App::offline(open(db).await?);
+    let result = tokens_on(&app, action).await;
+    app.store.close().await;
+    result
+}
+
+async fn tokens_on(app: &App, action: TokensAction) -> anyhow::Result<()> {
+    let caller = Caller::local_cli();
+    match action {
+        TokensAction::Rotate { device, role, scopes, json } => {
+            let (id, role) = (parse_device_id(&device)?, parse_role(&role)?);
+            let narrower = scopes.map(|names| ScopeSet::parse(&names)).transpose()?;
+            let rotated = app.rotate_token(&caller, &id, role, narrower.as_ref()).await?;
+            let human = format!("rotated the {role} token of {id}; the device gets a new one on its next connect");
+            print_result(json, serde_json::json!(rotated), &human);
+        }
+        TokensAction::Revoke { device, role, json } => {
+            let (id, role) = (parse_device_id(&device)?, parse_role(&role)?);
+            let revoked = app.revoke_token(&caller, &id, role).await?;
+            print_result(json, serde_json::json!(revoked), &format!("revoked the {role} token of {id}"));
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn audit(limit: i64, json: bool, db: &DbArg) -> anyhow::Result<()> {
+    let store = open(db).await?;
+    let rows = store.audit_page(None, limit.clamp(1, 10_000)).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for row in rows {
+            let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(row.at_ms) * 1_000_000)
+                .ok()
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                .unwrap_or_else(|| row.at_ms.to_string());
+            println!(
+                "{at}  {:<22} {:<40} {:<16} {}  {}",
+                row.action,
+                row.actor,
+                row.remote_addr.as_deref().unwrap_or("-"),
+                row.subject.as_deref().unwrap_or("-"),
+                row.details
+            );
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+fn report_decision(json: bool, decision: &str, request_id: &str, device_id: &str) {
+    if json {
+        println!("{}", serde_json::json!({ "requestId": request_id, "deviceId": device_id, "decision": decision }));
+    } else {
+        println!("{decision} pairing request {request_id} (device {device_id})");
+    }
+}
+
+pub(super) async fn sessions(action: SessionsAction, db: &DbArg) -> anyhow::Result<()> {
+    let store = open(db).await?;
+    let result = match action {
+        SessionsAction::List { spawned_by, limit, json } => {
+            let entries = store.sessions_page(spawned_by.as_deref(), None, limit.clamp(1, 10_000)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                for entry in &entries {
+                    println!(
+                        "{:<60} depth {}  parent {}{}",
+                        entry.key,
+                        entry.spawn_depth,
+                        entry.spawned_by.as_deref().unwrap_or("-"),
+                        if entry.archived_at.is_some() { "  (archived)" } else { "" }
+                    );
+                }
+            }
+            Ok(())
+        }
+        SessionsAction::Show { key, json } => {
+            let entry = store.session(&key).await?.ok_or_else(|| anyhow::anyhow!("no session {key}"))?;
+            let runs = store.runs_page(None, Some(&key), None, 1000).await?;
+            let children = store.sessions_page(Some(&key), None, 1000).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "entry": entry, "runs": runs, "children": children })
+                    )?
+                );
+            } else {
+                println!(
+                    "{}  agent {}  depth {}  parent {}",
+                    entry.key,
+                    entry.agent_id,
+                    entry.spawn_depth,
+                    entry.spawned_by.as_deref().unwrap_or("-")
+                );
+                for run in &runs {
+                    println!(
+                        "  run {}  {:<11} {}  {}",
+                        run.run_id,
+                        run.state.as_str(),
+                        run.ended_reason.as_deref().unwrap_or("-"),
+                        run.task
+                    );
+                }
+                for child in &children {
+                    println!("  child {}", child.key);
+                }
+            }
+            Ok(())
+        }
+        SessionsAction::Kill { run_id, json } => {
+            let app = App::offline(store.clone());
+            let killed = app.kill_run(&Caller::local_cli().actor, &run_id).await?;
+            print_result(json, serde_json::json!(killed), &format!("killed {}", killed.killed.join(", ")));
+            Ok(())
+        }
+    };
+    store.close().await;
+    result
+}
+
+pub(super) async fn export(out: Option<&Path>, db: &DbArg) -> anyhow::Result<()> {
+    let store = open(db).await?;
+    let export = store.export_json(SystemClock.now_ms()).await;
+    store.close().await;
+    let text = serde_json::to_string_pretty(&export?)?;
+    match out {
+        Some(path) => {
+            std::fs::write(path, text + "\n").map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?
+        }
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+pub(super) async fn import(args: ImportArgs) -> anyhow::Result<()> {
+    match args.source {
+        Some(ImportSource::Openclaw { state_dir, dry_run, json }) => {
+            import_openclaw(&state_dir, &args.db, dry_run, json).await
+        }
+        None => {
+            if args.format.as_deref() != Some("json") {
+                anyhow::bail!(
+                    "say what to import: `pairgate import --format json [--from FILE]` or `pairgate import openclaw --state-dir DIR`"
+                );
+            }
+            let text = match &args.from {
+                Some(path) => {
+                    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
+                }
+                None => std::io::read_to_string(std::io::stdin())?,
+            };
+            let export: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("not JSON: {e}"))?;
+            let store = open(&args.db).await?;
+            let counts = store.import_json(&export).await;
+            store.close().await;
+            for (table, count) in counts? {
+                println!("{table}: {count}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `pairgate import openclaw`: imports (or, with `dry_run`, only reports) and prints the report.
+async fn import_openclaw(state_dir: &Path, db: &DbArg, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    let (store, _) = Store::open(&db.path()?).await?;
+    let report = openclaw::import(&store, state_dir, dry_run, SystemClock.now_ms()).await;
+    store.close().await;
+    let report = report?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("OpenClaw state in {} ({})", report.state_dir, report.sources.join(", "));
+    println!(
+        "found: {} devices, {} pending requests, {} runs",
+        report.found["devices"], report.found["requests"], report.found["runs"]
+    );
+    let counts = &report.imported;
+    let verb = if dry_run { "would import" } else { "imported" };
+    if counts.is_empty() {
+        println!("nothing to import: all of it is already in pairgate");
+    } else {
+        println!(
+            "{verb}: {} devices, {} grants, {} tokens (as digests), {} requests, {} sessions, {} runs",
+            counts.devices, counts.grants, counts.tokens, counts.requests, counts.sessions, counts.runs
+        );
+    }
+    for skipped in &report.skipped {
+        println!("skipped {} {}: {}", skipped.source, skipped.entry, skipped.reason);
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! `pairgate serve`: open (create, migrate) the database, take the single-server lock, prepare the
+//! gateway secret, and serve until SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use super::args::ServeArgs;
+use super::lock::ServerLock;
+use crate::auth::policy::PolicyConfig;
+use crate::auth::secrets::{SecretKind, SharedSecret};
+use crate::clock::{SharedClock, SystemClock};
+use crate::server::{self, Config, Server};
+use crate::store::{MIGRATOR, MigratePolicy, SpawnLimits, Store};
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Registered before anything is served: a server that could not hear SIGTERM must not start.
+    let signals = Signals::register()?;
+    let db_path = args.db.path()?;
+    let _lock = ServerLock::acquire(&db_path)?;
+    let policy = if args.no_auto_migrate { MigratePolicy::Refuse } else { MigratePolicy::Apply };
+    let (store, report) = Store::open_with(&db_path, policy, &MIGRATOR).await?;
+    store.set_device_cache_capacity(args.device_cache);
+    if let Some(backup) = &report.backup {
+        tracing::info!(backup = %backup.display(), "migrated; the database before migrating is kept in the backup");
+    }
+    tracing::info!(
+        db = %db_path.display(),
+        created = report.created,
+        schema_version = report.schema_version,
+        applied = ?report.applied_migrations,
+        sqlite = %report.sqlite_version,
+        "database ready"
+    );
+    let clock: SharedClock = Arc::new(SystemClock);
+    let secret = match (&args.token, &args.password) {
+        (Some(token), _) => SharedSecret::from_plaintext(SecretKind::Token, token.expose()),
+        (None, Some(password)) => SharedSecret::from_plaintext(SecretKind::Password, password.expose()),
+        (None, None) => generated_token::load_or_create(&store, &db_path, clock.now_ms()).await?,
+    };
+    let config = Config {
+        policy: PolicyConfig { auto_approve_local: args.auto_approve_local },
+        trusted_proxies: args.trusted_proxies.clone(),
+        handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
+        tick_interval: Duration::from_millis(args.tick_interval_ms.max(1)),
+        metrics_open: args.metrics_open,
+        spawn_limits: SpawnLimits {
+            max_depth: args.max_spawn_depth,
+            max_children_per_requester: args.max_children,
+            max_concurrent_runs: args.max_concurrent_runs,
+        },
+        ..Config::default()
+    };
+    let server = Server::new(store, clock, Arc::new(secret), config);
+
+    let listener =
+        TcpListener::bind(args.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let local_addr = listener.local_addr()?;
+    tracing::info!(%local_addr, "listening");
+    // One plain line on stdout, for scripts and tests that start pairgate on port 0.
+    println!("pairgate listening on {local_addr} (ws://{local_addr}/)");
+
+    let shutdown = server.app.shutdown.clone();
+    server.app.tracker.spawn(async move {
+        tokio::select! {
+            _ = signals.received() => {
+                tracing::info!("shutting down: closing sockets with 1001");
+                shutdown.cancel();
+            }
+            _ = shutdown.cancelled() => {}
+        }
+    });
+    server::run(listener, server).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGINT and SIGTERM, listened for from the moment they are registered.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    fn register() -> anyhow::Result<Signals> {
+        let listen = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| anyhow::anyhow!("cannot listen for {name}, so could not stop cleanly: {e}"))
+        };
+        Ok(Signals {
+            interrupt: listen(SignalKind::interrupt(), "SIGINT")?,
+            terminate: listen(SignalKind::terminate(), "SIGTERM")?,
+        })
+    }
+
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// The gateway token pairgate makes when none is configured.
+mod generated_token {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::path::{Path, PathBuf};
+
+    use crate::auth::secrets::{SecretKind, SharedSecret, hash_secret};
+    use crate::clock::Millis;
+    use crate::domain::TokenSecret;
+    use crate::store::{Actor, Store, sibling_path};
+
+    pub fn token_file(db_path: &Path) -> PathBuf {
+        sibling_path(db_path, ".gateway-token")
+    }
+
+    /// Loads the stored hash, or generates a token, writes it once to a 0600 file and stores its hash.
+    pub async fn load_or_create(store: &Store, db_path: &Path, now_ms: Millis) -> anyhow::Result<SharedSecret> {
+        let file = token_file(db_path);
+        if let Some(phc) = store.gateway_token_hash().await? {
+            tracing::info!(token_file = %file.display(), "gateway token: generated earlier; its value is in the token file");
+            return SharedSecret::from_argon2(SecretKind::Token, phc).map_err(anyhow::Error::msg);
+        }
+        let token = TokenSecret::generate();
+        // The file first: a crash between the two steps leaves a file that the next start replaces,
+        // never a stored hash whose token nobody has.
+        write_private(&file, token.expose())?;
+        let phc = tokio::task::spawn_blocking({
+            let token = token.clone();
+            move || hash_secret(token.expose())
+        })
+        .await?;
+        if !store.init_gateway_token_hash(&phc, &Actor::System, now_ms).await? {
+            anyhow::bail!("another process initialized the gateway token at the same time; start again");
+        }
+        tracing::info!(token_file = %file.display(), "gateway token generated; clients use the value in the token file");
+        SharedSecret::from_argon2(SecretKind::Token, phc).map_err(anyhow::Error::msg)
+    }
+
+    fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+        let tmp = path.with_extension("tmp");
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        writeln!(file, "{contents}")?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+}
