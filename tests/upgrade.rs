@@ -218,3 +218,34 @@ async fn export_and_import_round_trip() {
     bad["tables"]["devices"][0]["evil; DROP TABLE devices"] = serde_json::json!(1);
     assert!(fresh.import_json(&bad).await.unwrap_err().to_string().contains("has no column"));
 }
+
+/// The first form of migration 0002 landed, then was replaced in place. A database that applied it opens,
+/// migrates and verifies cleanly, gains the index that form lacked, and keeps every row.
+#[tokio::test]
+async fn a_database_with_the_early_form_of_0002_upgrades_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("early.db");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema-0002-early.db"), &db).unwrap();
+    let (store, report) = Store::open(&db).await.unwrap();
+    assert_eq!(report.schema_version, pairgate::store::latest_known_version());
+    assert!(report.backup.is_some(), "backed up before reconciling and migrating");
+    let migrations = store.migration_status().await.unwrap();
+    assert!(migrations.iter().all(|m| m.checksum_matches && !m.earlier_form), "{migrations:?}");
+    assert!(store.verify().await.unwrap().is_empty());
+    store.close().await;
+
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite:{}", db.display())).await.unwrap();
+    let indexes: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%_by_%'")
+            .fetch_all(&raw)
+            .await
+            .unwrap();
+    assert!(indexes.iter().any(|name| name == "device_tokens_by_device"), "{indexes:?}");
+    assert!(indexes.iter().any(|name| name == "pairing_requests_by_status_expiry"), "{indexes:?}");
+    raw.close().await;
+
+    // The backup is the database as it was: still the early form, which this pairgate recognises.
+    let refused = Store::open_with(&report.backup.unwrap(), MigratePolicy::Refuse, &MIGRATOR).await.err();
+    let refused = refused.expect("a pending migration is refused");
+    assert!(matches!(refused, OpenError::MigrationPending { found: 2, .. }), "{refused}");
+}

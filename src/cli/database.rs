@@ -46,6 +46,9 @@ pub async fn migrate(action: MigrateAction, db: &DbArg) -> anyhow::Result<()> {
             for migration in MIGRATOR.iter() {
                 let state = match applied.iter().find(|a| a.version == migration.version) {
                     Some(a) if a.checksum_matches => format!("applied  checksum {}", &a.checksum[..16]),
+                    Some(a) if a.earlier_form => {
+                        format!("applied  in an earlier form {} (migrate up reconciles it)", &a.checksum[..16])
+                    }
                     Some(a) => format!("applied  CHECKSUM MISMATCH {}", &a.checksum[..16]),
                     None => "pending".to_owned(),
                 };

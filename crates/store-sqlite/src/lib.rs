@@ -224,6 +224,32 @@ pub struct AppliedMigration {
     pub checksum: String,
     pub success: bool,
     pub checksum_matches: bool,
+    /// Applied in an earlier form that was replaced in place (see [`SUPERSEDED_MIGRATIONS`]); the next
+    /// upgrade reconciles it.
+    pub earlier_form: bool,
+}
+
+/// A migration that landed on main in one form and was then replaced in place: its version, and the
+/// description and checksum (SHA-384 of its SQL, hex) of the form that was replaced.
+pub struct SupersededMigration {
+    pub version: i64,
+    pub description: &'static str,
+    pub checksum_hex: &'static str,
+}
+
+/// Every migration form that landed and was later replaced in place. Never again: a test over the
+/// checksums of every landed migration now fails on any edit. A database that applied one of these is
+/// reconciled when it is upgraded (after its backup): its record takes the current form, and a later
+/// migration adds what the earlier form lacked (0003 for 0002's first form).
+pub const SUPERSEDED_MIGRATIONS: &[SupersededMigration] = &[SupersededMigration {
+    version: 2,
+    description: "pending expiry index",
+    checksum_hex: "A00C762630570487C124DBA9C4198520478716D960BEE874C59F63514A2C23952E90EFD1418834DA8800C8022670B4D2",
+}];
+
+fn is_superseded_form(version: i64, checksum: &[u8]) -> bool {
+    let checksum = pairgate_domain::hex(checksum);
+    SUPERSEDED_MIGRATIONS.iter().any(|m| m.version == version && m.checksum_hex.eq_ignore_ascii_case(&checksum))
 }
 
 /// How `Store::open_with` treats pending migrations.
@@ -365,6 +391,7 @@ impl Store {
                     checksum: pairgate_domain::hex(&row.checksum),
                     success: row.success,
                     checksum_matches: embedded.is_some_and(|m| *m.checksum == *row.checksum),
+                    earlier_form: is_superseded_form(row.version, &row.checksum),
                 }
             })
             .collect())
@@ -515,9 +542,37 @@ async fn migrate_if_needed(
         return Err(OpenError::MigrationPending { path: path.to_path_buf(), found, known });
     }
     let backup = if existing { Some(backup_before_migrating(writer, path, found).await?) } else { None };
+    if existing {
+        reconcile_superseded(writer, migrator).await?;
+    }
     migrator.run(writer).await?;
     meta::set_on(writer, meta::LAST_MIGRATED_BY, env!("CARGO_PKG_VERSION")).await?;
     Ok((pending, backup))
+}
+
+/// Gives the record of every migration applied in a superseded form the current form's description and
+/// checksum, in one transaction, so the migrator accepts the database; the migrations after it add what the
+/// earlier form lacked.
+async fn reconcile_superseded(writer: &SqlitePool, migrator: &sqlx::migrate::Migrator) -> StoreResult<()> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let applied = sqlx::query!(r#"SELECT version AS "version!: i64", checksum FROM _sqlx_migrations"#)
+        .fetch_all(&mut *tx)
+        .await?;
+    for row in applied.iter().filter(|row| is_superseded_form(row.version, &row.checksum)) {
+        let Some(current) = migrator.iter().find(|m| m.version == row.version) else { continue };
+        let (description, checksum) = (current.description.as_ref(), current.checksum.as_ref());
+        sqlx::query!(
+            "UPDATE _sqlx_migrations SET description = ?, checksum = ? WHERE version = ?",
+            description,
+            checksum,
+            row.version
+        )
+        .execute(&mut *tx)
+        .await?;
+        tracing::info!(version = row.version, "migration applied in an earlier form: reconciled with its current form");
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// `<db>.backup-v<version>-<UTC time>.db`, beside the database.
