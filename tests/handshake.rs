@@ -1,5 +1,5 @@
 //! The connect path against a real server on 127.0.0.1:0 and a real database file: every error of
-//! PROTOCOL.md §2, the rows of §4, and what was (or was not) written to the store.
+//! docs/protocol.md §2, the rows of §4, and what was (or was not) written to the store.
 
 mod common;
 
@@ -494,7 +494,7 @@ async fn connected_sockets_get_ticks_and_a_1001_on_shutdown() {
     stopping.await.unwrap();
 }
 
-/// The seed bug (PROTOCOL.md §8), in process: the gateway's own backend upgrades read → admin on
+/// The seed bug (docs/protocol.md §8), in process: the gateway's own backend upgrades read → admin on
 /// loopback without pairing; the same upgrade from a remote address gets an approvable request.
 #[tokio::test]
 async fn seed_local_backend_upgrade_is_never_blocked_and_remote_upgrade_is_approvable() {

@@ -1,5 +1,5 @@
 //! Importing OpenClaw state: 2026.4 JSON files and a 2026.9 SQLite database, each in the documented format
-//! (PROTOCOL.md §9). Imported devices connect to pairgate with the tokens they already have.
+//! (docs/protocol.md §9). Imported devices connect to pairgate with the tokens they already have.
 
 mod common;
 

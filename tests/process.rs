@@ -182,7 +182,7 @@ async fn serve_refuses_bad_databases_with_one_clear_line() {
     assert!(stdout.contains("0001 initial schema") && stdout.contains("applied"), "{stdout}");
 }
 
-/// The seed bug (PROTOCOL.md §8) end to end, with a SIGKILL between every step.
+/// The seed bug (docs/protocol.md §8) end to end, with a SIGKILL between every step.
 #[tokio::test]
 async fn seed_scenario_survives_sigkill_restarts() {
     let home = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! Device identity: Ed25519 keys, device ids, and the signed connect payloads (PROTOCOL.md §2).
+//! Device identity: Ed25519 keys, device ids, and the signed connect payloads (docs/protocol.md §2).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,4 +1,4 @@
-//! Who is on the other end: the client address, and whether the connection is local (PROTOCOL.md §3).
+//! Who is on the other end: the client address, and whether the connection is local (docs/protocol.md §3).
 
 use std::net::IpAddr;
 

@@ -1,4 +1,4 @@
-//! The pairing decision of PROTOCOL.md §4: pure functions, no I/O, tested as a table.
+//! The pairing decision of docs/protocol.md §4: pure functions, no I/O, tested as a table.
 //!
 //! The connect handler gathers the facts (locality, shared-secret check, the one store read of the
 //! device, the signature check) and this module decides.
@@ -157,7 +157,7 @@ pub enum Decision {
     },
 }
 
-/// The pairing decision, PROTOCOL.md §4 steps 1–7.
+/// The pairing decision, docs/protocol.md §4 steps 1–7.
 pub fn decide(facts: &ConnectFacts<'_>, config: &PolicyConfig) -> Decision {
     // 1. Authentication.
     let auth_ok = match facts.auth {

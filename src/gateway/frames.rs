@@ -1,4 +1,4 @@
-//! Frames of the OpenClaw gateway protocol (PROTOCOL.md §1–2): what comes in, what goes out.
+//! Frames of the OpenClaw gateway protocol (docs/protocol.md §1–2): what comes in, what goes out.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -1,4 +1,4 @@
-//! `pairgate import openclaw`: OpenClaw's pairing and sub-agent state (PROTOCOL.md §9) into pairgate.
+//! `pairgate import openclaw`: OpenClaw's pairing and sub-agent state (docs/protocol.md §9) into pairgate.
 //!
 //! Reads whichever exist of the ≤ 2026.4 JSON files (`devices/paired.json`, `devices/pending.json`,
 //! `subagents/runs.json`) and the 2026.9 SQLite database (`state/openclaw.sqlite`, opened read-only), turns

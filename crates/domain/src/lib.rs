@@ -133,7 +133,7 @@ impl fmt::Display for Role {
     }
 }
 
-/// Why a connect needs an operator's decision (PROTOCOL.md §4 step 5).
+/// Why a connect needs an operator's decision (docs/protocol.md §4 step 5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PairingReason {

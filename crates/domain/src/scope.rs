@@ -1,4 +1,4 @@
-//! Operator scopes and the implication rules between them (PROTOCOL.md §5).
+//! Operator scopes and the implication rules between them (docs/protocol.md §5).
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -230,7 +230,7 @@ impl Store {
         }
     }
 
-    /// Records the ask of a refused connect, deduplicating and superseding per PROTOCOL.md §4, in one
+    /// Records the ask of a refused connect, deduplicating and superseding per docs/protocol.md §4, in one
     /// transaction with its audit row.
     pub async fn record_pairing_request(
         &self,

@@ -1,4 +1,4 @@
-//! Sub-agent sessions and runs (PROTOCOL.md §7). Limits are counted inside the transaction that inserts,
+//! Sub-agent sessions and runs (docs/protocol.md §7). Limits are counted inside the transaction that inserts,
 //! so concurrent spawns cannot overshoot; state changes go only through `RunState::can_become`.
 
 use serde::Serialize;
