@@ -85,7 +85,7 @@ async fn a_caller_cannot_approve_more_than_it_holds() {
     let request_id = remote_ask(&server, &device, &["operator.admin"]).await;
     let mut approver = operator(&server, &["operator.pairing", "operator.read"]).await;
     let reply = call(&mut approver, "1", "device.pair.approve", json!({"requestId": request_id})).await;
-    assert_eq!(reply["error"]["message"], "device pairing approval denied: missing scope operator.admin");
+    assert_eq!(reply["error"]["message"], "missing scope: operator.admin");
     let request = server.store.pairing_request(&request_id).await.unwrap().unwrap();
     assert_eq!(request.status, RequestStatus::Pending, "nothing was written");
 
@@ -103,6 +103,40 @@ async fn a_caller_cannot_approve_more_than_it_holds() {
         let reply = call(&mut admin, id, "device.pair.approve", json!({"requestId": id})).await;
         assert_eq!(reply["ok"], true, "{reply}");
     }
+}
+
+/// A device that manages another device (removing it, rotating or revoking its tokens) needs the same
+/// ceiling as approving it: every scope that device holds, and `operator.admin` for an admin or node device.
+/// (A caller without a device identity holds the gateway secret, locally: it may ask for any scope.)
+#[tokio::test]
+async fn a_device_managing_another_device_needs_every_scope_it_holds() {
+    let server = Server::start().await;
+    let admin_device = Device::new(30);
+    connect(&server, &Connect::cli().device(&admin_device).scopes(&["operator.admin"])).await.hello();
+    let reader_device = Device::new(31);
+    connect(&server, &Connect::cli().device(&reader_device).scopes(&["operator.read"])).await.hello();
+
+    let manager = Connect::cli().device(&Device::new(32)).scopes(&["operator.pairing"]);
+    let mut pairing_only = connect(&server, &manager).await.hello().1;
+    let admin_id = admin_device.id().to_string();
+    let attempts = [
+        ("device.pair.remove", json!({"deviceId": admin_id})),
+        ("device.token.rotate", json!({"deviceId": admin_id, "role": "operator", "scopes": []})),
+        ("device.token.revoke", json!({"deviceId": admin_id, "role": "operator"})),
+    ];
+    for (id, (method, params)) in attempts.into_iter().enumerate() {
+        let reply = call(&mut pairing_only, &id.to_string(), method, params).await;
+        assert_eq!(reply["error"]["message"], "missing scope: operator.admin", "{method}: {reply}");
+    }
+    let reply = call(&mut pairing_only, "r", "device.pair.remove", json!({"deviceId": reader_device.id()})).await;
+    assert_eq!(reply["error"]["message"], "missing scope: operator.read", "{reply}");
+    let admin = server.store.device(&admin_device.id()).await.unwrap().unwrap();
+    assert!(admin.removed_at_ms.is_none() && admin.live_token(Role::Operator).is_some(), "nothing was written");
+
+    let manager = Connect::cli().device(&Device::new(33)).scopes(&["operator.pairing", "operator.read"]);
+    let mut pairing_and_read = connect(&server, &manager).await.hello().1;
+    let reply = call(&mut pairing_and_read, "ok", "device.pair.remove", json!({"deviceId": reader_device.id()})).await;
+    assert_eq!(reply["ok"], true, "{reply}");
 }
 
 #[tokio::test]
@@ -181,7 +215,7 @@ async fn rotate_narrows_scopes_and_the_next_connect_gets_the_new_token() {
     // The caller holds read but not write: it may not hand out write again.
     let params = json!({"deviceId": device.id(), "role": "operator"});
     let reply = call(&mut admin, "1", "device.token.rotate", params).await;
-    assert_eq!(reply["error"]["message"], "device token rotation denied: missing scope operator.write");
+    assert_eq!(reply["error"]["message"], "missing scope: operator.write");
 
     let params = json!({"deviceId": device.id(), "role": "operator", "scopes": ["operator.read"]});
     let reply = call(&mut admin, "2", "device.token.rotate", params).await;

@@ -458,7 +458,7 @@ async fn websocket_pairing_and_token_errors() {
             "approve denied: missing scope",
             json!({
                 "code": "INVALID_REQUEST",
-                "message": "device pairing approval denied: missing scope operator.read"
+                "message": "missing scope: operator.read"
             }),
         ),
         (
@@ -498,7 +498,7 @@ async fn websocket_pairing_and_token_errors() {
         ),
         (
             "rotate denied: missing scope",
-            json!({"code": "INVALID_REQUEST", "message": "device token rotation denied: missing scope operator.read"}),
+            json!({"code": "INVALID_REQUEST", "message": "missing scope: operator.read"}),
         ),
         (
             "rotate denied: node needs admin",
@@ -520,7 +520,7 @@ async fn websocket_pairing_and_token_errors() {
             "revoke denied: missing scope",
             json!({
                 "code": "INVALID_REQUEST",
-                "message": "device token revocation denied: missing scope operator.read"
+                "message": "missing scope: operator.read"
             }),
         ),
         (

@@ -39,6 +39,7 @@ impl RestCaller {
         Caller {
             actor: Actor::Rest { token_id: "gateway".into() },
             remote_addr: Some(self.remote_addr.clone()),
+            device_id: None,
             conn_id: None,
             scopes: None,
         }

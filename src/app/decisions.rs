@@ -6,7 +6,7 @@ use super::App;
 use super::error::AppResult;
 use super::live::Disconnect;
 use super::views::{Approved, DeviceRemoved, Rejected, TokenRevoked, TokenRotated};
-use crate::domain::{DeviceId, Refusal, Role, Scope, ScopeSet};
+use crate::domain::{DeviceId, DeviceRecord, Refusal, Role, Scope, ScopeSet};
 use crate::store::{Actor, PairingRequest};
 
 /// Who asks, with what authority.
@@ -14,6 +14,8 @@ use crate::store::{Actor, PairingRequest};
 pub struct Caller<'a> {
     pub actor: Actor,
     pub remote_addr: Option<String>,
+    /// The caller's own device, when it connected with one: managing its own tokens needs less.
+    pub device_id: Option<&'a DeviceId>,
     /// The caller's own socket, which is closed after its reply rather than before.
     pub conn_id: Option<&'a str>,
     /// The scopes the caller holds; `None` is the full authority of the gateway secret (REST, the
@@ -24,7 +26,7 @@ pub struct Caller<'a> {
 impl Caller<'_> {
     /// The operator at this machine's command line.
     pub fn local_cli() -> Caller<'static> {
-        Caller { actor: Actor::local_cli(), remote_addr: None, conn_id: None, scopes: None }
+        Caller { actor: Actor::local_cli(), remote_addr: None, device_id: None, conn_id: None, scopes: None }
     }
 }
 
@@ -35,7 +37,29 @@ fn check_may_grant(caller: &Caller<'_>, action: &'static str, roles: &[Role], sc
         return Err(Refusal::NodeNeedsAdmin { action }.into());
     }
     match held.first_missing(scopes) {
-        Some(scope) => Err(Refusal::MissingScope { action, scope }.into()),
+        Some(scope) => Err(Refusal::MissingScope { scope }.into()),
+        None => Ok(()),
+    }
+}
+
+fn granted_scopes(device: Option<&DeviceRecord>, role: Role) -> ScopeSet {
+    device.and_then(|d| d.grant(role)).map(|g| g.scopes.clone()).unwrap_or_default()
+}
+
+/// A device managing another device (removing it, rotating or revoking its tokens) needs the same ceiling
+/// as approving it: every scope that device holds in any role, and `operator.admin` for a node or an admin
+/// device. A caller without a device identity is the holder of the gateway secret on this machine (remote
+/// ones get no scopes), who may ask for any scope: the ceiling would only break `openclaw devices remove`,
+/// which asks for `operator.pairing` alone.
+fn check_may_manage(caller: &Caller<'_>, device: Option<&DeviceRecord>) -> AppResult<()> {
+    let (Some(held), Some(_), Some(device)) = (caller.scopes, caller.device_id, device) else { return Ok(()) };
+    let holds: ScopeSet = device.grants.iter().flat_map(|grant| grant.scopes.iter()).collect();
+    let node = device.grants.iter().any(|grant| grant.role == Role::Node);
+    if (node || holds.contains(Scope::Admin)) && !held.allows(Scope::Admin) {
+        return Err(Refusal::MissingScope { scope: Scope::Admin }.into());
+    }
+    match held.first_missing(&holds) {
+        Some(scope) => Err(Refusal::MissingScope { scope }.into()),
         None => Ok(()),
     }
 }
@@ -91,6 +115,9 @@ impl App {
     }
 
     pub async fn remove_device(&self, caller: &Caller<'_>, device_id: &DeviceId) -> AppResult<DeviceRemoved> {
+        if caller.device_id != Some(device_id) {
+            check_may_manage(caller, self.store.device(device_id).await?.as_ref())?;
+        }
         let now = self.clock.now_ms();
         self.store.remove_device(device_id, &caller.actor, caller.remote_addr.as_deref(), now).await?;
         self.metrics.decision("remove");
@@ -105,7 +132,11 @@ impl App {
         role: Role,
         narrower: Option<&ScopeSet>,
     ) -> AppResult<TokenRotated> {
-        let granted = self.granted_scopes(device_id, role).await?;
+        let device = self.store.device(device_id).await?;
+        if caller.device_id != Some(device_id) {
+            check_may_manage(caller, device.as_ref())?;
+        }
+        let granted = granted_scopes(device.as_ref(), role);
         check_may_grant(caller, "device token rotation", &[role], narrower.unwrap_or(&granted))?;
         let now = self.clock.now_ms();
         let change = self
@@ -118,19 +149,17 @@ impl App {
     }
 
     pub async fn revoke_token(&self, caller: &Caller<'_>, device_id: &DeviceId, role: Role) -> AppResult<TokenRevoked> {
-        let granted = self.granted_scopes(device_id, role).await?;
-        check_may_grant(caller, "device token revocation", &[role], &granted)?;
+        let device = self.store.device(device_id).await?;
+        if caller.device_id != Some(device_id) {
+            check_may_manage(caller, device.as_ref())?;
+        }
+        check_may_grant(caller, "device token revocation", &[role], &granted_scopes(device.as_ref(), role))?;
         let now = self.clock.now_ms();
         let change =
             self.store.revoke_token(device_id, role, &caller.actor, caller.remote_addr.as_deref(), now).await?;
         self.metrics.decision("revoke");
         self.close_device_sockets(device_id, caller).await;
         Ok(TokenRevoked { device_id: device_id.to_string(), role: role.as_str(), revoked_at_ms: change.at_ms })
-    }
-
-    async fn granted_scopes(&self, device_id: &DeviceId, role: Role) -> AppResult<ScopeSet> {
-        let record = self.store.device(device_id).await?;
-        Ok(record.as_ref().and_then(|r| r.grant(role)).map(|g| g.scopes.clone()).unwrap_or_default())
     }
 
     /// Revocation bites before the reply: the device's sockets are closed (the caller's own socket, when a

@@ -46,6 +46,7 @@ fn caller(who: &Authenticated) -> Caller<'_> {
     Caller {
         actor: actor(who),
         remote_addr: Some(who.client_ip.clone()),
+        device_id: who.device_id.as_ref(),
         conn_id: Some(&who.conn_id),
         scopes: Some(&who.scopes),
     }

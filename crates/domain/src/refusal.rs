@@ -26,9 +26,10 @@ pub enum Refusal {
     /// A rotation narrowed to a scope the role was never approved for.
     #[error("cannot rotate to {scope}: the {role} role was not approved for it")]
     ScopeNotGranted { role: Role, scope: Scope },
-    /// The caller tried to hand out a scope it does not hold itself.
-    #[error("{action} denied: missing scope {scope}")]
-    MissingScope { action: &'static str, scope: Scope },
+    /// The caller does not hold a scope it would hand out, or that the device it manages holds. The words
+    /// are OpenClaw's, which its clients parse.
+    #[error("missing scope: {scope}")]
+    MissingScope { scope: Scope },
     /// Handing out the node role takes `operator.admin`.
     #[error("{action} denied: role node requires operator.admin")]
     NodeNeedsAdmin { action: &'static str },
