@@ -8,8 +8,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::app::{App, AppConfig};
@@ -19,10 +17,6 @@ use crate::auth::secrets::SharedSecret;
 use crate::clock::SharedClock;
 use crate::gateway::{self, Gateway, GatewayConfig};
 use crate::store::{SpawnLimits, Store};
-
-/// Request bodies of the HTTP endpoints; WebSocket frames have their own limit.
-const MAX_HTTP_BODY_BYTES: usize = 1024 * 1024;
-const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Every setting of a running server, from flags or tests.
 #[derive(Clone, Debug)]
@@ -109,8 +103,6 @@ pub fn router(server: &Server) -> Router {
         .with_state(server.gateway.clone())
         .merge(crate::admin::router().with_state(server.app.clone()))
         .layer(TraceLayer::new_for_http())
-        .layer(RequestBodyLimitLayer::new(MAX_HTTP_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, HTTP_TIMEOUT))
 }
 
 /// Serves until the application's shutdown is cancelled, then closes every WebSocket with 1001, waits

@@ -1204,7 +1204,8 @@ async fn rest_errors() {
         ),
         (
             "devices: limit not a number",
-            json!({"status": 400, "body": "Failed to deserialize query string: limit: invalid digit found in string"}),
+            json!({"status": 400, "body": {"code": "bad_request", "details": {},
+                   "message": "Failed to deserialize query string: limit: invalid digit found in string"}}),
         ),
         (
             "requests: unknown status",
@@ -1494,9 +1495,15 @@ async fn rest_errors() {
                 "body": {"code": "conflict", "message": "run run-d is done and cannot become killed", "details": {}}
             }),
         ),
-        ("no such route", json!({"status": 404, "body": null})),
-        ("method not allowed", json!({"status": 405, "body": null})),
-        ("body over 1 MiB", json!({"status": 413, "body": "length limit exceeded"})),
+        ("no such route", json!({"status": 404, "body": {"code": "not_found", "message": "not found", "details": {}}})),
+        (
+            "method not allowed",
+            json!({"status": 405, "body": {"code": "method_not_allowed", "message": "method not allowed", "details": {}}}),
+        ),
+        (
+            "body over 1 MiB",
+            json!({"status": 413, "body": {"code": "payload_too_large", "message": "length limit exceeded", "details": {}}}),
+        ),
         (
             "approve: expired",
             json!({

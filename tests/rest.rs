@@ -272,9 +272,9 @@ async fn every_operation_in_the_openapi_document_is_routed() {
             let body = response.text().await.unwrap();
             assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is not routed");
             if status == StatusCode::NOT_FOUND {
-                let error: Value = serde_json::from_str(&body)
-                    .unwrap_or_else(|_| panic!("{method} {path}: the router's 404, not a handler's: {body:?}"));
+                let error: Value = serde_json::from_str(&body).unwrap();
                 assert_eq!(error["code"], "not_found", "{method} {path}: {body}");
+                assert_ne!(error["message"], "not found", "{method} {path}: the router's 404, not a handler's");
             }
             operations.push(format!("{} {path}", method.to_uppercase()));
         }
@@ -302,8 +302,42 @@ async fn every_operation_in_the_openapi_document_is_routed() {
         ]
     );
 
-    // The probe tells the router's 404 apart: a path nobody routes answers with an empty body.
+    // The probe tells the router's 404 apart: a path nobody routes answers "not found", a handler names
+    // what it did not find.
     let unrouted = client.get(format!("{base}/api/v1/nothing-here")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(unrouted.status(), StatusCode::NOT_FOUND);
-    assert!(serde_json::from_str::<Value>(&unrouted.text().await.unwrap()).is_err());
+    assert_eq!(unrouted.json::<Value>().await.unwrap()["message"], "not found");
+}
+
+/// Every HTTP error has the one shape, also those the framework makes; the bearer scheme is
+/// case-insensitive (RFC 9110).
+#[tokio::test]
+async fn framework_errors_have_the_one_shape_and_the_bearer_scheme_is_case_insensitive() {
+    let server = Server::start().await;
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    let cases = [
+        (client.get(format!("{base}/api/v1/devices?limit=abc")), StatusCode::BAD_REQUEST),
+        (client.put(format!("{base}/api/v1/devices")), StatusCode::METHOD_NOT_ALLOWED),
+        (
+            client.post(format!("{base}/api/v1/requests/x/approve")).body(vec![b' '; 2 << 20]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (client.get(format!("{base}/no/such/path")), StatusCode::NOT_FOUND),
+    ];
+    for (request, expected) in cases {
+        let response = request.bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(response.status(), expected);
+        let body: Value = response.json().await.unwrap();
+        assert!(body["code"].is_string() && body["message"].is_string() && body["details"].is_object(), "{body}");
+    }
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let response = client
+            .get(format!("{base}/api/v1/devices"))
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "scheme {scheme}");
+    }
 }

@@ -70,7 +70,9 @@ impl FromRequestParts<Arc<App>> for RestCaller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, secret)| secret);
         let valid = match presented {
             Some(secret) => app.secret.verify(secret.trim()).await,
             None => false,

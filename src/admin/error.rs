@@ -101,3 +101,32 @@ fn refusal_error(refusal: Refusal) -> ApiError {
         | Refusal::InvalidSessionOrRun { .. } => ApiError::invalid(refusal.to_string()),
     }
 }
+
+/// Gives every error answer of the HTTP API the one shape, also those made below the handlers: a query
+/// string that does not parse (400), a method the path does not take (405), a body over the limit (413), a
+/// request that took too long (408). Their text becomes the message.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        status if status.is_server_error() => "internal",
+        _ => "invalid_request",
+    };
+    // These bodies are the framework's own short texts, never a client's input echoed at length.
+    let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_owned();
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_lowercase() } else { text };
+    ApiError::new(status, code, message).into_response()
+}

@@ -31,8 +31,18 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     documented().split_for_parts().1
 }
 
+/// Request bodies of the HTTP endpoints; WebSocket frames have their own limit.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The longest an HTTP request may take.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub fn router() -> Router<Arc<App>> {
-    documented().split_for_parts().0
+    documented()
+        .split_for_parts()
+        .0
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(axum::middleware::map_response(error::json_errors))
 }
 
 /// The process is up.
