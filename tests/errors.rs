@@ -669,6 +669,19 @@ async fn websocket_session_and_run_errors() {
         .await,
     );
     snap.record(
+        "register: unknown cleanup",
+        ws_error(
+            &mut ws,
+            "subagents.register",
+            json!({"childSessionKey": sub("a"), "requesterSessionKey": MAIN, "task": "t", "cleanup": "shred"}),
+        )
+        .await,
+    );
+    snap.record(
+        "patch: unknown subagentRole",
+        ws_error(&mut ws, "sessions.patch", json!({"key": sub("a"), "subagentRole": "boss"})).await,
+    );
+    snap.record(
         "end: status not ok, error or timeout",
         ws_error(&mut ws, "subagents.end", json!({"runId": "run-a", "status": "done"})).await,
     );
@@ -838,10 +851,15 @@ async fn websocket_session_and_run_errors() {
         ),
         (
             "register: duplicate runId",
-            json!({
-                "code": "INVALID_REQUEST",
-                "message": "invalid session or run: UNIQUE constraint failed: runs.run_id"
-            }),
+            json!({"code": "INVALID_REQUEST", "message": "run run-a exists already"}),
+        ),
+        (
+            "register: unknown cleanup",
+            json!({"code": "INVALID_REQUEST", "message": "invalid cleanup: shred (expected keep or delete)"}),
+        ),
+        (
+            "patch: unknown subagentRole",
+            json!({"code": "INVALID_REQUEST", "message": "invalid subagentRole: boss (expected orchestrator or leaf)"}),
         ),
         (
             "end: status not ok, error or timeout",

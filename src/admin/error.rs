@@ -98,7 +98,9 @@ fn refusal_error(refusal: Refusal) -> ApiError {
         | Refusal::LineageOnMainSession { .. }
         | Refusal::OwnParent
         | Refusal::MainSessionUndeletable { .. }
-        | Refusal::InvalidSessionOrRun { .. } => ApiError::invalid(refusal.to_string()),
+        | Refusal::DuplicateRun { .. }
+        | Refusal::InvalidField { .. }
+        | Refusal::InvalidSessionOrRun => ApiError::invalid(refusal.to_string()),
     }
 }
 

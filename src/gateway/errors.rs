@@ -56,7 +56,9 @@ fn refusal_error(refusal: Refusal) -> ErrorShape {
         | Refusal::MainSessionUndeletable { .. }
         | Refusal::SessionHasActiveRuns { .. }
         | Refusal::SessionHasChildren { .. }
-        | Refusal::InvalidSessionOrRun { .. } => ErrorShape::invalid(refusal.to_string()),
+        | Refusal::DuplicateRun { .. }
+        | Refusal::InvalidField { .. }
+        | Refusal::InvalidSessionOrRun => ErrorShape::invalid(refusal.to_string()),
     }
 }
 

@@ -55,9 +55,15 @@ pub enum Refusal {
     SessionHasActiveRuns { key: String, count: i64 },
     #[error("session {key} has {count} child session(s); delete them first")]
     SessionHasChildren { key: String, count: i64 },
-    /// A session or run that the database's own constraints refuse (an unknown `cleanup` value, say).
-    #[error("invalid session or run: {detail}")]
-    InvalidSessionOrRun { detail: String },
+    #[error("run {run_id} exists already")]
+    DuplicateRun { run_id: String },
+    /// A field of a session or run outside the values it may take.
+    #[error("invalid {field}: {value} (expected {expected})")]
+    InvalidField { field: &'static str, value: String, expected: String },
+    /// A session or run the database's own constraints refuse, past every check above (the detail is
+    /// logged, never sent: it is SQLite's text).
+    #[error("invalid session or run")]
+    InvalidSessionOrRun,
 }
 
 /// Which sub-agent spawn limit a registration would pass.

@@ -244,8 +244,36 @@ async fn ensure_session(conn: &mut SqliteConnection, key: &str, now_ms: Millis) 
 /// client's mistake, not the store's failure.
 fn refuse_constraint(error: StoreError) -> StoreError {
     match error {
-        StoreError::Constraint(detail) => Refusal::InvalidSessionOrRun { detail }.into(),
+        StoreError::Constraint(detail) => {
+            tracing::warn!(%detail, "a session or run refused by the database's constraints");
+            Refusal::InvalidSessionOrRun.into()
+        }
         other => other,
+    }
+}
+
+/// `value`, when it is one of `allowed`; otherwise the refusal naming the field (the value cut short: it is
+/// the client's text).
+fn check_one_of(field: &'static str, value: Option<&str>, allowed: &'static [&'static str]) -> StoreResult<()> {
+    match value {
+        Some(value) if !allowed.contains(&value) => {
+            let mut end = value.len().min(64);
+            while !value.is_char_boundary(end) {
+                end -= 1;
+            }
+            let expected = allowed.join(" or ");
+            Err(Refusal::InvalidField { field, value: value[..end].to_owned(), expected }.into())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_not_negative(field: &'static str, value: Option<i64>) -> StoreResult<()> {
+    match value {
+        Some(value) if value < 0 => {
+            Err(Refusal::InvalidField { field, value: value.to_string(), expected: "0 or more".into() }.into())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -326,6 +354,9 @@ impl Store {
     ) -> StoreResult<SessionEntry> {
         let key = patch.key.as_str();
         let agent_id = agent_id_of(key).ok_or_else(|| Refusal::NotAnAgentKey { key: key.to_owned() })?;
+        check_one_of("subagentRole", patch.subagent_role.as_deref(), &["orchestrator", "leaf"])?;
+        check_one_of("subagentControlScope", patch.subagent_control_scope.as_deref(), &["children", "none"])?;
+        check_not_negative("spawnDepth", patch.spawn_depth)?;
         let lineage = patch.spawned_by.is_some()
             || patch.spawn_depth.is_some()
             || patch.subagent_role.is_some()
@@ -471,7 +502,13 @@ impl Store {
         actor: &Actor,
         now_ms: Millis,
     ) -> StoreResult<Run> {
+        check_one_of("cleanup", Some(&new.cleanup), &["keep", "delete"])?;
+        check_one_of("spawnMode", Some(&new.spawn_mode), &["run", "session"])?;
+        check_not_negative("runTimeoutSeconds", new.run_timeout_seconds)?;
         let mut tx = self.begin_write().await?;
+        if run_on(&mut tx, &new.run_id).await?.is_some() {
+            return Err(Refusal::DuplicateRun { run_id: new.run_id.clone() }.into());
+        }
         let child = session_on(&mut tx, &new.child_session_key)
             .await?
             .ok_or_else(|| Refusal::UnknownSession { key: new.child_session_key.clone() })?;
