@@ -678,6 +678,10 @@ async fn websocket_session_and_run_errors() {
         .await,
     );
     snap.record(
+        "patch: label too long",
+        ws_error(&mut ws, "sessions.patch", json!({"key": sub("a"), "label": "l".repeat(257)})).await,
+    );
+    snap.record(
         "patch: unknown subagentRole",
         ws_error(&mut ws, "sessions.patch", json!({"key": sub("a"), "subagentRole": "boss"})).await,
     );
@@ -849,13 +853,14 @@ async fn websocket_session_and_run_errors() {
             "register: unknown child session",
             json!({"code": "INVALID_REQUEST", "message": "unknown session agent:main:subagent:ghost"}),
         ),
-        (
-            "register: duplicate runId",
-            json!({"code": "INVALID_REQUEST", "message": "run run-a exists already"}),
-        ),
+        ("register: duplicate runId", json!({"code": "INVALID_REQUEST", "message": "run run-a exists already"})),
         (
             "register: unknown cleanup",
             json!({"code": "INVALID_REQUEST", "message": "invalid cleanup: shred (expected keep or delete)"}),
+        ),
+        (
+            "patch: label too long",
+            json!({"code": "INVALID_REQUEST", "message": "label is too long: 257 bytes (at most 256)"}),
         ),
         (
             "patch: unknown subagentRole",

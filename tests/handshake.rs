@@ -541,3 +541,35 @@ async fn last_seen_is_recorded_off_the_connect_path_in_batches() {
     assert_eq!(record.last_seen_at_ms, Some(seen_at));
     assert_eq!(record.live_token(Role::Operator).map(|t| t.last_used_at_ms), Some(Some(seen_at)), "{record:?}");
 }
+
+/// Client strings are stored with pairing requests and shown to every operator: one longer than pairgate
+/// keeps is refused, naming the field, never truncated.
+#[tokio::test]
+async fn oversized_client_strings_are_refused_by_name() {
+    let server = Server::start().await;
+    let cases = [
+        ("displayName", 256, "client.displayName"),
+        ("platform", 64, "client.platform"),
+        ("deviceFamily", 64, "client.deviceFamily"),
+        ("id", 64, "client.id"),
+        ("mode", 64, "client.mode"),
+        ("version", 64, "client.version"),
+    ];
+    for (field, max, name) in cases {
+        for (length, accepted) in [(max, true), (max + 1, false)] {
+            let (mut ws, nonce) = open(&server.url(), &[]).await.unwrap();
+            let mut params = Connect::cli().params(&nonce, server.now());
+            params["client"][field] = json!("x".repeat(length));
+            send_json(&mut ws, &json!({"type": "req", "id": "c", "method": "connect", "params": params})).await;
+            let reply = next_json(&mut ws).await.unwrap();
+            if accepted {
+                assert_eq!(reply["ok"], true, "{field} of {length} bytes: {reply}");
+                continue;
+            }
+            assert_eq!(reply["error"]["code"], "INVALID_REQUEST", "{reply}");
+            let message = reply["error"]["message"].as_str().unwrap();
+            assert_eq!(message, format!("{name} is too long: {length} bytes (at most {max})"));
+            assert_eq!(expect_close(&mut ws).await.map(|(code, _)| code), Some(1008));
+        }
+    }
+}

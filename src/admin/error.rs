@@ -100,6 +100,7 @@ fn refusal_error(refusal: Refusal) -> ApiError {
         | Refusal::MainSessionUndeletable { .. }
         | Refusal::DuplicateRun { .. }
         | Refusal::InvalidField { .. }
+        | Refusal::TooLong { .. }
         | Refusal::InvalidSessionOrRun => ApiError::invalid(refusal.to_string()),
     }
 }

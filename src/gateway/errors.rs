@@ -58,6 +58,7 @@ fn refusal_error(refusal: Refusal) -> ErrorShape {
         | Refusal::SessionHasChildren { .. }
         | Refusal::DuplicateRun { .. }
         | Refusal::InvalidField { .. }
+        | Refusal::TooLong { .. }
         | Refusal::InvalidSessionOrRun => ErrorShape::invalid(refusal.to_string()),
     }
 }

@@ -83,6 +83,34 @@ pub fn negotiate_protocol(min: i64, max: i64) -> Result<i64, ConnectError> {
     })
 }
 
+/// The longest display name a client may give (bytes).
+pub const MAX_DISPLAY_NAME: usize = 256;
+/// The longest platform, device family, client id, mode or version a client may give (bytes).
+pub const MAX_CLIENT_FIELD: usize = 64;
+
+/// Refuses, naming the field, a client string longer than pairgate keeps: it would be stored with every
+/// pairing request and shown to every operator. Never truncated silently.
+fn check_client_strings(params: &ConnectParams) -> Result<(), ConnectError> {
+    let client = &params.client;
+    let fields = [
+        ("client.displayName", client.display_name.as_deref(), MAX_DISPLAY_NAME),
+        ("client.platform", client.platform.as_deref(), MAX_CLIENT_FIELD),
+        ("client.deviceFamily", client.device_family.as_deref(), MAX_CLIENT_FIELD),
+        ("client.id", Some(client.id.as_str()), MAX_CLIENT_FIELD),
+        ("client.mode", Some(client.mode.as_str()), MAX_CLIENT_FIELD),
+        ("client.version", client.version.as_deref(), MAX_CLIENT_FIELD),
+    ];
+    for (field, value, max) in fields {
+        if let Some(value) = value
+            && value.len() > max
+        {
+            let message = format!("{field} is too long: {} bytes (at most {max})", value.len());
+            return Err(ConnectError::policy(ErrorShape::invalid(message)));
+        }
+    }
+    Ok(())
+}
+
 fn parse_role_and_scopes(params: &ConnectParams) -> Result<(Role, ScopeSet), ConnectError> {
     let role_name = params.role.as_deref().unwrap_or("operator");
     let role = Role::parse(role_name).ok_or_else(|| ConnectError::policy(ErrorShape::invalid("invalid role")))?;
@@ -188,6 +216,7 @@ impl Gateway {
         params: ConnectParams,
     ) -> Result<(Authenticated, HelloOk), ConnectError> {
         let protocol = negotiate_protocol(params.min_protocol, params.max_protocol)?;
+        check_client_strings(&params)?;
         let (role, scopes) = parse_role_and_scopes(&params)?;
         let now = self.app.clock.now_ms();
         let client = &conn.client;

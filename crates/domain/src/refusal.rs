@@ -60,6 +60,8 @@ pub enum Refusal {
     /// A field of a session or run outside the values it may take.
     #[error("invalid {field}: {value} (expected {expected})")]
     InvalidField { field: &'static str, value: String, expected: String },
+    #[error("{field} is too long: {length} bytes (at most {max})")]
+    TooLong { field: &'static str, length: usize, max: usize },
     /// A session or run the database's own constraints refuse, past every check above (the detail is
     /// logged, never sent: it is SQLite's text).
     #[error("invalid session or run")]

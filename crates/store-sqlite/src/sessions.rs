@@ -268,6 +268,16 @@ fn check_one_of(field: &'static str, value: Option<&str>, allowed: &'static [&'s
     }
 }
 
+/// The longest session or run label a client may give (bytes).
+pub const MAX_LABEL: usize = 256;
+
+fn check_length(field: &'static str, value: Option<&str>, max: usize) -> StoreResult<()> {
+    match value {
+        Some(value) if value.len() > max => Err(Refusal::TooLong { field, length: value.len(), max }.into()),
+        _ => Ok(()),
+    }
+}
+
 fn check_not_negative(field: &'static str, value: Option<i64>) -> StoreResult<()> {
     match value {
         Some(value) if value < 0 => {
@@ -354,6 +364,7 @@ impl Store {
     ) -> StoreResult<SessionEntry> {
         let key = patch.key.as_str();
         let agent_id = agent_id_of(key).ok_or_else(|| Refusal::NotAnAgentKey { key: key.to_owned() })?;
+        check_length("label", patch.label.as_deref(), MAX_LABEL)?;
         check_one_of("subagentRole", patch.subagent_role.as_deref(), &["orchestrator", "leaf"])?;
         check_one_of("subagentControlScope", patch.subagent_control_scope.as_deref(), &["children", "none"])?;
         check_not_negative("spawnDepth", patch.spawn_depth)?;
@@ -502,6 +513,7 @@ impl Store {
         actor: &Actor,
         now_ms: Millis,
     ) -> StoreResult<Run> {
+        check_length("label", new.label.as_deref(), MAX_LABEL)?;
         check_one_of("cleanup", Some(&new.cleanup), &["keep", "delete"])?;
         check_one_of("spawnMode", Some(&new.spawn_mode), &["run", "session"])?;
         check_not_negative("runTimeoutSeconds", new.run_timeout_seconds)?;
