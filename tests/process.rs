@@ -68,9 +68,23 @@ fn command(home: &Path) -> Command {
 
 /// Starts `pairgate serve` with `args` and waits for its "listening" line.
 async fn serve(home: &Path, args: &[&str], stderr_name: &str) -> Running {
+    serve_from(command(home), home, args, stderr_name).await
+}
+
+/// `command`, run by a shell that sets `umask` first.
+fn command_under_umask(home: &Path, umask: &str) -> Command {
+    let command = command(home);
+    let program = command.as_std().get_program().to_owned();
+    let mut shell = Command::new("sh");
+    shell.env_clear().env("HOME", home).env("PATH", std::env::var("PATH").unwrap_or_default());
+    shell.arg("-c").arg(format!("umask {umask} && exec \"$0\" \"$@\"")).arg(program);
+    shell
+}
+
+async fn serve_from(mut command: Command, home: &Path, args: &[&str], stderr_name: &str) -> Running {
     let stderr_path = home.join(stderr_name);
     let stderr = std::fs::File::create(&stderr_path).unwrap();
-    let mut child = command(home)
+    let mut child = command
         .arg("serve")
         .args(args)
         .env("PAIRGATE_LISTEN", "127.0.0.1:0")
@@ -519,4 +533,53 @@ async fn backup_while_serving_and_restore_after_stopping() {
     let (ok, _, err) =
         pairgate(home.path(), &["restore", "--from", &not_a_db.display().to_string(), "--db", &db]).await;
     assert!(!ok && err.contains("is not a usable backup"), "{err}");
+}
+
+/// Everything pairgate writes that holds a secret or a digest is 0600 whatever the umask: the database and
+/// its -wal and -shm, the token file, backups (the automatic one too), exports and restored databases.
+#[tokio::test]
+async fn files_with_secrets_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("data");
+    let db = dir.join("pairgate.db");
+    let db_arg = db.display().to_string();
+    let server =
+        serve_from(command_under_umask(home.path(), "000"), home.path(), &["--db", &db_arg], "umask.log").await;
+    for suffix in ["", "-wal", "-shm", ".gateway-token"] {
+        let file = PathBuf::from(format!("{db_arg}{suffix}"));
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    let run = |args: Vec<String>| {
+        let mut command = command_under_umask(home.path(), "000");
+        command.args(args);
+        async move {
+            let output = command.output().await.unwrap();
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        }
+    };
+    let backup = home.path().join("backup.db");
+    run(vec!["backup".into(), "--to".into(), backup.display().to_string(), "--db".into(), db_arg.clone()]).await;
+    assert_eq!(mode(&backup), 0o600, "backup");
+    let export = home.path().join("export.json");
+    run(vec!["export".into(), "--out".into(), export.display().to_string(), "--db".into(), db_arg.clone()]).await;
+    assert_eq!(mode(&export), 0o600, "export");
+    server.kill9().await;
+
+    let restored = home.path().join("restored.db");
+    let (from, to) = (backup.display().to_string(), restored.display().to_string());
+    run(vec!["restore".into(), "--from".into(), from, "--db".into(), to]).await;
+    assert_eq!(mode(&restored), 0o600, "restored database");
+
+    // An export never writes through a planted link, nor over an existing file.
+    let planted = home.path().join("planted.json");
+    std::os::unix::fs::symlink(home.path().join("elsewhere"), &planted).unwrap();
+    let output = command(home.path())
+        .args(["export", "--out", planted.to_str().unwrap(), "--db", &db_arg])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(!home.path().join("elsewhere").exists());
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use super::args::{DbArg, MigrateAction};
 use super::lock::ServerLock;
 use crate::clock::{Clock, SystemClock};
-use crate::store::{MIGRATOR, Store, latest_known_version, sibling_path};
+use crate::store::{MIGRATOR, Store, create_private, latest_known_version, sibling_path};
 
 pub async fn migrate(action: MigrateAction, db: &DbArg) -> anyhow::Result<()> {
     let path = db.path()?;
@@ -115,8 +115,9 @@ pub async fn restore(from: &Path, db: &DbArg) -> anyhow::Result<()> {
         current.close().await;
         kept = Some(target);
     }
-    let staged = path.with_extension("restoring");
-    std::fs::copy(&probe, &staged)?;
+    let staged = sibling_path(&path, ".restoring");
+    let _ = std::fs::remove_file(&staged);
+    std::io::copy(&mut std::fs::File::open(&probe)?, &mut create_private(&staged)?)?;
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(sibling_path(&path, suffix));
     }

@@ -231,7 +231,17 @@ pub(super) async fn export(out: Option<&Path>, db: &DbArg) -> anyhow::Result<()>
     let text = serde_json::to_string_pretty(&export?)?;
     match out {
         Some(path) => {
-            std::fs::write(path, text + "\n").map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?
+            // An export holds token digests: private, and never over an existing file or through a link.
+            let write = || -> std::io::Result<()> {
+                use std::io::Write;
+                let mut file = crate::store::create_private(path)?;
+                file.write_all(text.as_bytes())?;
+                file.write_all(b"\n")?;
+                file.sync_all()
+            };
+            write().map_err(|e| {
+                anyhow::anyhow!("cannot write {}: {e} (an export never replaces a file)", path.display())
+            })?
         }
         None => println!("{text}"),
     }

@@ -105,13 +105,12 @@ impl Signals {
 /// The gateway token pairgate makes when none is configured.
 mod generated_token {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     use std::path::{Path, PathBuf};
 
     use crate::auth::secrets::{SecretKind, SharedSecret, hash_secret};
     use crate::clock::Millis;
     use crate::domain::TokenSecret;
-    use crate::store::{Actor, Store, sibling_path};
+    use crate::store::{Actor, Store, create_private, sibling_path};
 
     pub fn token_file(db_path: &Path) -> PathBuf {
         sibling_path(db_path, ".gateway-token")
@@ -140,9 +139,12 @@ mod generated_token {
         SharedSecret::from_argon2(SecretKind::Token, phc).map_err(anyhow::Error::msg)
     }
 
+    /// Writes the file whole or not at all: a fresh private file beside it (a stale one from a crash, or
+    /// anything planted there, is removed, never written through), then renamed over `path`.
     fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-        let tmp = path.with_extension("tmp");
-        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let tmp = sibling_path(path, ".tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = create_private(&tmp)?;
         writeln!(file, "{contents}")?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;

@@ -9,6 +9,7 @@ mod approvals;
 mod audit;
 mod cache;
 mod devices;
+mod files;
 pub mod imports;
 mod meta;
 mod requests;
@@ -17,6 +18,7 @@ mod transfer;
 
 pub use audit::{Actor, AuditEvent, AuditRow};
 pub use devices::{DeviceFilter, NewGrant, SeenNote, TokenChange};
+pub use files::{create_private, make_private, remove_database_files, sibling_path};
 pub use requests::{NewPairingRequest, PairingRequest, RequestOutcome};
 pub use sessions::{NewRun, Run, RunEnd, SessionEntry, SessionPatch, SpawnLimits};
 
@@ -285,6 +287,12 @@ impl Store {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| OpenError::Io { path: parent.to_path_buf(), source })?;
         }
+        if created {
+            // Made here, private, so that SQLite's `-wal` and `-shm` (which take the database's mode) are too.
+            create_private(path).map_err(|source| OpenError::Io { path: path.to_path_buf(), source })?;
+        } else {
+            tighten_modes(path);
+        }
         let base = SqliteConnectOptions::new().filename(path).foreign_keys(true).busy_timeout(Duration::from_secs(5));
         let writer_options = base
             .clone()
@@ -447,6 +455,24 @@ async fn begin_write_on(
     Ok(WriteTx { tx, started, latency: latency.clone() })
 }
 
+/// A database made by an older pairgate (or by hand) may be readable by others: it holds token digests
+/// and the gateway token's hash, so it and its `-wal` and `-shm` become `0600`.
+fn tighten_modes(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = sibling_path(path, suffix);
+        let Ok(metadata) = std::fs::symlink_metadata(&file) else { continue };
+        if metadata.file_type().is_file() && metadata.permissions().mode() & 0o077 != 0 {
+            match make_private(&file) {
+                Ok(()) => tracing::warn!(file = %file.display(), "was readable by others; now 0600"),
+                Err(error) => {
+                    tracing::warn!(file = %file.display(), %error, "is readable by others and could not be made 0600")
+                }
+            }
+        }
+    }
+}
+
 /// Returns whether the file is new; refuses files pairgate must not open.
 fn check_file_before_open(path: &Path) -> Result<bool, OpenError> {
     let metadata = match std::fs::metadata(path) {
@@ -470,21 +496,6 @@ fn check_file_before_open(path: &Path) -> Result<bool, OpenError> {
         return Err(OpenError::ReadOnly { path: path.to_path_buf() });
     }
     Ok(false)
-}
-
-/// The file named like the database file plus `suffix`, beside it: SQLite's `-wal` and `-shm`, the lock,
-/// the token file, backups. The one place such names are made.
-pub fn sibling_path(db_path: &Path, suffix: &str) -> PathBuf {
-    let mut name = db_path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-/// Removes the database file and SQLite's `-wal` and `-shm` beside it.
-pub fn remove_database_files(path: &Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(sibling_path(path, suffix));
-    }
 }
 
 pub fn latest_known_version() -> i64 {
@@ -592,12 +603,21 @@ async fn backup_before_migrating(writer: &SqlitePool, path: &Path, version: i64)
 
 /// A consistent copy of the live database (WAL included) into a new file.
 async fn vacuum_into(pool: &SqlitePool, target: &Path) -> StoreResult<()> {
-    if target.exists() {
-        return Err(StoreError::TargetExists(target.to_path_buf()));
-    }
     let target_text = target.to_str().ok_or_else(|| StoreError::PathNotUtf8(target.to_path_buf()))?;
+    // An empty private file first (VACUUM INTO fills an empty file and keeps its mode): never an existing
+    // file, never through a symlink.
+    match create_private(target) {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(StoreError::TargetExists(target.to_path_buf()));
+        }
+        Err(error) => return Err(StoreError::Database(sqlx::Error::Io(error))),
+    }
     // VACUUM INTO takes no macro-checked form; the path is bound, never spliced into the SQL.
-    sqlx::query("VACUUM INTO ?").bind(target_text).execute(pool).await?;
+    if let Err(error) = sqlx::query("VACUUM INTO ?").bind(target_text).execute(pool).await {
+        let _ = std::fs::remove_file(target);
+        return Err(error.into());
+    }
     Ok(())
 }
 
