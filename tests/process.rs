@@ -583,3 +583,40 @@ async fn files_with_secrets_are_private_whatever_the_umask() {
     assert!(!output.status.success());
     assert!(!home.path().join("elsewhere").exists());
 }
+
+/// No log level prints a secret: not the gateway token a client presents, not a device token.
+#[tokio::test]
+async fn no_log_level_prints_a_token() {
+    for (run, rust_log) in ["trace", "tungstenite=trace,tokio_tungstenite=trace,trace"].into_iter().enumerate() {
+        let home = tempfile::tempdir().unwrap();
+        let db = home.path().join("trace.db").display().to_string();
+        let mut command = command(home.path());
+        command.env("RUST_LOG", rust_log);
+        let server = serve_from(command, home.path(), &["--db", &db, "--token", TOKEN], "trace.log").await;
+        let device = Device::new(95 + run as u8);
+        let (hello, ws) = connect_url(&server.url(), &Connect::cli().device(&device), now_ms()).await.hello();
+        drop(ws);
+        let device_token = hello["auth"]["deviceToken"].as_str().unwrap().to_owned();
+        let again = Connect::cli().device(&device).token(None).device_token(&device_token);
+        connect_url(&server.url(), &again, now_ms()).await.hello();
+        let (status, _) = http_get_with_bearer(server.addr, "/api/v1/devices", TOKEN).await;
+        assert_eq!(status, 200);
+        let log = server.stderr();
+        assert!(log.len() > 1000, "RUST_LOG={rust_log}: trace logging is on: {} bytes", log.len());
+        let leaks: Vec<&str> =
+            log.lines().filter(|line| line.contains(TOKEN) || line.contains(&device_token)).collect();
+        assert!(leaks.is_empty(), "RUST_LOG={rust_log}: a token is in the log:\n{}", leaks.join("\n"));
+        server.kill9().await;
+    }
+}
+
+async fn http_get_with_bearer(addr: SocketAddr, path: &str, token: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
+}

@@ -5,6 +5,7 @@
 pub mod args;
 mod database;
 pub mod lock;
+pub mod logging;
 mod offline;
 mod serve;
 

@@ -1,0 +1,24 @@
+//! Logging to stderr, filtered by `RUST_LOG` (default `info`), and never a secret at any level.
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Directive;
+
+/// Libraries whose trace output holds whole frames, credentials included (tungstenite logs every frame it
+/// sends or receives at `trace`): capped at `debug` whatever `RUST_LOG` asks.
+const CAPPED_AT_DEBUG: &[&str] = &["tungstenite", "tokio_tungstenite"];
+
+/// The filter: `RUST_LOG` (or `info`), with the libraries above capped.
+pub fn filter(rust_log: Option<&str>) -> EnvFilter {
+    let mut filter =
+        rust_log.and_then(|directives| EnvFilter::try_new(directives).ok()).unwrap_or_else(|| EnvFilter::new("info"));
+    for target in CAPPED_AT_DEBUG {
+        let directive: Directive = format!("{target}=debug").parse().expect("a valid directive");
+        filter = filter.add_directive(directive);
+    }
+    filter
+}
+
+pub fn init() {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    tracing_subscriber::fmt().with_env_filter(filter(rust_log.as_deref())).with_writer(std::io::stderr).init();
+}
