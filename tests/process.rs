@@ -620,3 +620,25 @@ async fn http_get_with_bearer(addr: SocketAddr, path: &str, token: &str) -> (u16
     let status = response.split(' ').nth(1).unwrap().parse().unwrap();
     (status, response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
 }
+
+/// A secret can come from a file, so that no command line (which `ps` shows every local user) holds it.
+#[tokio::test]
+async fn the_gateway_token_can_come_from_a_file() {
+    let home = tempfile::tempdir().unwrap();
+    let token_file = home.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let db = home.path().join("file.db").display().to_string();
+    let server = serve(home.path(), &["--db", &db, "--token-file", token_file.to_str().unwrap()], "file.log").await;
+    connect_url(&server.url(), &Connect::cli(), now_ms()).await.hello();
+    let wrong = Connect::cli().token(Some("not-the-token"));
+    let (error, _) = connect_url(&server.url(), &wrong, now_ms()).await.refused();
+    assert_eq!(error["details"]["code"], "AUTH_TOKEN_MISMATCH");
+    assert!(!home.path().join("file.db.gateway-token").exists(), "no token is generated");
+    server.kill9().await;
+
+    std::fs::write(&token_file, "\n").unwrap();
+    let (ok, _, stderr) =
+        pairgate(home.path(), &["serve", "--db", &db, "--token-file", token_file.to_str().unwrap()]).await;
+    assert!(!ok);
+    assert!(stderr.contains("is empty"), "{stderr}");
+}

@@ -116,12 +116,19 @@ pub struct ServeArgs {
     #[arg(long, env = "PAIRGATE_LISTEN", default_value = "127.0.0.1:18789")]
     pub listen: SocketAddr,
     /// Gateway token clients present as `auth.token`. Without it, pairgate generates one on first start
-    /// and writes it once to a 0600 file next to the database.
-    #[arg(long, env = "PAIRGATE_TOKEN", hide_env_values = true, conflicts_with = "password")]
+    /// and writes it once to a 0600 file next to the database. Prefer --token-file or the environment:
+    /// every local user can read a command line.
+    #[arg(long, env = "PAIRGATE_TOKEN", hide_env_values = true, conflicts_with_all = ["password", "password_file", "token_file"])]
     pub token: Option<SecretArg>,
+    /// Read the gateway token from this file (its first line).
+    #[arg(long, env = "PAIRGATE_TOKEN_FILE", conflicts_with_all = ["password", "password_file"])]
+    pub token_file: Option<PathBuf>,
     /// Use password auth (`auth.password`) with this password instead of a token.
-    #[arg(long, env = "PAIRGATE_PASSWORD", hide_env_values = true)]
+    #[arg(long, env = "PAIRGATE_PASSWORD", hide_env_values = true, conflicts_with = "password_file")]
     pub password: Option<SecretArg>,
+    /// Read the password of password auth from this file (its first line).
+    #[arg(long, env = "PAIRGATE_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
     /// A reverse proxy whose X-Forwarded-For is believed (repeatable; env: comma-separated).
     #[arg(long = "trusted-proxy", env = "PAIRGATE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpAddr>,
@@ -168,6 +175,18 @@ impl std::str::FromStr for SecretArg {
     type Err = std::convert::Infallible;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         Ok(SecretArg(text.to_owned()))
+    }
+}
+
+impl SecretArg {
+    /// The secret on the first line of `path` (a trailing newline is not part of it).
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<SecretArg> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let secret = text.lines().next().unwrap_or("").trim_end_matches('\r');
+        if secret.trim().is_empty() {
+            anyhow::bail!("{} is empty: put the secret on its first line", path.display());
+        }
+        Ok(SecretArg(secret.to_owned()))
     }
 }
 

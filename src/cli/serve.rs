@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use super::args::ServeArgs;
+use super::args::{SecretArg, ServeArgs};
 use super::lock::ServerLock;
 use crate::auth::policy::PolicyConfig;
 use crate::auth::secrets::{SecretKind, SharedSecret};
@@ -18,6 +18,8 @@ use crate::store::{MIGRATOR, MigratePolicy, SpawnLimits, Store};
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Registered before anything is served: a server that could not hear SIGTERM must not start.
     let signals = Signals::register()?;
+    // Secrets first: a file that cannot be read stops the start before the database is touched.
+    let configured = configured_secret(&args)?;
     let db_path = args.db.path()?;
     let _lock = ServerLock::acquire(&db_path)?;
     let policy = if args.no_auto_migrate { MigratePolicy::Refuse } else { MigratePolicy::Apply };
@@ -35,10 +37,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "database ready"
     );
     let clock: SharedClock = Arc::new(SystemClock);
-    let secret = match (&args.token, &args.password) {
-        (Some(token), _) => SharedSecret::from_plaintext(SecretKind::Token, token.expose()),
-        (None, Some(password)) => SharedSecret::from_plaintext(SecretKind::Password, password.expose()),
-        (None, None) => generated_token::load_or_create(&store, &db_path, clock.now_ms()).await?,
+    let secret = match configured {
+        Some(secret) => secret,
+        None => generated_token::load_or_create(&store, &db_path, clock.now_ms()).await?,
     };
     let config = Config {
         policy: PolicyConfig { auto_approve_local: args.auto_approve_local },
@@ -75,6 +76,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server::run(listener, server).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The gateway secret given by flag, file or environment; `None` when pairgate is to make its own.
+fn configured_secret(args: &ServeArgs) -> anyhow::Result<Option<SharedSecret>> {
+    let token = match &args.token_file {
+        Some(path) => Some(SecretArg::from_file(path)?),
+        None => args.token.clone(),
+    };
+    let password = match &args.password_file {
+        Some(path) => Some(SecretArg::from_file(path)?),
+        None => args.password.clone(),
+    };
+    Ok(match (token, password) {
+        (Some(token), _) => Some(SharedSecret::from_plaintext(SecretKind::Token, token.expose())),
+        (None, Some(password)) => Some(SharedSecret::from_plaintext(SecretKind::Password, password.expose())),
+        (None, None) => None,
+    })
 }
 
 /// SIGINT and SIGTERM, listened for from the moment they are registered.
