@@ -642,3 +642,31 @@ async fn the_gateway_token_can_come_from_a_file() {
     assert!(!ok);
     assert!(stderr.contains("is empty"), "{stderr}");
 }
+
+/// A backup doctored with an extra trigger (one that would grant admin on every new pairing request) is
+/// refused by `restore`, and `migrate verify` names it.
+#[tokio::test]
+async fn a_doctored_backup_is_refused_and_verify_names_the_extra_object() {
+    let home = tempfile::tempdir().unwrap();
+    let (db, doctored) = (home.path().join("live.db"), home.path().join("doctored.db"));
+    let (db_arg, doctored_arg) = (db.display().to_string(), doctored.display().to_string());
+    let (ok, _, stderr) = pairgate(home.path(), &["migrate", "up", "--db", &doctored_arg]).await;
+    assert!(ok, "{stderr}");
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite:{doctored_arg}")).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER grant_admin AFTER INSERT ON pairing_requests
+         BEGIN UPDATE pairing_requests SET scopes = '[\"operator.admin\"]' WHERE request_id = NEW.request_id; END",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    raw.close().await;
+
+    let (ok, out, _) = pairgate(home.path(), &["migrate", "verify", "--db", &doctored_arg]).await;
+    assert!(!ok);
+    assert!(out.contains("trigger grant_admin is not made by any migration"), "{out}");
+    let (ok, _, stderr) = pairgate(home.path(), &["restore", "--from", &doctored_arg, "--db", &db_arg]).await;
+    assert!(!ok, "a doctored backup is not restored");
+    assert!(stderr.contains("grant_admin"), "{stderr}");
+    assert!(!db.exists(), "nothing was restored");
+}

@@ -417,7 +417,33 @@ impl Store {
             Some(rowid) => format!("foreign key: {table} row {rowid} points at a missing {parent}"),
             None => format!("foreign key: a {table} row points at a missing {parent}"),
         }));
+        problems.extend(self.schema_drift().await?);
         Ok(problems)
+    }
+
+    /// Every schema object (table, index, trigger, view) that differs from what the migrations applied to
+    /// this database produce: one added (a trigger that grants admin, say), one missing, or one changed.
+    pub async fn schema_drift(&self) -> StoreResult<Vec<String>> {
+        let applied: Vec<i64> =
+            sqlx::query_scalar!(r#"SELECT version AS "v!: i64" FROM _sqlx_migrations WHERE success = 1"#)
+                .fetch_all(&self.readers)
+                .await?;
+        let expected = reference_schema(&applied).await?;
+        let actual = schema_objects(&self.readers).await?;
+        let mut drift = Vec::new();
+        for (key, sql) in &actual {
+            match expected.get(key) {
+                None => drift.push(format!("schema: {} {} is not made by any migration", key.0, key.1)),
+                Some(wanted) if wanted != sql => {
+                    drift.push(format!("schema: {} {} differs from what the migrations make", key.0, key.1))
+                }
+                Some(_) => {}
+            }
+        }
+        for key in expected.keys().filter(|key| !actual.contains_key(*key)) {
+            drift.push(format!("schema: {} {} is missing", key.0, key.1));
+        }
+        Ok(drift)
     }
 
     /// The writer's journal mode, synchronous level (2 = FULL) and foreign-key enforcement, for
@@ -453,6 +479,33 @@ async fn begin_write_on(
     let started = std::time::Instant::now();
     let tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     Ok(WriteTx { tx, started, latency: latency.clone() })
+}
+
+type SchemaObjects = std::collections::BTreeMap<(String, String), Option<String>>;
+
+/// (type, name) → the SQL that made it, for every object but SQLite's own and the migrator's table (whose
+/// rows the checksums check).
+async fn schema_objects(pool: &SqlitePool) -> StoreResult<SchemaObjects> {
+    let rows = sqlx::query!(
+        r#"SELECT type AS "kind!: String", name AS "name!: String", sql
+             FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations'"#
+    )
+    .fetch_all(pool)
+    .await?;
+    let rows = rows.into_iter().map(|row| (row.kind, row.name, row.sql));
+    Ok(rows.map(|(kind, name, sql)| ((kind, name), sql)).collect())
+}
+
+/// The schema objects the embedded migrations `versions` make, in a scratch in-memory database.
+async fn reference_schema(versions: &[i64]) -> StoreResult<SchemaObjects> {
+    let scratch =
+        SqlitePoolOptions::new().max_connections(1).connect_with(SqliteConnectOptions::new().in_memory(true)).await?;
+    for migration in MIGRATOR.iter().filter(|m| versions.contains(&m.version)) {
+        sqlx::raw_sql(&migration.sql).execute(&scratch).await?;
+    }
+    let objects = schema_objects(&scratch).await;
+    scratch.close().await;
+    objects
 }
 
 /// A database made by an older pairgate (or by hand) may be readable by others: it holds token digests
