@@ -573,3 +573,26 @@ async fn oversized_client_strings_are_refused_by_name() {
         }
     }
 }
+
+/// Past the cap on pending requests, a new ask is refused with a clear, retryable error (close 1013) and
+/// nothing is stored; other addresses still ask.
+#[tokio::test]
+async fn a_pairing_ask_past_the_cap_is_refused_clearly() {
+    let server = Server::start_with(with_proxy()).await;
+    server.store.set_pending_caps(1, 100);
+    let ask = |seed: u8, ip: &str| Connect::cli().device(&Device::new(seed)).via_proxy_for(ip);
+    let (first, _) = connect(&server, &ask(110, "203.0.113.60")).await.refused();
+    assert_eq!(first["code"], "NOT_PAIRED");
+    let (error, close) = connect(&server, &ask(111, "203.0.113.60")).await.refused();
+    assert_eq!(error["code"], "UNAVAILABLE", "{error}");
+    assert_eq!(error["retryable"], true);
+    assert_eq!(error["details"], json!({"code": "PAIRING_REQUESTS_FULL", "max": 1, "perAddress": true}));
+    assert_eq!(
+        error["message"],
+        "too many pending pairing requests from this address (at most 1); try again once an operator decides them or they expire"
+    );
+    assert_eq!(close.map(|(code, _)| code), Some(1013));
+    let (other, _) = connect(&server, &ask(112, "203.0.113.61")).await.refused();
+    assert_eq!(other["code"], "NOT_PAIRED");
+    assert_eq!(server.store.pending_requests(server.now()).await.unwrap().len(), 2);
+}

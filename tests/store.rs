@@ -448,3 +448,51 @@ async fn concurrent_approvals_commit_together_and_a_failure_stays_with_its_own_a
     pool.close().await;
     store.close().await;
 }
+
+/// Pending requests are capped per client address and in all; a device re-asking or superseding its own
+/// request is not a new one; expired requests stop counting, and dead ones are purged after a day.
+#[tokio::test]
+async fn pending_requests_are_capped_and_dead_ones_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&dir.path().join("caps.db")).await.unwrap();
+    store.set_pending_caps(2, 3);
+    let actor = Actor::System;
+    let from = |seed: u8, ip: &str| NewPairingRequest {
+        remote_ip: Some(ip.into()),
+        ..ask(seed, Role::Operator, &["operator.read"])
+    };
+    let refusal = |result: Result<_, StoreError>| result.err().and_then(|e| e.refusal().cloned());
+
+    store.record_pairing_request(&from(1, "203.0.113.1"), &actor, NOW).await.unwrap();
+    store.record_pairing_request(&from(2, "203.0.113.1"), &actor, NOW).await.unwrap();
+    assert_eq!(
+        refusal(store.record_pairing_request(&from(3, "203.0.113.1"), &actor, NOW).await),
+        Some(Refusal::TooManyPendingRequests { per_address: true, max: 2 })
+    );
+    // The same device asking again, or asking for more, is its own request: not refused.
+    store.record_pairing_request(&from(2, "203.0.113.1"), &actor, NOW + 1).await.unwrap();
+    let wider =
+        NewPairingRequest { remote_ip: Some("203.0.113.1".into()), ..ask(2, Role::Operator, &["operator.write"]) };
+    store.record_pairing_request(&wider, &actor, NOW + 2).await.unwrap();
+
+    store.record_pairing_request(&from(4, "198.51.100.7"), &actor, NOW).await.unwrap();
+    assert_eq!(
+        refusal(store.record_pairing_request(&from(5, "198.51.100.8"), &actor, NOW).await),
+        Some(Refusal::TooManyPendingRequests { per_address: false, max: 3 })
+    );
+    assert_eq!(store.pending_requests(NOW + 3).await.unwrap().len(), 3, "nothing was written for a refused ask");
+
+    // Expired requests no longer count.
+    let later = NOW + pairgate::domain::PAIRING_REQUEST_TTL_MS + 10;
+    store.record_pairing_request(&from(3, "203.0.113.1"), &actor, later).await.unwrap();
+
+    // A day after they died, expired and superseded requests are purged (the audit trail keeps them).
+    let dead = store.requests_page(Some(RequestStatus::Expired), None, 50).await.unwrap().0.len()
+        + store.requests_page(Some(RequestStatus::Superseded), None, 50).await.unwrap().0.len();
+    assert!(dead >= 3, "{dead}");
+    store.expire_pending(later + pairgate::domain::DEAD_REQUEST_RETENTION_MS + 1).await.unwrap();
+    for status in [RequestStatus::Expired, RequestStatus::Superseded] {
+        let left = store.requests_page(Some(status), None, 50).await.unwrap().0;
+        assert!(left.iter().all(|r| r.resolved_at_ms.unwrap() >= later), "{status:?}: {left:?}");
+    }
+}

@@ -101,6 +101,7 @@ fn refusal_error(refusal: Refusal) -> ApiError {
         | Refusal::DuplicateRun { .. }
         | Refusal::InvalidField { .. }
         | Refusal::TooLong { .. }
+        | Refusal::TooManyPendingRequests { .. }
         | Refusal::InvalidSessionOrRun => ApiError::invalid(refusal.to_string()),
     }
 }

@@ -59,6 +59,7 @@ fn refusal_error(refusal: Refusal) -> ErrorShape {
         | Refusal::DuplicateRun { .. }
         | Refusal::InvalidField { .. }
         | Refusal::TooLong { .. }
+        | Refusal::TooManyPendingRequests { .. }
         | Refusal::InvalidSessionOrRun => ErrorShape::invalid(refusal.to_string()),
     }
 }

@@ -11,7 +11,7 @@ use crate::auth::policy::{
     TokenAction,
 };
 use crate::auth::secrets::SecretKind;
-use crate::domain::{ClientMeta, DeviceId, DeviceRecord, PairingReason, Role, ScopeSet, TokenSecret};
+use crate::domain::{ClientMeta, DeviceId, DeviceRecord, PairingReason, Refusal, Role, ScopeSet, TokenSecret};
 use crate::store::{Actor, NewGrant, NewPairingRequest, PairingRequest, RequestOutcome, StoreError};
 
 /// Protocol versions pairgate speaks; it picks the highest one the client also speaks.
@@ -32,6 +32,22 @@ impl ConnectError {
     fn policy(error: ErrorShape) -> Self {
         let close_reason = error.message.clone();
         ConnectError { error: Box::new(error), close_code: close::POLICY, close_reason }
+    }
+
+    /// A pairing ask the store would not record: past the caps on pending requests (retry later), or a
+    /// failure.
+    fn pairing_ask(error: &StoreError) -> Self {
+        let Some(refusal @ Refusal::TooManyPendingRequests { max, per_address }) = error.refusal() else {
+            return ConnectError::internal(error);
+        };
+        tracing::warn!(%refusal, "pairing ask refused");
+        let mut shape = ErrorShape::unavailable(refusal.to_string());
+        shape.details = Some(json!({ "code": "PAIRING_REQUESTS_FULL", "max": max, "perAddress": per_address }));
+        ConnectError {
+            error: Box::new(shape),
+            close_code: close::TRY_AGAIN_LATER,
+            close_reason: "too many pending pairing requests".into(),
+        }
     }
 
     fn internal(error: &StoreError) -> Self {
@@ -331,7 +347,7 @@ impl Gateway {
                     .store
                     .record_pairing_request(&ask, &actor, now)
                     .await
-                    .map_err(|e| ConnectError::internal(&e))?;
+                    .map_err(|e| ConnectError::pairing_ask(&e))?;
                 if outcome != RequestOutcome::Refreshed {
                     self.app.announce_request(&request);
                 }

@@ -201,6 +201,12 @@ impl RequestStatus {
 
 /// How long a pending pairing request stays approvable.
 pub const PAIRING_REQUEST_TTL_MS: i64 = 5 * 60 * 1000;
+/// Pending pairing requests one client address may have at once.
+pub const MAX_PENDING_PER_ADDRESS: i64 = 5;
+/// Pending pairing requests in all.
+pub const MAX_PENDING_REQUESTS: i64 = 10_000;
+/// How long an expired or superseded request is kept (the audit trail keeps its story) before it is purged.
+pub const DEAD_REQUEST_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Platform and device family are compared (and signed) trimmed and ASCII-lowercased.
 pub fn normalize_metadata(value: Option<&str>) -> String {

@@ -16,6 +16,9 @@ pub enum Refusal {
     /// An approval narrowed to a scope the request never asked for.
     #[error("cannot approve {scope}: pairing request {request_id} did not ask for it")]
     ScopeNotAsked { request_id: String, scope: Scope },
+    /// A new pairing ask past the caps on pending requests (per client address, or in all).
+    #[error("too many pending pairing requests {} (at most {max}); try again once an operator decides them or they expire", if *per_address { "from this address" } else { "in all" })]
+    TooManyPendingRequests { per_address: bool, max: i64 },
     #[error("device {device_id} not found")]
     UnknownDevice { device_id: String },
     /// The device has no approved grant for the role.

@@ -167,6 +167,8 @@ pub struct Store {
     device_cache: std::sync::Arc<cache::DeviceCache>,
     /// The group committer of approvals.
     approvals: approvals::Approvals,
+    /// Caps on pending pairing requests: per client address, and in all.
+    pending_caps: std::sync::Arc<[std::sync::atomic::AtomicI64; 2]>,
 }
 
 /// The store's own metrics, registered by the gateway's registry.
@@ -340,7 +342,12 @@ impl Store {
         // Opened after the writer, which keeps the `-shm` file in existence for as long as the store lives.
         let device_cache = std::sync::Arc::new(cache::DeviceCache::new(path, DEVICE_CACHE_CAPACITY));
         let approvals = approvals::Approvals::start(writer.clone(), write_latency.clone());
-        let store = Store { writer, readers, path: path.to_path_buf(), write_latency, device_cache, approvals };
+        let pending_caps = std::sync::Arc::new([
+            std::sync::atomic::AtomicI64::new(pairgate_domain::MAX_PENDING_PER_ADDRESS),
+            std::sync::atomic::AtomicI64::new(pairgate_domain::MAX_PENDING_REQUESTS),
+        ]);
+        let path = path.to_path_buf();
+        let store = Store { writer, readers, path, write_latency, device_cache, approvals, pending_caps };
         Ok((store, OpenReport { created, applied_migrations, backup, schema_version, sqlite_version }))
     }
 
@@ -358,6 +365,19 @@ impl Store {
     /// database).
     pub fn set_device_cache_capacity(&self, capacity: usize) {
         self.device_cache.set_capacity(capacity);
+    }
+
+    /// At most `per_address` pending pairing requests from one client address, and `total` in all
+    /// (defaults: `MAX_PENDING_PER_ADDRESS`, `MAX_PENDING_REQUESTS`).
+    pub fn set_pending_caps(&self, per_address: i64, total: i64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.pending_caps[0].store(per_address, Relaxed);
+        self.pending_caps[1].store(total, Relaxed);
+    }
+
+    fn pending_caps(&self) -> (i64, i64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.pending_caps[0].load(Relaxed), self.pending_caps[1].load(Relaxed))
     }
 
     /// Write-transaction latency and device-cache lookups, for the metrics registry.

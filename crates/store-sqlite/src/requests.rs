@@ -9,7 +9,8 @@ use super::{Store, StoreError, StoreResult, expect_one};
 use pairgate_domain::ClientMeta;
 use pairgate_domain::clock::Millis;
 use pairgate_domain::{
-    DeviceId, PAIRING_REQUEST_TTL_MS, PairingReason, PublicKey, Refusal, RequestStatus, Role, ScopeSet,
+    DEAD_REQUEST_RETENTION_MS, DeviceId, PAIRING_REQUEST_TTL_MS, PairingReason, PublicKey, Refusal, RequestStatus,
+    Role, ScopeSet,
 };
 
 /// A pairing request as stored.
@@ -261,6 +262,30 @@ impl Store {
             }
         }
 
+        if pending.is_none() {
+            // A new request (not one superseding the device's own): within the caps, or refused with
+            // nothing written. Expired ones were just marked and no longer count.
+            let remote_ip = ask.remote_ip.as_deref();
+            let counts = sqlx::query!(
+                r#"SELECT COALESCE(SUM(remote_ip IS ?), 0) AS "from_address!: i64", COUNT(*) AS "in_all!: i64"
+                     FROM pairing_requests WHERE status = 'pending'"#,
+                remote_ip
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            let (per_address, total) = self.pending_caps();
+            let refusal = if counts.from_address >= per_address {
+                Some(Refusal::TooManyPendingRequests { per_address: true, max: per_address })
+            } else if counts.in_all >= total {
+                Some(Refusal::TooManyPendingRequests { per_address: false, max: total })
+            } else {
+                None
+            };
+            if let Some(refusal) = refusal {
+                tx.commit().await?; // the expiries found on the way
+                return Err(refusal.into());
+            }
+        }
         let mut roles = vec![ask.role];
         let mut scopes = ask.scopes.clone();
         let request_id = uuid::Uuid::new_v4().to_string();
@@ -366,11 +391,17 @@ impl Store {
 
     /// Expires pending requests past their time; returns (request id, device id) of each, so that their
     /// resolution can be announced.
+    /// Expires pending requests whose time is up, and purges expired and superseded ones older than
+    /// `DEAD_REQUEST_RETENTION_MS` (their story stays in the audit trail).
     pub async fn expire_pending(&self, now_ms: Millis) -> StoreResult<Vec<(String, String)>> {
         // Look before writing: an idle server must not commit (and fsync) an empty transaction per sweep.
+        let dead_before = now_ms - DEAD_REQUEST_RETENTION_MS;
         let due = sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM pairing_requests WHERE status = 'pending' AND expires_at_ms <= ?) AS "due!: bool""#,
-            now_ms
+            r#"SELECT EXISTS (SELECT 1 FROM pairing_requests WHERE status = 'pending' AND expires_at_ms <= ?)
+                   OR EXISTS (SELECT 1 FROM pairing_requests
+                               WHERE status IN ('expired', 'superseded') AND resolved_at_ms < ?) AS "due!: bool""#,
+            now_ms,
+            dead_before
         )
         .fetch_one(&self.readers)
         .await?;
@@ -379,6 +410,18 @@ impl Store {
         }
         let mut tx = self.begin_write().await?;
         let expired = expire_stale(&mut tx, now_ms).await?;
+        let purged = sqlx::query!(
+            "DELETE FROM pairing_requests WHERE status IN ('expired', 'superseded') AND resolved_at_ms < ?",
+            dead_before
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if purged > 0 {
+            let event = AuditEvent::new(&Actor::System, "pairing.purge", now_ms)
+                .details(serde_json::json!({ "purged": purged, "resolvedBeforeMs": dead_before }));
+            audit::record(&mut tx, &event).await?;
+        }
         if !expired.is_empty() {
             let ids: Vec<&str> = expired.iter().map(|(request_id, _)| request_id.as_str()).collect();
             let event = AuditEvent::new(&Actor::System, "pairing.expire", now_ms)
