@@ -34,6 +34,8 @@ pub struct Config {
     /// Serve `/metrics` without the bearer token (for a scraper that cannot send one).
     pub metrics_open: bool,
     pub spawn_limits: SpawnLimits,
+    /// A run registered this long ago that never started is failed.
+    pub unstarted_run_ttl: Duration,
 }
 
 impl Default for Config {
@@ -51,6 +53,7 @@ impl Default for Config {
             last_seen_flush: gateway.last_seen_flush,
             metrics_open: app.metrics_open,
             spawn_limits: app.spawn_limits,
+            unstarted_run_ttl: app.unstarted_run_ttl,
         }
     }
 }
@@ -62,6 +65,7 @@ impl Config {
             rate_limit: self.rate_limit,
             spawn_limits: self.spawn_limits,
             metrics_open: self.metrics_open,
+            unstarted_run_ttl: self.unstarted_run_ttl,
         };
         let gateway = GatewayConfig {
             policy: self.policy,
@@ -121,8 +125,8 @@ pub async fn run(listener: TcpListener, server: Server) -> std::io::Result<()> {
     Ok(())
 }
 
-/// How often pending pairing requests past their 5 minutes are expired (and announced), and the sessions
-/// of ended `cleanup: delete` runs are archived.
+/// How often pending pairing requests past their 5 minutes are expired (and announced), runs that never
+/// started are failed, and the sessions of ended `cleanup: delete` runs are archived.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 async fn sweep(app: Arc<App>) {
@@ -131,6 +135,7 @@ async fn sweep(app: Arc<App>) {
         tokio::select! {
             _ = ticker.tick() => {
                 app.sweep_expired().await;
+                app.expire_unstarted_runs().await;
                 if let Err(error) = app.store.archive_due_sessions(app.clock.now_ms()).await {
                     tracing::warn!(%error, "could not archive sessions");
                 }

@@ -340,3 +340,42 @@ async fn sessions_over_rest_and_a_kill_wakes_waiters() {
     let unauthorized = http.get(format!("{base}/sessions")).send().await.unwrap();
     assert_eq!(unauthorized.status(), 401);
 }
+
+/// A client holding only `operator.write` registers runs and never starts them: after the configured time
+/// they fail (`never-started`), their waiters are answered, and their spawn slots are free again.
+#[tokio::test]
+async fn runs_registered_but_never_started_expire_and_free_their_slots() {
+    let server = Server::start().await;
+    let mut admin = backend(&server).await;
+    for i in 0..5 {
+        ok(&mut admin, "sessions.patch", json!({"key": child(&format!("h{i}")), "spawnedBy": MAIN})).await;
+    }
+    let device = Device::new(101);
+    let mut writer = connect(&server, &Connect::backend().device(&device).scopes(&["operator.write"])).await.hello().1;
+    let mut hoarded = Vec::new();
+    for i in 0..5 {
+        let key = child(&format!("h{i}"));
+        let run = ok(
+            &mut writer,
+            "subagents.register",
+            json!({"childSessionKey": key, "requesterSessionKey": MAIN, "task": "t"}),
+        )
+        .await;
+        hoarded.push(run["runId"].as_str().unwrap().to_owned());
+    }
+    ok(&mut admin, "sessions.patch", json!({"key": child("late"), "spawnedBy": MAIN})).await;
+    let late = json!({"childSessionKey": child("late"), "requesterSessionKey": MAIN, "task": "t"});
+    let error = refused(&mut writer, "subagents.register", late.clone()).await;
+    assert_eq!(error["details"]["limit"], "children", "every slot is held");
+
+    // Not yet: a run is given its full time.
+    server.clock.advance_ms(pairgate::app::UNSTARTED_RUN_TTL.as_millis() as i64 - 1);
+    server.app.expire_unstarted_runs().await;
+    refused(&mut writer, "subagents.register", late.clone()).await;
+
+    server.clock.advance_ms(2);
+    server.app.expire_unstarted_runs().await;
+    let waited = ok(&mut admin, "agent.wait", json!({"runId": hoarded[0], "timeoutMs": 0})).await;
+    assert_eq!((waited["status"].as_str(), waited["endedReason"].as_str()), (Some("error"), Some("never-started")));
+    ok(&mut writer, "subagents.register", late).await;
+}

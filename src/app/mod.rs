@@ -27,8 +27,11 @@ use crate::clock::{Millis, SharedClock, SystemClock};
 use crate::metrics::Metrics;
 use crate::store::{Actor, AuditEvent, SpawnLimits, Store};
 
+/// How long a registered run may wait to be started before it is failed (`never-started`).
+pub const UNSTARTED_RUN_TTL: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
 /// Settings every front end shares.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct AppConfig {
     /// Reverse proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpAddr>,
@@ -36,6 +39,20 @@ pub struct AppConfig {
     pub spawn_limits: SpawnLimits,
     /// Serve `/metrics` without the bearer token (for a scraper that cannot send one).
     pub metrics_open: bool,
+    /// A run registered this long ago that never started is failed.
+    pub unstarted_run_ttl: std::time::Duration,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            trusted_proxies: Vec::new(),
+            rate_limit: RateLimitConfig::default(),
+            spawn_limits: SpawnLimits::default(),
+            metrics_open: false,
+            unstarted_run_ttl: UNSTARTED_RUN_TTL,
+        }
+    }
 }
 
 /// The shared state of one pairgate process: its store, clock, secret, live sockets and metrics.

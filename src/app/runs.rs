@@ -46,6 +46,21 @@ impl App {
         Ok(RunsKilled { run_id: run_id.to_owned(), killed: killed.into_iter().map(|run| run.run_id).collect() })
     }
 
+    /// Fails the runs registered longer ago than the configured time that never started, and wakes whoever
+    /// waits on them; runs periodically.
+    pub async fn expire_unstarted_runs(&self) {
+        let now = self.clock.now_ms();
+        let cutoff = now - i64::try_from(self.config.unstarted_run_ttl.as_millis()).unwrap_or(i64::MAX);
+        match self.store.expire_unstarted_runs(cutoff, now).await {
+            Ok(failed) if !failed.is_empty() => {
+                tracing::info!(runs = failed.len(), "runs registered but never started are failed");
+                self.runs_changed();
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not expire runs that never started"),
+        }
+    }
+
     /// Ends the runs a crash left running (at start-up), and wakes whoever waits on them.
     pub async fn recover_runs(&self) -> Result<Vec<String>, StoreError> {
         let interrupted = self.store.recover_interrupted_runs(self.clock.now_ms()).await?;

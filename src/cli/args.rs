@@ -150,6 +150,10 @@ pub struct ServeArgs {
     /// Active sub-agent runs in all.
     #[arg(long, env = "PAIRGATE_MAX_CONCURRENT_RUNS", default_value_t = 8)]
     pub max_concurrent_runs: i64,
+    /// A sub-agent run registered this many seconds ago that never started is failed (`never-started`),
+    /// freeing its spawn slot.
+    #[arg(long, env = "PAIRGATE_UNSTARTED_RUN_TIMEOUT_SECS", default_value_t = 300)]
+    pub unstarted_run_timeout_secs: u64,
     /// Refuse to start on a database with pending migrations instead of backing up and applying them.
     #[arg(long, env = "PAIRGATE_NO_AUTO_MIGRATE", default_value_t = false)]
     pub no_auto_migrate: bool,

@@ -52,6 +52,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_children_per_requester: args.max_children,
             max_concurrent_runs: args.max_concurrent_runs,
         },
+        unstarted_run_ttl: Duration::from_secs(args.unstarted_run_timeout_secs),
         ..Config::default()
     };
     let server = Server::new(store, clock, Arc::new(secret), config);

@@ -691,6 +691,46 @@ impl Store {
         Ok(interrupted)
     }
 
+    /// Fails the runs registered before `registered_before_ms` that never started: a client that only
+    /// registers cannot hold spawn slots for ever. Their waiters see `error`, reason `never-started`.
+    pub async fn expire_unstarted_runs(
+        &self,
+        registered_before_ms: Millis,
+        now_ms: Millis,
+    ) -> StoreResult<Vec<String>> {
+        // Look before writing: an idle server must not commit an empty transaction per sweep.
+        let due = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM runs WHERE state = 'pending' AND created_at_ms < ?) AS "due!: bool""#,
+            registered_before_ms
+        )
+        .fetch_one(&self.readers)
+        .await?;
+        if !due {
+            return Ok(Vec::new());
+        }
+        let archive_at = now_ms + ARCHIVE_AFTER_MS;
+        let mut tx = self.begin_write().await?;
+        let failed = sqlx::query_scalar!(
+            r#"UPDATE runs SET state = 'failed', ended_at_ms = ?, ended_reason = 'never-started',
+                      outcome_status = 'error', outcome_error = 'registered but never started',
+                      archive_at_ms = CASE WHEN cleanup = 'delete' THEN ? ELSE archive_at_ms END
+                WHERE state = 'pending' AND created_at_ms < ?
+            RETURNING run_id AS "run_id!""#,
+            now_ms,
+            archive_at,
+            registered_before_ms
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if !failed.is_empty() {
+            let event = AuditEvent::new(&Actor::System, "run.expire", now_ms)
+                .details(serde_json::json!({ "reason": "never-started", "runs": failed }));
+            audit::record(&mut tx, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(failed)
+    }
+
     /// Archives the child sessions of ended `cleanup: delete` runs whose archive time has come.
     pub async fn archive_due_sessions(&self, now_ms: Millis) -> StoreResult<u64> {
         // Look before writing: an idle server must not commit an empty transaction per sweep.
