@@ -198,25 +198,69 @@ async fn export_and_import_round_trip() {
     assert!(text.contains("\"digest\":\""), "token digests are exported as hex");
 
     let (target, _) = Store::open(&dir.path().join("target.db")).await.unwrap();
-    let counts = target.import_json(&exported).await.unwrap();
+    let counts = target.import_json(&exported, false).await.unwrap();
     assert!(counts.contains(&("pairing_requests".to_owned(), 2)), "{counts:?}");
     let again = target.export_json(NOW).await.unwrap();
     assert_eq!(again["tables"], exported["tables"], "round trip");
     assert!(target.verify().await.unwrap().is_empty());
 
     // A second import into the now non-empty database is refused, whole.
-    let error = target.import_json(&exported).await.unwrap_err();
+    let error = target.import_json(&exported, false).await.unwrap_err();
     assert!(error.to_string().contains("not empty"), "{error}");
     // A malformed export is refused with the row named, and nothing is half-written.
     let (fresh, _) = Store::open(&dir.path().join("fresh.db")).await.unwrap();
     let mut bad = exported.clone();
     bad["tables"]["runs"][0]["state"] = serde_json::json!("exploded");
-    let error = fresh.import_json(&bad).await.unwrap_err();
+    let error = fresh.import_json(&bad, false).await.unwrap_err();
     assert!(error.to_string().starts_with("runs row 0"), "{error}");
     assert!(fresh.paired_devices().await.unwrap().is_empty(), "nothing half-imported");
     let mut bad = exported.clone();
     bad["tables"]["devices"][0]["evil; DROP TABLE devices"] = serde_json::json!(1);
-    assert!(fresh.import_json(&bad).await.unwrap_err().to_string().contains("has no column"));
+    assert!(fresh.import_json(&bad, false).await.unwrap_err().to_string().contains("has no column"));
+}
+
+/// An import keeps to the rules live writes keep (an unknown scope is refused, not stored, so no listing
+/// ever fails on it), and keeps the target's gateway token unless told to replace it.
+#[tokio::test]
+async fn an_import_is_checked_like_live_writes_and_keeps_the_targets_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, _) = Store::open(&dir.path().join("source.db")).await.unwrap();
+    let key = PublicKey::from_bytes([7; 32]);
+    let grant = NewGrant {
+        device_id: DeviceId::from_public_key(&key),
+        public_key: key,
+        meta: ClientMeta::default(),
+        remote_ip: None,
+        role: Role::Operator,
+        scopes: ScopeSet::parse(&["operator.read"]).unwrap(),
+    };
+    source.approve_silently(&grant, PairingReason::NotPaired, true, &Actor::System, NOW).await.unwrap();
+    assert!(source.init_gateway_token_hash("$argon2id$source", &Actor::System, NOW).await.unwrap());
+    let exported = source.export_json(NOW).await.unwrap();
+
+    for (table, column, value, why) in [
+        ("grants", "scopes", "[\"operator.root\"]", "unknown scope"),
+        ("device_tokens", "role", "superuser", "unknown role superuser"),
+        ("devices", "device_id", &"0".repeat(64), "device_id is not derived from public_key"),
+    ] {
+        let (target, _) = Store::open(&dir.path().join(format!("bad-{table}-{column}.db"))).await.unwrap();
+        let mut bad = exported.clone();
+        bad["tables"][table][0][column] = serde_json::json!(value);
+        let error = target.import_json(&bad, false).await.unwrap_err().to_string();
+        assert!(error.starts_with(&format!("{table} row 0")) && error.contains(why), "{table}.{column}: {error}");
+        assert!(target.paired_devices().await.unwrap().is_empty(), "nothing half-imported");
+    }
+
+    let (kept, _) = Store::open(&dir.path().join("kept.db")).await.unwrap();
+    assert!(kept.init_gateway_token_hash("$argon2id$target", &Actor::System, NOW).await.unwrap());
+    kept.import_json(&exported, false).await.unwrap();
+    assert_eq!(kept.gateway_token_hash().await.unwrap().as_deref(), Some("$argon2id$target"));
+    assert_eq!(kept.paired_devices().await.unwrap().len(), 1);
+
+    let (replaced, _) = Store::open(&dir.path().join("replaced.db")).await.unwrap();
+    assert!(replaced.init_gateway_token_hash("$argon2id$target", &Actor::System, NOW).await.unwrap());
+    replaced.import_json(&exported, true).await.unwrap();
+    assert_eq!(replaced.gateway_token_hash().await.unwrap().as_deref(), Some("$argon2id$source"));
 }
 
 /// The first form of migration 0002 landed, then was replaced in place. A database that applied it opens,

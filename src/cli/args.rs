@@ -251,6 +251,10 @@ pub struct ImportArgs {
     /// The export to read (standard input when absent).
     #[arg(long)]
     pub from: Option<PathBuf>,
+    /// Take the export's gateway token hash instead of keeping this database's own (its token file, if
+    /// any, then no longer matches).
+    #[arg(long)]
+    pub replace_gateway_token: bool,
     #[command(flatten)]
     pub db: DbArg,
 }

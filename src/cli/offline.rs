@@ -268,7 +268,7 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<()> {
             let export: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("not JSON: {e}"))?;
             let store = open(&args.db).await?;
-            let counts = store.import_json(&export).await;
+            let counts = store.import_json(&export, args.replace_gateway_token).await;
             store.close().await;
             for (table, count) in counts? {
                 println!("{table}: {count}");

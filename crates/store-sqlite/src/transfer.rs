@@ -75,8 +75,10 @@ impl Store {
     }
 
     /// Loads an export into this database, which must hold no devices, requests, sessions, runs or
-    /// audit events yet. One transaction: all or nothing. Returns rows imported per table.
-    pub async fn import_json(&self, export: &Value) -> StoreResult<Vec<(String, usize)>> {
+    /// audit events yet. One transaction: all or nothing. Every row must pass the rules live writes keep
+    /// (known roles and scopes, a device id that is its key's); the target's gateway token hash is kept
+    /// unless `replace_gateway_token`. Returns rows imported per table.
+    pub async fn import_json(&self, export: &Value, replace_gateway_token: bool) -> StoreResult<Vec<(String, usize)>> {
         if export["format"] != EXPORT_FORMAT {
             return Err(StoreError::BadImport("not a pairgate export (format must be pairgate-export)".into()));
         }
@@ -110,10 +112,19 @@ impl Store {
                 None => continue,
             };
             let columns = columns_of(&mut tx, table).await?;
+            let mut imported = 0;
             for (index, row) in rows.iter().enumerate() {
                 let object = row
                     .as_object()
                     .ok_or_else(|| StoreError::BadImport(format!("{table} row {index} is not an object")))?;
+                let gateway_token =
+                    table == "meta" && object.get("key") == Some(&json!(super::meta::GATEWAY_TOKEN_ARGON2));
+                if gateway_token && !replace_gateway_token {
+                    // The target's own token stays: its operators and clients keep working.
+                    continue;
+                }
+                check_row(table, object).map_err(|why| StoreError::BadImport(format!("{table} row {index}: {why}")))?;
+                imported += 1;
                 let mut names = Vec::with_capacity(object.len());
                 let mut holes = Vec::with_capacity(object.len());
                 for name in object.keys() {
@@ -145,9 +156,73 @@ impl Store {
                     other => other,
                 })?;
             }
-            counts.push((table.to_owned(), rows.len()));
+            counts.push((table.to_owned(), imported));
         }
         tx.commit().await?;
         Ok(counts)
+    }
+}
+
+/// The rules live writes keep, for one imported row: what the domain types would refuse is refused here,
+/// so nothing is stored that a listing could not read back.
+fn check_row(table: &str, row: &serde_json::Map<String, Value>) -> Result<(), String> {
+    use pairgate_domain::{DeviceId, PairingReason, PublicKey, RequestStatus, Role, RunState, ScopeSet};
+    let text = |column: &str| row.get(column).and_then(Value::as_str);
+    let role = |column: &str| match text(column) {
+        Some(name) if Role::parse(name).is_none() => Err(format!("unknown role {name}")),
+        _ => Ok(()),
+    };
+    let scopes = |column: &str| match text(column) {
+        Some(json) => {
+            let names: Vec<String> =
+                serde_json::from_str(json).map_err(|_| format!("{column} is not a list of scopes"))?;
+            ScopeSet::parse(&names).map(|_| ()).map_err(|e| e.to_string())
+        }
+        None => Ok(()),
+    };
+    let device = || match (text("device_id"), text("public_key")) {
+        (Some(id), key) => {
+            let id = DeviceId::try_from(id.to_owned()).map_err(|e| format!("device_id: {e}"))?;
+            match key {
+                Some(key) => {
+                    let key = PublicKey::from_base64url(key).ok_or("public_key is not an Ed25519 key")?;
+                    if DeviceId::from_public_key(&key) != id {
+                        return Err("device_id is not derived from public_key".to_owned());
+                    }
+                    Ok(())
+                }
+                None => Ok(()),
+            }
+        }
+        (None, _) => Ok(()),
+    };
+    match table {
+        "devices" => device(),
+        "grants" | "device_tokens" => {
+            role("role")?;
+            scopes("scopes")
+        }
+        "pairing_requests" => {
+            device()?;
+            role("role")?;
+            scopes("scopes")?;
+            let roles: Vec<String> =
+                serde_json::from_str(text("roles").unwrap_or("[]")).map_err(|_| "roles is not a list")?;
+            if let Some(unknown) = roles.iter().find(|name| Role::parse(name).is_none()) {
+                return Err(format!("unknown role {unknown}"));
+            }
+            if let Some(reason) = text("reason").filter(|r| PairingReason::parse(r).is_none()) {
+                return Err(format!("unknown reason {reason}"));
+            }
+            match text("status").filter(|s| RequestStatus::parse(s).is_none()) {
+                Some(status) => Err(format!("unknown status {status}")),
+                None => Ok(()),
+            }
+        }
+        "runs" => match text("state").filter(|s| RunState::parse(s).is_none()) {
+            Some(state) => Err(format!("unknown state {state}")),
+            None => Ok(()),
+        },
+        _ => Ok(()),
     }
 }
