@@ -657,3 +657,32 @@ async fn asking_beyond_a_device_tokens_scopes_is_an_auth_error_naming_the_scope(
     let (hello, _ws) = connect(&server, &remote.clone().token(None).device_token(&token)).await.hello();
     assert_eq!(hello["auth"]["scopes"], json!(["operator.admin"]));
 }
+/// Behind a trusted proxy, any forwarding evidence names the client; evidence that conflicts or names
+/// loopback is never local trust (docs/protocol.md §3).
+#[tokio::test]
+async fn a_trusted_proxys_forwarding_evidence_names_the_client_and_never_makes_it_local() {
+    let server = Server::start_with(with_proxy()).await;
+    let forwarded = vec![("forwarded", "for=203.0.113.9;proto=https".to_owned())];
+    let ask = Connect { headers: forwarded.clone(), ..Connect::cli().device(&Device::new(18)) };
+    let (error, _) = connect(&server, &ask).await.refused();
+    assert_eq!(error["details"]["reason"], "not-paired", "remote: asked, not approved silently");
+    let request = server.store.pairing_request(error["details"]["requestId"].as_str().unwrap()).await.unwrap().unwrap();
+    assert_eq!((request.remote_ip.as_deref(), request.is_local), (Some("203.0.113.9"), false));
+    let deviceless = Connect { headers: forwarded, ..Connect::cli().scopes(&["operator.admin"]) };
+    assert_eq!(connect(&server, &deviceless).await.hello().0["auth"]["scopes"], json!([]));
+
+    let refused: Vec<Vec<(&'static str, String)>> = vec![
+        // The proxy sets X-Real-IP and passes the client's own X-Forwarded-For through.
+        vec![("x-real-ip", "203.0.113.9".into()), ("x-forwarded-for", "::1".into())],
+        vec![("x-forwarded-for", "127.0.0.1".into())],
+        vec![("forwarded", "for=\"[::1]:4711\"".into())],
+        vec![("forwarded", "for=203.0.113.9".into()), ("x-forwarded-for", "198.51.100.1".into())],
+    ];
+    for headers in refused {
+        match open(&server.url(), &headers).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+            Err(other) => panic!("{headers:?}: expected HTTP 403, got {other}"),
+            Ok(_) => panic!("{headers:?}: expected HTTP 403, got an upgrade"),
+        }
+    }
+}

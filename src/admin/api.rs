@@ -54,9 +54,8 @@ impl FromRequestParts<Arc<App>> for RestCaller {
             .get::<ConnectInfo<SocketAddr>>()
             .copied()
             .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no peer address"))?;
-        let client = locality::resolve(peer.ip(), &parts.headers, &app.config.trusted_proxies).map_err(|_| {
-            ApiError::new(StatusCode::FORBIDDEN, "forbidden", "forwarding headers from an untrusted proxy")
-        })?;
+        let client = locality::resolve(peer.ip(), &parts.headers, &app.config.trusted_proxies)
+            .map_err(|refused| ApiError::new(StatusCode::FORBIDDEN, "forbidden", refused.message()))?;
         let now = app.clock.now_ms();
         if !client.local
             && let Some(retry_after_ms) = app.limiter.locked_for(client.ip, now)
