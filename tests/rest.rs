@@ -307,3 +307,18 @@ async fn every_operation_in_the_openapi_document_is_routed() {
     assert_eq!(unrouted.status(), StatusCode::NOT_FOUND);
     assert!(serde_json::from_str::<Value>(&unrouted.text().await.unwrap()).is_err());
 }
+/// Failed attempts from IPv6 clients count per /64: one host holds a whole prefix.
+#[tokio::test]
+async fn ipv6_auth_failures_are_counted_per_64() {
+    let server = Server::start_with(with_proxy()).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/devices", server.addr);
+    for host in 1..=10 {
+        let client = format!("2001:db8:1:2::{host:x}");
+        let response = http.get(&url).bearer_auth("guess").header("x-forwarded-for", client).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let send = |client: &'static str| http.get(&url).bearer_auth(TOKEN).header("x-forwarded-for", client).send();
+    assert_eq!(send("2001:db8:1:2:ffff:ffff:ffff:ffff").await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(send("2001:db8:1:3::1").await.unwrap().status(), StatusCode::OK, "another /64 is not affected");
+}

@@ -1,9 +1,10 @@
 //! Failed-authentication limiter for non-local clients: 10 failures within 60 s lock the address out
 //! for 300 s, even with the right secret afterwards. Loopback clients are never counted (callers only
-//! consult it for non-local addresses).
+//! consult it for non-local addresses). IPv6 clients are counted per /64: one host commonly holds a whole
+//! prefix, and could otherwise pick a fresh address for every ten guesses.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 
 use crate::clock::Millis;
@@ -26,6 +27,14 @@ struct Entry {
     window_start_ms: Millis,
     failures: u32,
     locked_until_ms: Option<Millis>,
+}
+
+/// What failures are counted against: an IPv4 address, or the /64 network of an IPv6 one.
+fn counted_as(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
 }
 
 /// The most addresses tracked at once; beyond it, stale entries are dropped first.
@@ -54,7 +63,7 @@ impl FailedAuthLimiter {
     pub fn locked_for(&self, ip: IpAddr, now_ms: Millis) -> Option<Millis> {
         let entries = self.entries.lock().expect("limiter lock");
         entries
-            .get(&ip)
+            .get(&counted_as(ip))
             .and_then(|entry| entry.locked_until_ms)
             .filter(|until| *until > now_ms)
             .map(|until| until - now_ms)
@@ -69,7 +78,11 @@ impl FailedAuthLimiter {
                     || now_ms - entry.window_start_ms < config.window_ms
             });
         }
-        let entry = entries.entry(ip).or_insert(Entry { window_start_ms: now_ms, failures: 0, locked_until_ms: None });
+        let entry = entries.entry(counted_as(ip)).or_insert(Entry {
+            window_start_ms: now_ms,
+            failures: 0,
+            locked_until_ms: None,
+        });
         if entry.locked_until_ms.is_some_and(|until| until <= now_ms) {
             *entry = Entry { window_start_ms: now_ms, failures: 0, locked_until_ms: None };
         }
@@ -127,5 +140,25 @@ mod tests {
         assert_eq!(limiter.record_failure(addr, 1), FailureOutcome::LockedOut);
         assert_eq!(limiter.record_failure(addr, 2_000), FailureOutcome::Counted);
         assert_eq!(limiter.locked_for(addr, 2_000), None);
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64() {
+        let limiter = FailedAuthLimiter::new(RateLimitConfig::default());
+        for host in 1..=10u16 {
+            limiter.record_failure(ip(&format!("2001:db8:1:2::{host:x}")), 1_000);
+        }
+        assert_eq!(limiter.locked_for(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), 1_000), Some(300_000));
+        assert_eq!(limiter.locked_for(ip("2001:db8:1:3::1"), 1_000), None, "another /64");
+        // IPv4 stays per address, mapped or not.
+        for host in 1..=9u8 {
+            limiter.record_failure(ip(&format!("198.51.100.{host}")), 1_000);
+        }
+        limiter.record_failure(ip("::ffff:198.51.100.10"), 1_000);
+        assert_eq!(limiter.locked_for(ip("198.51.100.11"), 1_000), None);
+        for _ in 0..9 {
+            limiter.record_failure(ip("::ffff:198.51.100.12"), 1_000);
+        }
+        assert_eq!(limiter.record_failure(ip("198.51.100.12"), 1_000), FailureOutcome::LockedOut);
     }
 }
