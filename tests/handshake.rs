@@ -686,3 +686,32 @@ async fn a_trusted_proxys_forwarding_evidence_names_the_client_and_never_makes_i
         }
     }
 }
+/// A browser on loopback (`Origin`, or `Sec-Fetch-*` without it) is never approved silently, gets no scopes
+/// without a device identity, and is locked out after failed attempts like any remote client.
+#[tokio::test]
+async fn browsers_on_loopback_are_locked_out_get_no_scopes_without_identity_and_are_never_silent() {
+    let server = Server::start().await;
+    let evil = vec![("origin", "http://evil.example".to_owned())];
+    for _ in 0..10 {
+        let attempt = Connect { headers: evil.clone(), ..Connect::cli().token(Some("guess")) };
+        assert_eq!(connect(&server, &attempt).await.refused().0["details"]["code"], "AUTH_TOKEN_MISMATCH");
+    }
+    let (error, close) = connect(&server, &Connect { headers: evil.clone(), ..Connect::cli() }).await.refused();
+    assert_eq!(error["details"]["code"], "AUTH_RATE_LIMITED");
+    assert_eq!(close.unwrap().0, 1008);
+    assert_eq!(server.store.audit_page(None, 1).await.unwrap()[0].action, "auth.lockout");
+    // A local process that is not a browser is still exempt.
+    connect(&server, &Connect::cli()).await.hello();
+
+    let marks: Vec<(&'static str, &str)> =
+        vec![("origin", "http://127.0.0.1:18789"), ("sec-fetch-site", "same-origin"), ("sec-fetch-mode", "websocket")];
+    for (name, value) in marks {
+        let browser = Connect { headers: vec![(name, value.to_owned())], ..Connect::cli().scopes(&["operator.admin"]) };
+        let (hello, _ws) = connect(&server, &browser).await.hello();
+        assert_eq!(hello["auth"]["scopes"], json!([]), "{name}: no scopes without a device identity");
+        let with_device =
+            Connect { headers: vec![(name, value.to_owned())], ..Connect::cli().device(&Device::new(19)) };
+        let (error, _) = connect(&server, &with_device).await.refused();
+        assert_eq!(error["details"]["reason"], "not-paired", "{name}: never approved silently");
+    }
+}

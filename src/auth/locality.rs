@@ -5,13 +5,32 @@ use std::net::IpAddr;
 use axum::http::HeaderMap;
 
 /// The resolved client of one connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientAddr {
     pub ip: IpAddr,
-    /// Loopback, directly or through a trusted proxy, with no forwarding from anyone untrusted.
+    /// A loopback peer that forwards nothing.
     pub local: bool,
-    /// An `Origin` header was sent: a browser. Never local trust by itself.
-    pub browser_origin: bool,
+    /// A browser: it sent `Origin`, or `Sec-Fetch-Site`/`Sec-Fetch-Mode` (a same-origin GET sends those without
+    /// `Origin`). A browser on loopback runs whatever web page is open, so it never gets local trust: it is never
+    /// approved silently, gets no scopes without a device identity, and is not exempt from the failed-auth lockout.
+    pub browser: bool,
+    /// The `Origin` it sent, trimmed and lowercased, at most 128 bytes: a browser on loopback is locked out per
+    /// origin, so that one page cannot lock out another.
+    pub origin: Option<String>,
+}
+
+/// Headers only a browser sends on its own.
+const BROWSER_HEADERS: [&str; 3] = ["origin", "sec-fetch-site", "sec-fetch-mode"];
+const MAX_ORIGIN_BYTES: usize = 128;
+
+fn origin(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("origin")?;
+    let text = String::from_utf8_lossy(value.as_bytes()).trim().to_ascii_lowercase();
+    let mut end = text.len().min(MAX_ORIGIN_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(text[..end].to_owned())
 }
 
 /// Why an upgrade is refused before anything else (HTTP 403).
@@ -103,10 +122,11 @@ fn list_hops(values: &[&str]) -> Option<Vec<IpAddr>> {
 /// a client is never local: local trust is for a loopback peer that forwards nothing.
 pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpAddr]) -> Result<ClientAddr, ForwardingRefused> {
     let peer = canonical(peer);
-    let browser_origin = headers.contains_key("origin");
+    let browser = BROWSER_HEADERS.iter().any(|name| headers.contains_key(*name));
+    let origin = origin(headers);
     let forwarded = FORWARDING_HEADERS.iter().any(|name| headers.contains_key(*name));
     if !forwarded {
-        return Ok(ClientAddr { ip: peer, local: peer.is_loopback(), browser_origin });
+        return Ok(ClientAddr { ip: peer, local: peer.is_loopback(), browser, origin });
     }
     let is_trusted = |ip: &IpAddr| trusted_proxies.iter().any(|proxy| canonical(*proxy) == *ip);
     if !is_trusted(&peer) {
@@ -116,7 +136,7 @@ pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpAddr]) ->
     if client.is_loopback() {
         return Err(ForwardingRefused::Unattributable);
     }
-    Ok(ClientAddr { ip: client, local: false, browser_origin })
+    Ok(ClientAddr { ip: client, local: false, browser, origin })
 }
 
 /// The one client every forwarding header present names; `None` if one is unreadable or two disagree.
@@ -182,6 +202,16 @@ mod tests {
             ("::ffff:127.0.0.1", vec![], &[], Ok(("127.0.0.1", true, false))),
             ("203.0.113.9", vec![], &[], Ok(("203.0.113.9", false, false))),
             ("127.0.0.1", vec![("origin", "http://x")], &[], Ok(("127.0.0.1", true, true))),
+            // A same-origin GET sends Sec-Fetch-* without Origin: still a browser (it was not).
+            ("127.0.0.1", vec![("sec-fetch-site", "same-origin")], &[], Ok(("127.0.0.1", true, true))),
+            ("127.0.0.1", vec![("sec-fetch-mode", "websocket")], &[], Ok(("127.0.0.1", true, true))),
+            ("::1", vec![("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "cors")], &[], Ok(("::1", true, true))),
+            (
+                "127.0.0.1",
+                vec![("x-forwarded-for", "203.0.113.5"), ("origin", "http://x")],
+                &proxy,
+                Ok(("203.0.113.5", false, true)),
+            ),
             ("127.0.0.1", vec![("x-forwarded-for", "203.0.113.5")], &[], Err(Untrusted)),
             ("127.0.0.1", vec![("x-real-ip", "203.0.113.5")], &[], Err(Untrusted)),
             ("127.0.0.1", vec![("forwarded", "for=203.0.113.5")], &[], Err(Untrusted)),
@@ -277,8 +307,18 @@ mod tests {
         for (peer, pairs, trusted, expected) in rows {
             let got = resolve(ip(peer), &headers(&pairs), trusted);
             let expected =
-                expected.map(|(client, local, browser)| ClientAddr { ip: ip(client), local, browser_origin: browser });
+                expected.map(|(client, local, browser)| ClientAddr { ip: ip(client), local, browser, origin: None });
+            let got = got.map(|client| ClientAddr { origin: None, ..client });
             assert_eq!(got, expected, "peer {peer} headers {pairs:?} trusted {trusted:?}");
         }
+    }
+
+    #[test]
+    fn the_origin_is_kept_trimmed_lowercased_and_bounded() {
+        let client = |pairs: &[(&'static str, &str)]| resolve(ip("127.0.0.1"), &headers(pairs), &[]).unwrap();
+        assert_eq!(client(&[("origin", " HTTP://Evil.Example ")]).origin.as_deref(), Some("http://evil.example"));
+        assert_eq!(client(&[("sec-fetch-site", "same-origin")]).origin, None);
+        let long = format!("http://{}.example", "a".repeat(500));
+        assert_eq!(client(&[("origin", &long)]).origin.unwrap().len(), MAX_ORIGIN_BYTES);
     }
 }

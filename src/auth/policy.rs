@@ -126,7 +126,8 @@ pub enum DeviceClaim<'a> {
 #[derive(Clone, Debug)]
 pub struct ConnectFacts<'a> {
     pub local: bool,
-    pub browser_origin: bool,
+    /// A browser (docs/protocol.md §3): never local trust.
+    pub browser: bool,
     pub client_id: &'a str,
     pub client_mode: &'a str,
     pub role: Role,
@@ -189,8 +190,9 @@ pub fn decide(facts: &ConnectFacts<'_>, config: &PolicyConfig) -> Decision {
         DeviceClaim::Absent => {
             return match auth_ok {
                 AuthOutcome::SharedSecret => Decision::Allow {
-                    // A remote client without identity gets no scopes: it can only prove it knows the secret.
-                    scopes: if facts.local { facts.scopes.clone() } else { ScopeSet::new() },
+                    // A remote client or a browser without identity gets no scopes: it can only prove it knows
+                    // the secret (a web page can guess it, or find it).
+                    scopes: if facts.local && !facts.browser { facts.scopes.clone() } else { ScopeSet::new() },
                     silent_approval: None,
                     token: TokenAction::None,
                 },
@@ -221,7 +223,7 @@ pub fn decide(facts: &ConnectFacts<'_>, config: &PolicyConfig) -> Decision {
 
     // 4. The gateway's own backend on loopback: never blocked by pairing (the seed bug, §8). With a device
     // token it gets no more than the token's scopes (above).
-    if facts.client_id == "gateway-client" && facts.client_mode == "backend" && facts.local && !facts.browser_origin {
+    if facts.client_id == "gateway-client" && facts.client_mode == "backend" && facts.local && !facts.browser {
         let token = if auth_ok == AuthOutcome::DeviceToken { TokenAction::Echo } else { TokenAction::None };
         return Decision::Allow { scopes: facts.scopes.clone(), silent_approval: None, token };
     }
@@ -249,10 +251,7 @@ pub fn decide(facts: &ConnectFacts<'_>, config: &PolicyConfig) -> Decision {
         },
         // 6. Local, not a browser, and the shared secret (never a device token alone): approve silently.
         Some(reason)
-            if facts.local
-                && !facts.browser_origin
-                && auth_ok == AuthOutcome::SharedSecret
-                && config.auto_approve_local =>
+            if facts.local && !facts.browser && auth_ok == AuthOutcome::SharedSecret && config.auto_approve_local =>
         {
             Decision::Allow {
                 scopes: facts.scopes.clone(),

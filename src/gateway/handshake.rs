@@ -244,14 +244,14 @@ impl Gateway {
             secret_is_password: self.app.secret.kind() == SecretKind::Password,
             device_token: device_token_digest.as_ref(),
             device_verified: matches!(proof, Some(Ok(_))),
-            rate_limited_for_ms: if client.local { None } else { self.app.limiter.locked_for(client.ip, now) },
+            // Local clients are exempt, browsers on loopback are not (docs/protocol.md §2).
+            rate_limited_for_ms: self.app.auth_locked_for(client, now),
         };
         let auth_outcome = policy::authenticate(&credentials, stored.as_ref(), role, &scopes);
         if let AuthOutcome::Failed(failure) = auth_outcome
-            && !client.local
             && !matches!(failure, AuthFailure::RateLimited { .. })
         {
-            self.app.record_auth_failure(client.ip, now).await;
+            self.app.record_auth_failure(client, now).await;
         }
         let device_claim = match &proof {
             None => DeviceClaim::Absent,
@@ -268,7 +268,7 @@ impl Gateway {
         };
         let facts = ConnectFacts {
             local: client.local,
-            browser_origin: client.browser_origin,
+            browser: client.browser,
             client_id: &params.client.id,
             client_mode: &params.client.mode,
             role,

@@ -159,6 +159,10 @@ fn rows() -> Vec<Row> {
         row("local cli without device asking admin", true, CLI, ADMIN, SharedSecret, Dev::Absent, Expect::Allow(ADMIN, None, T::None)),
         row("remote without device gets no scopes", false, CLI, ADMIN, SharedSecret, Dev::Absent, Expect::Allow(NONE, None, T::None)),
         row("local backend without device", true, BACKEND, ADMIN, SharedSecret, Dev::Absent, Expect::Allow(ADMIN, None, T::None)),
+        // A browser on loopback without a device identity gets no scopes, as a remote client (it kept them).
+        Row { browser: true, ..row("local browser without device gets no scopes", true, UI, ADMIN, SharedSecret, Dev::Absent, Expect::Allow(NONE, None, T::None)) },
+        Row { browser: true, ..row("local cli-looking browser without device gets no scopes", true, CLI, PAIRING, SharedSecret, Dev::Absent, Expect::Allow(NONE, None, T::None)) },
+        Row { browser: true, ..row("local backend-looking browser without device gets no scopes", true, BACKEND, ADMIN, SharedSecret, Dev::Absent, Expect::Allow(NONE, None, T::None)) },
         // Step 3: device proof failures.
         row("bad signature", true, CLI, READ, SharedSecret, Dev::Invalid(DeviceAuthError::SignatureInvalid), Expect::Refuse(ConnectRefusal::DeviceAuth(DeviceAuthError::SignatureInvalid))),
         row("stale signature", false, CLI, READ, SharedSecret, Dev::Invalid(DeviceAuthError::SignatureExpired), Expect::Refuse(ConnectRefusal::DeviceAuth(DeviceAuthError::SignatureExpired))),
@@ -183,6 +187,10 @@ fn rows() -> Vec<Row> {
         row("local metadata change silently", true, CLI, READ, SharedSecret, Dev::Paired { role: OP, scopes: READ, token: true, platform: "darwin" }, Expect::Allow(READ, Some(MetadataUpgrade), T::None)),
         row("local re-pair after removal", true, CLI, READ, SharedSecret, Dev::Removed, Expect::Allow(READ, Some(NotPaired), T::Mint)),
         Row { browser: true, ..row("local browser is never silent", true, UI, READ, SharedSecret, Dev::New, Expect::Pair(NotPaired, false)) },
+        Row { browser: true, ..row("local browser scope upgrade is asked", true, CLI, ADMIN, SharedSecret, paired(READ, true), Expect::Pair(ScopeUpgrade, true)) },
+        Row { browser: true, ..row("local browser metadata change is asked", true, UI, READ, SharedSecret, Dev::Paired { role: OP, scopes: READ, token: true, platform: "darwin" }, Expect::Pair(MetadataUpgrade, true)) },
+        Row { browser: true, ..row("local browser within its grant", true, UI, READ, SharedSecret, paired(ADMIN, true), Expect::Allow(READ, None, T::None)) },
+        Row { browser: true, ..row("local browser with its device token", true, UI, READ, DeviceToken, paired(READ, true), Expect::Allow(READ, None, T::Echo)) },
         Row { auto_approve_local: false, ..row("auto approve off: local pairs", true, CLI, READ, SharedSecret, Dev::New, Expect::Pair(NotPaired, false)) },
         Row { auto_approve_local: false, ..row("auto approve off: local upgrade pairs", true, CLI, ADMIN, SharedSecret, paired(READ, true), Expect::Pair(ScopeUpgrade, true)) },
         // Step 6: remote asks become pairing requests.
@@ -216,7 +224,7 @@ fn rows() -> Vec<Row> {
 #[test]
 fn policy_table() {
     let rows = rows();
-    assert!(rows.len() >= 58, "the table must keep at least 58 cases, has {}", rows.len());
+    assert!(rows.len() >= 65, "the table must keep at least 65 cases, has {}", rows.len());
     for row in rows {
         let stored = stored_for(row.dev);
         let device = match row.dev {
@@ -227,7 +235,7 @@ fn policy_table() {
         let ask = scopes(row.ask);
         let facts = ConnectFacts {
             local: row.local,
-            browser_origin: row.browser,
+            browser: row.browser,
             client_id: row.client.0,
             client_mode: row.client.1,
             role: if row.client == NODE { Role::Node } else { row.role },
