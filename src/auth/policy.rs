@@ -275,4 +275,6 @@ fn metadata_changed(record: &DeviceRecord, device: &ProvenDevice) -> bool {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
