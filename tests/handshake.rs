@@ -596,3 +596,177 @@ async fn a_pairing_ask_past_the_cap_is_refused_clearly() {
     assert_eq!(other["code"], "NOT_PAIRED");
     assert_eq!(server.store.pending_requests(server.now()).await.unwrap().len(), 2);
 }
+
+/// Actions of the audit rows written after the first `skip` (oldest first).
+async fn actions_after(server: &Server, skip: usize) -> Vec<String> {
+    let mut rows = server.store.audit_page(None, 1000).await.unwrap();
+    rows.reverse();
+    rows.into_iter().skip(skip).map(|row| row.action).collect()
+}
+
+/// A connect authenticated only by a device token never widens what was approved, not even on loopback,
+/// not even on the gateway's own backend path; the shared secret from loopback still may (docs/protocol.md §4).
+#[tokio::test]
+async fn a_device_token_alone_never_widens_the_grant_even_on_loopback() {
+    let server = Server::start().await;
+    let device = Device::new(15);
+    let (hello, _ws) = connect(&server, &Connect::cli().device(&device)).await.hello();
+    let token = hello["auth"]["deviceToken"].as_str().unwrap().to_owned();
+    let before = server.store.audit_page(None, 1000).await.unwrap().len();
+    let with_token = Connect::cli().device(&device).token(None).device_token(&token);
+    let backend = Connect { client_id: "gateway-client".into(), client_mode: "backend".into(), ..with_token.clone() };
+
+    for attempt in [with_token.clone(), backend.clone()] {
+        let (error, close) = connect(&server, &attempt.scopes(&["operator.admin"])).await.refused();
+        assert_eq!(error["details"]["code"], "AUTH_SCOPE_MISMATCH", "{error}");
+        assert_eq!(close.unwrap().0, 1008);
+    }
+    // A changed platform is asked for, not approved silently.
+    let (error, _) = connect(&server, &Connect { platform: "darwin".into(), ..with_token.clone() }).await.refused();
+    assert_eq!(error["code"], "NOT_PAIRED");
+    assert_eq!(error["details"]["reason"], "metadata-upgrade");
+
+    let record = server.store.device(&device.id()).await.unwrap().unwrap();
+    assert_eq!(record.grant(Role::Operator).unwrap().scopes, scopes(&["operator.read"]));
+    assert_eq!(record.meta.platform.as_deref(), Some("linux"));
+    assert_eq!(actions_after(&server, before).await, ["pairing.request"], "no silent approval");
+    // Within the token's scopes it still connects, on either path.
+    connect(&server, &with_token).await.hello();
+    connect(&server, &backend).await.hello();
+
+    // The shared secret from loopback may upgrade silently, as in OpenClaw (token, password or no auth).
+    let (hello, _ws) = connect(&server, &Connect::cli().device(&device).scopes(&["operator.admin"])).await.hello();
+    assert_eq!(hello["auth"]["scopes"], json!(["operator.admin"]));
+    let record = server.store.device(&device.id()).await.unwrap().unwrap();
+    assert_eq!(record.grant(Role::Operator).unwrap().scopes, scopes(&["operator.admin", "operator.read"]));
+}
+
+/// Imports one OpenClaw 2026.4 device whose grant is `granted` and whose operator token `token` carries
+/// `token_scopes` (OpenClaw keeps a token's scopes apart from the grant; an operator may narrow them).
+async fn import_openclaw_device(
+    server: &Server,
+    device: &Device,
+    granted: &[&str],
+    token: &str,
+    token_scopes: &[&str],
+) {
+    let state = tempfile::tempdir().unwrap();
+    let entry = json!({
+        "deviceId": device.id(), "publicKey": device.public_key().to_base64url(), "platform": "linux",
+        "clientId": "cli", "clientMode": "cli", "role": "operator", "roles": ["operator"], "scopes": granted,
+        "approvedScopes": granted, "createdAtMs": 1_700_000_000_000i64, "approvedAtMs": 1_700_000_000_500i64,
+        "tokens": {"operator": {"token": token, "role": "operator", "scopes": token_scopes,
+                                "createdAtMs": 1_700_000_000_000i64}},
+    });
+    std::fs::create_dir_all(state.path().join("devices")).unwrap();
+    std::fs::write(state.path().join("devices/paired.json"), json!({ device.id().to_string(): entry }).to_string())
+        .unwrap();
+    let report = pairgate::importer::openclaw::import(&server.store, state.path(), false, server.now()).await.unwrap();
+    assert_eq!(report.imported.tokens, 1, "{report:?}");
+}
+
+/// A device token carries its own scopes: asking beyond them is an auth error naming the scope, whatever the
+/// grant allows and wherever the client is (OpenClaw's verifyDeviceToken). The shared secret asks for the upgrade.
+#[tokio::test]
+async fn asking_beyond_a_device_tokens_scopes_is_an_auth_error_naming_the_scope() {
+    let server = Server::start_with(with_proxy()).await;
+    let narrowed = Device::new(16);
+    import_openclaw_device(&server, &narrowed, &["operator.admin"], "oc-narrowed-token", &["operator.read"]).await;
+    let with_token = Connect::cli().device(&narrowed).token(None).device_token("oc-narrowed-token");
+    for attempt in [with_token.clone(), with_token.clone().via_proxy_for("198.51.100.30")] {
+        let (hello, _ws) = connect(&server, &attempt).await.hello();
+        assert_eq!(hello["auth"]["scopes"], json!(["operator.read"]));
+        let (error, close) =
+            connect(&server, &attempt.clone().scopes(&["operator.read", "operator.admin"])).await.refused();
+        assert_eq!(error["code"], "INVALID_REQUEST");
+        assert_eq!(
+            error["message"],
+            "unauthorized: device token scope mismatch: missing operator.admin (ask for it with the gateway token)"
+        );
+        assert_eq!(
+            error["details"],
+            json!({"code": "AUTH_SCOPE_MISMATCH", "authReason": "scope_mismatch", "canRetryWithDeviceToken": false,
+                   "recommendedNextStep": "review_auth_configuration", "missingScope": "operator.admin"})
+        );
+        assert_eq!(close.unwrap().0, 1008);
+    }
+    let record = server.store.device(&narrowed.id()).await.unwrap().unwrap();
+    assert_eq!(record.live_token(Role::Operator).unwrap().scopes, scopes(&["operator.read"]), "nothing changed");
+    assert!(server.store.pending_requests(server.now()).await.unwrap().is_empty(), "no request either");
+    // With the shared secret, the grant is what counts.
+    let secret = Connect::cli().device(&narrowed).scopes(&["operator.admin"]).via_proxy_for("198.51.100.30");
+    assert_eq!(connect(&server, &secret).await.hello().0["auth"]["scopes"], json!(["operator.admin"]));
+
+    // A device approved for read, asking for admin from afar: with its token alone, an auth error; with the
+    // shared secret, an approvable request, after which its token carries admin.
+    let device = Device::new(17);
+    let (hello, _ws) = connect(&server, &Connect::cli().device(&device)).await.hello();
+    let token = hello["auth"]["deviceToken"].as_str().unwrap().to_owned();
+    let remote = Connect::cli().device(&device).scopes(&["operator.admin"]).via_proxy_for("198.51.100.31");
+    let (error, _) = connect(&server, &remote.clone().token(None).device_token(&token)).await.refused();
+    assert_eq!(error["details"]["code"], "AUTH_SCOPE_MISMATCH");
+    let (error, _) = connect(&server, &remote).await.refused();
+    assert_eq!(error["details"]["reason"], "scope-upgrade");
+    let request_id = error["details"]["requestId"].as_str().unwrap();
+    server.store.approve_request(request_id, None, &Actor::local_cli(), server.now()).await.unwrap();
+    let (hello, _ws) = connect(&server, &remote.clone().token(None).device_token(&token)).await.hello();
+    assert_eq!(hello["auth"]["scopes"], json!(["operator.admin"]));
+}
+/// Behind a trusted proxy, any forwarding evidence names the client; evidence that conflicts or names
+/// loopback is never local trust (docs/protocol.md §3).
+#[tokio::test]
+async fn a_trusted_proxys_forwarding_evidence_names_the_client_and_never_makes_it_local() {
+    let server = Server::start_with(with_proxy()).await;
+    let forwarded = vec![("forwarded", "for=203.0.113.9;proto=https".to_owned())];
+    let ask = Connect { headers: forwarded.clone(), ..Connect::cli().device(&Device::new(18)) };
+    let (error, _) = connect(&server, &ask).await.refused();
+    assert_eq!(error["details"]["reason"], "not-paired", "remote: asked, not approved silently");
+    let request = server.store.pairing_request(error["details"]["requestId"].as_str().unwrap()).await.unwrap().unwrap();
+    assert_eq!((request.remote_ip.as_deref(), request.is_local), (Some("203.0.113.9"), false));
+    let deviceless = Connect { headers: forwarded, ..Connect::cli().scopes(&["operator.admin"]) };
+    assert_eq!(connect(&server, &deviceless).await.hello().0["auth"]["scopes"], json!([]));
+
+    let refused: Vec<Vec<(&'static str, String)>> = vec![
+        // The proxy sets X-Real-IP and passes the client's own X-Forwarded-For through.
+        vec![("x-real-ip", "203.0.113.9".into()), ("x-forwarded-for", "::1".into())],
+        vec![("x-forwarded-for", "127.0.0.1".into())],
+        vec![("forwarded", "for=\"[::1]:4711\"".into())],
+        vec![("forwarded", "for=203.0.113.9".into()), ("x-forwarded-for", "198.51.100.1".into())],
+    ];
+    for headers in refused {
+        match open(&server.url(), &headers).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+            Err(other) => panic!("{headers:?}: expected HTTP 403, got {other}"),
+            Ok(_) => panic!("{headers:?}: expected HTTP 403, got an upgrade"),
+        }
+    }
+}
+/// A browser on loopback (`Origin`, or `Sec-Fetch-*` without it) is never approved silently, gets no scopes
+/// without a device identity, and is locked out after failed attempts like any remote client.
+#[tokio::test]
+async fn browsers_on_loopback_are_locked_out_get_no_scopes_without_identity_and_are_never_silent() {
+    let server = Server::start().await;
+    let evil = vec![("origin", "http://evil.example".to_owned())];
+    for _ in 0..10 {
+        let attempt = Connect { headers: evil.clone(), ..Connect::cli().token(Some("guess")) };
+        assert_eq!(connect(&server, &attempt).await.refused().0["details"]["code"], "AUTH_TOKEN_MISMATCH");
+    }
+    let (error, close) = connect(&server, &Connect { headers: evil.clone(), ..Connect::cli() }).await.refused();
+    assert_eq!(error["details"]["code"], "AUTH_RATE_LIMITED");
+    assert_eq!(close.unwrap().0, 1008);
+    assert_eq!(server.store.audit_page(None, 1).await.unwrap()[0].action, "auth.lockout");
+    // A local process that is not a browser is still exempt.
+    connect(&server, &Connect::cli()).await.hello();
+
+    let marks: Vec<(&'static str, &str)> =
+        vec![("origin", "http://127.0.0.1:18789"), ("sec-fetch-site", "same-origin"), ("sec-fetch-mode", "websocket")];
+    for (name, value) in marks {
+        let browser = Connect { headers: vec![(name, value.to_owned())], ..Connect::cli().scopes(&["operator.admin"]) };
+        let (hello, _ws) = connect(&server, &browser).await.hello();
+        assert_eq!(hello["auth"]["scopes"], json!([]), "{name}: no scopes without a device identity");
+        let with_device =
+            Connect { headers: vec![(name, value.to_owned())], ..Connect::cli().device(&Device::new(19)) };
+        let (error, _) = connect(&server, &with_device).await.refused();
+        assert_eq!(error["details"]["reason"], "not-paired", "{name}: never approved silently");
+    }
+}

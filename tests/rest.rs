@@ -341,3 +341,47 @@ async fn framework_errors_have_the_one_shape_and_the_bearer_scheme_is_case_insen
         assert_eq!(response.status(), StatusCode::OK, "scheme {scheme}");
     }
 }
+/// Failed attempts from IPv6 clients count per /64: one host holds a whole prefix.
+#[tokio::test]
+async fn ipv6_auth_failures_are_counted_per_64() {
+    let server = Server::start_with(with_proxy()).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/devices", server.addr);
+    for host in 1..=10 {
+        let client = format!("2001:db8:1:2::{host:x}");
+        let response = http.get(&url).bearer_auth("guess").header("x-forwarded-for", client).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let send = |client: &'static str| http.get(&url).bearer_auth(TOKEN).header("x-forwarded-for", client).send();
+    assert_eq!(send("2001:db8:1:2:ffff:ffff:ffff:ffff").await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(send("2001:db8:1:3::1").await.unwrap().status(), StatusCode::OK, "another /64 is not affected");
+}
+
+/// A browser on loopback (`Origin`, or `Sec-Fetch-*` without it) is not exempt from the lockout, and gets
+/// nothing from the REST API: it has no device identity.
+#[tokio::test]
+async fn browsers_on_loopback_are_locked_out_and_get_no_access() {
+    let server = Server::start().await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/devices", server.addr);
+    for _ in 0..10 {
+        let response =
+            http.get(&url).bearer_auth("guess").header("origin", "http://evil.example").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let response = http.get(&url).bearer_auth(TOKEN).header("origin", "http://evil.example").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    for (name, value) in
+        [("origin", "http://127.0.0.1:18789"), ("sec-fetch-site", "same-origin"), ("sec-fetch-mode", "cors")]
+    {
+        let response = http.get(&url).bearer_auth(TOKEN).header(name, value).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"code": "forbidden", "message": "browser requests get no access without a device identity", "details": {}})
+        );
+    }
+    let response = http.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "a local process that is not a browser is still exempt");
+}

@@ -385,6 +385,7 @@ async fn concurrent_approvals_commit_together_and_a_failure_stays_with_its_own_a
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let (store, _) = Store::open(&path).await.unwrap();
+    store.set_pending_caps(100, 100); // twenty asks from one address
     let commits = store.metrics().approval_commits;
     let mut requests = Vec::new();
     for seed in 20..40 {

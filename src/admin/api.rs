@@ -55,13 +55,11 @@ impl FromRequestParts<Arc<App>> for RestCaller {
             .get::<ConnectInfo<SocketAddr>>()
             .copied()
             .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no peer address"))?;
-        let client = locality::resolve(peer.ip(), &parts.headers, &app.config.trusted_proxies).map_err(|_| {
-            ApiError::new(StatusCode::FORBIDDEN, "forbidden", "forwarding headers from an untrusted proxy")
-        })?;
+        let client = locality::resolve(peer.ip(), &parts.headers, &app.config.trusted_proxies)
+            .map_err(|refused| ApiError::new(StatusCode::FORBIDDEN, "forbidden", refused.message()))?;
         let now = app.clock.now_ms();
-        if !client.local
-            && let Some(retry_after_ms) = app.limiter.locked_for(client.ip, now)
-        {
+        // Local clients are exempt from the lockout; browsers on loopback are not.
+        if let Some(retry_after_ms) = app.auth_locked_for(&client, now) {
             let error =
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many failed authentication attempts");
             return Err(error.with_details(json!({ "retryAfterMs": retry_after_ms })));
@@ -78,11 +76,15 @@ impl FromRequestParts<Arc<App>> for RestCaller {
             None => false,
         };
         if !valid {
-            if !client.local {
-                app.record_auth_failure(client.ip, now).await;
-            }
+            app.record_auth_failure(&client, now).await;
             let message = if presented.is_some() { "bearer token mismatch" } else { "bearer token required" };
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message));
+        }
+        // The REST API has no device identity, and a browser gets no scopes without one (docs/protocol.md §3):
+        // the bearer token in a web page's hands is not the operator's.
+        if client.browser {
+            let message = "browser requests get no access without a device identity";
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", message));
         }
         Ok(RestCaller { remote_addr: client.ip.to_string() })
     }

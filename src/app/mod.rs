@@ -21,7 +21,8 @@ use tokio_util::task::TaskTracker;
 pub use decisions::Caller;
 pub use error::AppError;
 
-use crate::auth::ratelimit::{FailedAuthLimiter, FailureOutcome, RateLimitConfig};
+use crate::auth::locality::ClientAddr;
+use crate::auth::ratelimit::{FailedAuthLimiter, FailureOutcome, LimitKey, RateLimitConfig};
 use crate::auth::secrets::{SecretKind, SharedSecret};
 use crate::clock::{Millis, SharedClock, SystemClock};
 use crate::metrics::Metrics;
@@ -100,13 +101,20 @@ impl App {
         App::new(store, Arc::new(SystemClock), secret, AppConfig::default())
     }
 
-    /// Counts a failed authentication from a non-local address; the one that locks it out is audited.
-    pub async fn record_auth_failure(&self, client_ip: IpAddr, now: Millis) {
-        if self.limiter.record_failure(client_ip, now) == FailureOutcome::LockedOut {
-            let ip = client_ip.to_string();
-            tracing::warn!(client = %ip, "failed-auth limit reached; address locked out");
+    /// Milliseconds until `client` may try to authenticate again, when it is locked out.
+    pub fn auth_locked_for(&self, client: &ClientAddr, now: Millis) -> Option<Millis> {
+        LimitKey::of(client).and_then(|key| self.limiter.locked_for(key, now))
+    }
+
+    /// Counts a failed authentication of `client`, unless it is exempt (local and not a browser); the one that
+    /// locks it out is audited, its subject the address, /64 or browser origin that is locked out.
+    pub async fn record_auth_failure(&self, client: &ClientAddr, now: Millis) {
+        let Some(key) = LimitKey::of(client) else { return };
+        if self.limiter.record_failure(key.clone(), now) == FailureOutcome::LockedOut {
+            let ip = client.ip.to_string();
+            tracing::warn!(client = %ip, locked = %key, "failed-auth limit reached; locked out");
             let event = AuditEvent::new(&Actor::System, "auth.lockout", now)
-                .subject(ip.clone())
+                .subject(key.to_string())
                 .remote(Some(&ip))
                 .details(json!({ "lockoutMs": self.config.rate_limit.lockout_ms }));
             if let Err(error) = self.store.record_audit(&event).await {

@@ -5,7 +5,7 @@
 
 use crate::auth::identity::DeviceAuthError;
 use crate::domain::DeviceRecord;
-use crate::domain::{DeviceId, PairingReason, PublicKey, Role, ScopeSet, TokenDigest, normalize_metadata};
+use crate::domain::{DeviceId, PairingReason, PublicKey, Role, Scope, ScopeSet, TokenDigest, normalize_metadata};
 
 /// Policy settings.
 #[derive(Clone, Debug)]
@@ -28,6 +28,11 @@ pub enum AuthFailure {
     TokenMismatch,
     PasswordMismatch,
     DeviceTokenMismatch,
+    /// The device token is the device's own, but it does not carry `missing`, which was asked for. A token
+    /// carries its own scopes: what the device's grant allows does not matter (OpenClaw's verifyDeviceToken).
+    ScopeMismatch {
+        missing: Scope,
+    },
     RateLimited {
         retry_after_ms: i64,
     },
@@ -58,8 +63,13 @@ pub struct Credentials<'a> {
 }
 
 /// Decides how a connect authenticated: the shared secret first, then the device token of the proven
-/// device for the requested role.
-pub fn authenticate(credentials: &Credentials<'_>, stored: Option<&DeviceRecord>, role: Role) -> AuthOutcome {
+/// device for the requested role, which must carry every `asked` scope.
+pub fn authenticate(
+    credentials: &Credentials<'_>,
+    stored: Option<&DeviceRecord>,
+    role: Role,
+    asked: &ScopeSet,
+) -> AuthOutcome {
     if let Some(retry_after_ms) = credentials.rate_limited_for_ms {
         return AuthOutcome::Failed(AuthFailure::RateLimited { retry_after_ms });
     }
@@ -73,9 +83,12 @@ pub fn authenticate(credentials: &Credentials<'_>, stored: Option<&DeviceRecord>
         let owned = stored
             .filter(|device| device.removed_at_ms.is_none())
             .and_then(|device| device.live_token(role))
-            .is_some_and(|token| token.digest.ct_eq(presented));
-        if owned {
-            return AuthOutcome::DeviceToken;
+            .filter(|token| token.digest.ct_eq(presented));
+        if let Some(token) = owned {
+            return match token.scopes.first_missing(asked) {
+                None => AuthOutcome::DeviceToken,
+                Some(missing) => AuthOutcome::Failed(AuthFailure::ScopeMismatch { missing }),
+            };
         }
         if credentials.shared_secret.is_none() {
             return AuthOutcome::Failed(AuthFailure::DeviceTokenMismatch);
@@ -113,7 +126,8 @@ pub enum DeviceClaim<'a> {
 #[derive(Clone, Debug)]
 pub struct ConnectFacts<'a> {
     pub local: bool,
-    pub browser_origin: bool,
+    /// A browser (docs/protocol.md §3): never local trust.
+    pub browser: bool,
     pub client_id: &'a str,
     pub client_mode: &'a str,
     pub role: Role,
@@ -158,6 +172,8 @@ pub enum Decision {
 }
 
 /// The pairing decision, docs/protocol.md §4 steps 1–7.
+///
+/// What it guarantees for every input is stated, and checked, as properties in `policy/properties.rs`.
 pub fn decide(facts: &ConnectFacts<'_>, config: &PolicyConfig) -> Decision {
     // 1. Authentication.
     let auth_ok = match facts.auth {
@@ -174,8 +190,9 @@ pub fn decide(facts: &ConnectFacts<'_>, config: &PolicyConfig) -> Decision {
         DeviceClaim::Absent => {
             return match auth_ok {
                 AuthOutcome::SharedSecret => Decision::Allow {
-                    // A remote client without identity gets no scopes: it can only prove it knows the secret.
-                    scopes: if facts.local { facts.scopes.clone() } else { ScopeSet::new() },
+                    // A remote client or a browser without identity gets no scopes: it can only prove it knows
+                    // the secret (a web page can guess it, or find it).
+                    scopes: if facts.local && !facts.browser { facts.scopes.clone() } else { ScopeSet::new() },
                     silent_approval: None,
                     token: TokenAction::None,
                 },
@@ -192,18 +209,21 @@ pub fn decide(facts: &ConnectFacts<'_>, config: &PolicyConfig) -> Decision {
     };
     let live_token = stored.and_then(|record| record.live_token(facts.role));
 
-    // 4. The gateway's own backend on loopback: never blocked by pairing (the seed bug, §8). A device
-    // token still has to cover what is asked.
-    let token_covers_ask = match auth_ok {
-        AuthOutcome::DeviceToken => live_token.is_some_and(|token| token.scopes.covers(facts.scopes)),
-        _ => true,
-    };
-    if facts.client_id == "gateway-client"
-        && facts.client_mode == "backend"
-        && facts.local
-        && !facts.browser_origin
-        && token_covers_ask
-    {
+    // A device token carries its own scopes: nothing beyond them, whatever the grant allows (`authenticate`
+    // checks it; the policy does not rely on that). Nor does it ever change a grant (step 6).
+    if auth_ok == AuthOutcome::DeviceToken {
+        match live_token.map(|token| token.scopes.first_missing(facts.scopes)) {
+            None => return Decision::Refuse(ConnectRefusal::Auth(AuthFailure::DeviceTokenMismatch)),
+            Some(Some(missing)) => {
+                return Decision::Refuse(ConnectRefusal::Auth(AuthFailure::ScopeMismatch { missing }));
+            }
+            Some(None) => {}
+        }
+    }
+
+    // 4. The gateway's own backend on loopback: never blocked by pairing (the seed bug, §8). With a device
+    // token it gets no more than the token's scopes (above).
+    if facts.client_id == "gateway-client" && facts.client_mode == "backend" && facts.local && !facts.browser {
         let token = if auth_ok == AuthOutcome::DeviceToken { TokenAction::Echo } else { TokenAction::None };
         return Decision::Allow { scopes: facts.scopes.clone(), silent_approval: None, token };
     }
@@ -229,12 +249,16 @@ pub fn decide(facts: &ConnectFacts<'_>, config: &PolicyConfig) -> Decision {
             silent_approval: None,
             token: echo_or_mint(live_token.is_some()),
         },
-        // 6. Local and not a browser: approve silently.
-        Some(reason) if facts.local && !facts.browser_origin && config.auto_approve_local => Decision::Allow {
-            scopes: facts.scopes.clone(),
-            silent_approval: Some(reason),
-            token: echo_or_mint(live_token.is_some() && reason != PairingReason::NotPaired),
-        },
+        // 6. Local, not a browser, and the shared secret (never a device token alone): approve silently.
+        Some(reason)
+            if facts.local && !facts.browser && auth_ok == AuthOutcome::SharedSecret && config.auto_approve_local =>
+        {
+            Decision::Allow {
+                scopes: facts.scopes.clone(),
+                silent_approval: Some(reason),
+                token: echo_or_mint(live_token.is_some() && reason != PairingReason::NotPaired),
+            }
+        }
         Some(reason) => {
             Decision::RequirePairing { reason, is_repair: stored.is_some_and(|record| !record.grants.is_empty()) }
         }
@@ -250,5 +274,7 @@ fn metadata_changed(record: &DeviceRecord, device: &ProvenDevice) -> bool {
     differs(&record.meta.platform, &device.platform) || differs(&record.meta.device_family, &device.device_family)
 }
 
+#[cfg(test)]
+mod properties;
 #[cfg(test)]
 mod tests;

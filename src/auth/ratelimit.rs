@@ -1,11 +1,14 @@
-//! Failed-authentication limiter for non-local clients: 10 failures within 60 s lock the address out
-//! for 300 s, even with the right secret afterwards. Loopback clients are never counted (callers only
-//! consult it for non-local addresses).
+//! Failed-authentication limiter: 10 failures within 60 s lock a client out for 300 s, even with the right
+//! secret afterwards. What is counted is a `LimitKey`: a non-local client by its address, an IPv6 one per
+//! /64 (one host commonly holds a whole prefix, and could otherwise pick a fresh address for every ten
+//! guesses); a browser on loopback by its `Origin`. A local client that is not a browser is never counted.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 
+use crate::auth::locality::ClientAddr;
 use crate::clock::Millis;
 
 #[derive(Clone, Copy, Debug)]
@@ -28,13 +31,55 @@ struct Entry {
     locked_until_ms: Option<Millis>,
 }
 
+/// What failures are counted against.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum LimitKey {
+    /// A non-local client: its IPv4 address, or the /64 network of its IPv6 one.
+    Network(IpAddr),
+    /// A browser on loopback, by its `Origin` (empty when it sent none): a web page can make failed attempts
+    /// from loopback, so loopback does not exempt it, and one origin's failures do not lock out another's.
+    LocalBrowser(String),
+}
+
+impl LimitKey {
+    /// The key a client's failures count against; `None` for a local client that is not a browser, which is
+    /// never counted nor locked out.
+    pub fn of(client: &ClientAddr) -> Option<LimitKey> {
+        match (client.local, client.browser) {
+            (false, _) => Some(LimitKey::from(client.ip)),
+            (true, true) => Some(LimitKey::LocalBrowser(client.origin.clone().unwrap_or_default())),
+            (true, false) => None,
+        }
+    }
+}
+
+impl From<IpAddr> for LimitKey {
+    fn from(ip: IpAddr) -> Self {
+        LimitKey::Network(match ip.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+            v4 => v4,
+        })
+    }
+}
+
+impl fmt::Display for LimitKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LimitKey::Network(IpAddr::V6(network)) => write!(f, "{network}/64"),
+            LimitKey::Network(ip) => write!(f, "{ip}"),
+            LimitKey::LocalBrowser(origin) if origin.is_empty() => f.write_str("browser on loopback without Origin"),
+            LimitKey::LocalBrowser(origin) => write!(f, "browser on loopback from {origin}"),
+        }
+    }
+}
+
 /// The most addresses tracked at once; beyond it, stale entries are dropped first.
 const MAX_TRACKED: usize = 65_536;
 
 #[derive(Debug)]
 pub struct FailedAuthLimiter {
     config: RateLimitConfig,
-    entries: Mutex<HashMap<IpAddr, Entry>>,
+    entries: Mutex<HashMap<LimitKey, Entry>>,
 }
 
 /// What recording a failure did.
@@ -50,17 +95,17 @@ impl FailedAuthLimiter {
         FailedAuthLimiter { config, entries: Mutex::new(HashMap::new()) }
     }
 
-    /// Milliseconds until `ip` may try again, when it is locked out.
-    pub fn locked_for(&self, ip: IpAddr, now_ms: Millis) -> Option<Millis> {
+    /// Milliseconds until `key` may try again, when it is locked out.
+    pub fn locked_for(&self, key: impl Into<LimitKey>, now_ms: Millis) -> Option<Millis> {
         let entries = self.entries.lock().expect("limiter lock");
         entries
-            .get(&ip)
+            .get(&key.into())
             .and_then(|entry| entry.locked_until_ms)
             .filter(|until| *until > now_ms)
             .map(|until| until - now_ms)
     }
 
-    pub fn record_failure(&self, ip: IpAddr, now_ms: Millis) -> FailureOutcome {
+    pub fn record_failure(&self, key: impl Into<LimitKey>, now_ms: Millis) -> FailureOutcome {
         let mut entries = self.entries.lock().expect("limiter lock");
         if entries.len() >= MAX_TRACKED {
             let config = self.config;
@@ -69,7 +114,8 @@ impl FailedAuthLimiter {
                     || now_ms - entry.window_start_ms < config.window_ms
             });
         }
-        let entry = entries.entry(ip).or_insert(Entry { window_start_ms: now_ms, failures: 0, locked_until_ms: None });
+        let entry =
+            entries.entry(key.into()).or_insert(Entry { window_start_ms: now_ms, failures: 0, locked_until_ms: None });
         if entry.locked_until_ms.is_some_and(|until| until <= now_ms) {
             *entry = Entry { window_start_ms: now_ms, failures: 0, locked_until_ms: None };
         }
@@ -127,5 +173,54 @@ mod tests {
         assert_eq!(limiter.record_failure(addr, 1), FailureOutcome::LockedOut);
         assert_eq!(limiter.record_failure(addr, 2_000), FailureOutcome::Counted);
         assert_eq!(limiter.locked_for(addr, 2_000), None);
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64() {
+        let limiter = FailedAuthLimiter::new(RateLimitConfig::default());
+        for host in 1..=10u16 {
+            limiter.record_failure(ip(&format!("2001:db8:1:2::{host:x}")), 1_000);
+        }
+        assert_eq!(limiter.locked_for(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), 1_000), Some(300_000));
+        assert_eq!(limiter.locked_for(ip("2001:db8:1:3::1"), 1_000), None, "another /64");
+        // IPv4 stays per address, mapped or not.
+        for host in 1..=9u8 {
+            limiter.record_failure(ip(&format!("198.51.100.{host}")), 1_000);
+        }
+        limiter.record_failure(ip("::ffff:198.51.100.10"), 1_000);
+        assert_eq!(limiter.locked_for(ip("198.51.100.11"), 1_000), None);
+        for _ in 0..9 {
+            limiter.record_failure(ip("::ffff:198.51.100.12"), 1_000);
+        }
+        assert_eq!(limiter.record_failure(ip("198.51.100.12"), 1_000), FailureOutcome::LockedOut);
+    }
+
+    #[test]
+    fn local_clients_are_exempt_unless_browsers_which_count_per_origin() {
+        let client = |ip_text: &str, local: bool, browser: bool, origin: Option<&str>| ClientAddr {
+            ip: ip(ip_text),
+            local,
+            browser,
+            origin: origin.map(str::to_owned),
+        };
+        assert_eq!(LimitKey::of(&client("127.0.0.1", true, false, None)), None);
+        let evil = LimitKey::of(&client("127.0.0.1", true, true, Some("http://evil.example"))).unwrap();
+        assert_eq!(evil, LimitKey::LocalBrowser("http://evil.example".into()));
+        assert_eq!(evil.to_string(), "browser on loopback from http://evil.example");
+        let bare = LimitKey::of(&client("::1", true, true, None)).unwrap();
+        assert_eq!(bare.to_string(), "browser on loopback without Origin");
+        let remote = LimitKey::of(&client("2001:db8:1:2::9", false, true, Some("http://evil.example"))).unwrap();
+        assert_eq!(remote, LimitKey::from(ip("2001:db8:1:2::1")), "a remote browser counts by its network");
+        assert_eq!(remote.to_string(), "2001:db8:1:2::/64");
+        assert_eq!(LimitKey::of(&client("203.0.113.1", false, false, None)).unwrap().to_string(), "203.0.113.1");
+
+        let limiter = FailedAuthLimiter::new(RateLimitConfig::default());
+        for _ in 0..10 {
+            limiter.record_failure(evil.clone(), 1_000);
+        }
+        assert_eq!(limiter.locked_for(evil, 1_000), Some(300_000));
+        assert_eq!(limiter.locked_for(LimitKey::LocalBrowser("http://127.0.0.1:18789".into()), 1_000), None);
+        assert_eq!(limiter.locked_for(bare, 1_000), None);
+        assert_eq!(limiter.locked_for(ip("127.0.0.1"), 1_000), None);
     }
 }

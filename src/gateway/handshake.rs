@@ -170,6 +170,17 @@ fn auth_error(failure: AuthFailure, kind: SecretKind) -> ConnectError {
             json!({"code": "AUTH_DEVICE_TOKEN_MISMATCH", "authReason": "device_token_mismatch",
                    "canRetryWithDeviceToken": false, "recommendedNextStep": "update_auth_credentials"}),
         ),
+        // OpenClaw's AUTH_SCOPE_MISMATCH (authReason `scope_mismatch`), naming the scope the token lacks. Its
+        // message keeps OpenClaw's "device token scope mismatch", which its client classifies.
+        AuthFailure::ScopeMismatch { missing } => {
+            let message = format!(
+                "unauthorized: device token scope mismatch: missing {missing} (ask for it with the gateway token)"
+            );
+            let details = json!({"code": "AUTH_SCOPE_MISMATCH", "authReason": "scope_mismatch",
+                                 "canRetryWithDeviceToken": false, "recommendedNextStep": "review_auth_configuration",
+                                 "missingScope": missing});
+            return ConnectError::policy(ErrorShape::invalid(message).with_details(details));
+        }
         AuthFailure::RateLimited { retry_after_ms } => {
             let mut error = ErrorShape::invalid("unauthorized: too many failed authentication attempts (retry later)")
                 .with_details(json!({"code": "AUTH_RATE_LIMITED", "authReason": "rate_limited",
@@ -278,14 +289,14 @@ impl Gateway {
             secret_is_password: self.app.secret.kind() == SecretKind::Password,
             device_token: device_token_digest.as_ref(),
             device_verified: matches!(proof, Some(Ok(_))),
-            rate_limited_for_ms: if client.local { None } else { self.app.limiter.locked_for(client.ip, now) },
+            // Local clients are exempt, browsers on loopback are not (docs/protocol.md §2).
+            rate_limited_for_ms: self.app.auth_locked_for(client, now),
         };
-        let auth_outcome = policy::authenticate(&credentials, stored.as_ref(), role);
+        let auth_outcome = policy::authenticate(&credentials, stored.as_ref(), role, &scopes);
         if let AuthOutcome::Failed(failure) = auth_outcome
-            && !client.local
             && !matches!(failure, AuthFailure::RateLimited { .. })
         {
-            self.app.record_auth_failure(client.ip, now).await;
+            self.app.record_auth_failure(client, now).await;
         }
         let device_claim = match &proof {
             None => DeviceClaim::Absent,
@@ -302,7 +313,7 @@ impl Gateway {
         };
         let facts = ConnectFacts {
             local: client.local,
-            browser_origin: client.browser_origin,
+            browser: client.browser,
             client_id: &params.client.id,
             client_mode: &params.client.mode,
             role,

@@ -93,9 +93,9 @@ pub async fn ws_handler(
     let app = &gateway.app;
     let client = match locality::resolve(peer.ip(), &headers, &app.config.trusted_proxies) {
         Ok(client) => client,
-        Err(_) => {
-            tracing::warn!(%peer, "forwarding headers from an untrusted peer; upgrade refused");
-            return (StatusCode::FORBIDDEN, "forwarding headers from an untrusted proxy").into_response();
+        Err(refused) => {
+            tracing::warn!(%peer, reason = refused.message(), "upgrade refused");
+            return (StatusCode::FORBIDDEN, refused.message()).into_response();
         }
     };
     if app.shutdown.is_cancelled() {

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::domain::TokenSecret;
-use crate::domain::{ClientMeta, Grant, TokenInfo};
+use crate::domain::{ClientMeta, Grant, Scope, TokenInfo};
 
 use AuthFailure::*;
 use AuthOutcome::*;
@@ -42,6 +42,12 @@ enum Dev {
         token: bool,
         platform: &'static str,
     },
+    /// Approved for operator with `granted`, and a live operator token that carries `token` instead (an
+    /// OpenClaw token an operator narrowed, or one minted before the grant changed).
+    Split {
+        granted: &'static [&'static str],
+        token: &'static [&'static str],
+    },
     /// Approved once, then removed by an operator.
     Removed,
 }
@@ -77,6 +83,11 @@ fn record(role: Role, granted: &[&str], token: bool, platform: &str) -> DeviceRe
 
 fn stored_for(dev: Dev) -> Option<DeviceRecord> {
     match dev {
+        Dev::Split { granted, token } => {
+            let mut record = record(Role::Operator, granted, true, "linux");
+            record.tokens[0].scopes = scopes(token);
+            Some(record)
+        }
         Dev::Paired { role, scopes, token, platform } => Some(record(role, scopes, token, platform)),
         Dev::Removed => Some(DeviceRecord {
             removed_at_ms: Some(2),
@@ -148,6 +159,10 @@ fn rows() -> Vec<Row> {
         row("local cli without device asking admin", true, CLI, ADMIN, SharedSecret, Dev::Absent, Expect::Allow(ADMIN, None, T::None)),
         row("remote without device gets no scopes", false, CLI, ADMIN, SharedSecret, Dev::Absent, Expect::Allow(NONE, None, T::None)),
         row("local backend without device", true, BACKEND, ADMIN, SharedSecret, Dev::Absent, Expect::Allow(ADMIN, None, T::None)),
+        // A browser on loopback without a device identity gets no scopes, as a remote client (it kept them).
+        Row { browser: true, ..row("local browser without device gets no scopes", true, UI, ADMIN, SharedSecret, Dev::Absent, Expect::Allow(NONE, None, T::None)) },
+        Row { browser: true, ..row("local cli-looking browser without device gets no scopes", true, CLI, PAIRING, SharedSecret, Dev::Absent, Expect::Allow(NONE, None, T::None)) },
+        Row { browser: true, ..row("local backend-looking browser without device gets no scopes", true, BACKEND, ADMIN, SharedSecret, Dev::Absent, Expect::Allow(NONE, None, T::None)) },
         // Step 3: device proof failures.
         row("bad signature", true, CLI, READ, SharedSecret, Dev::Invalid(DeviceAuthError::SignatureInvalid), Expect::Refuse(ConnectRefusal::DeviceAuth(DeviceAuthError::SignatureInvalid))),
         row("stale signature", false, CLI, READ, SharedSecret, Dev::Invalid(DeviceAuthError::SignatureExpired), Expect::Refuse(ConnectRefusal::DeviceAuth(DeviceAuthError::SignatureExpired))),
@@ -158,7 +173,8 @@ fn rows() -> Vec<Row> {
         row("seed: backend read, unpaired", true, BACKEND, READ, SharedSecret, Dev::New, Expect::Allow(READ, None, T::None)),
         row("seed: backend read -> admin upgrade", true, BACKEND, ADMIN, SharedSecret, paired(READ, true), Expect::Allow(ADMIN, None, T::None)),
         row("backend with a covering device token echoes it", true, BACKEND, READ, DeviceToken, paired(ADMIN, true), Expect::Allow(READ, None, T::Echo)),
-        row("backend whose device token does not cover the ask pairs normally", true, BACKEND, ADMIN, DeviceToken, paired(READ, true), Expect::Allow(ADMIN, Some(ScopeUpgrade), T::Echo)),
+        row("backend whose device token does not cover the ask is refused", true, BACKEND, ADMIN, DeviceToken, paired(READ, true), Expect::Refuse(ConnectRefusal::Auth(ScopeMismatch { missing: Scope::Admin }))),
+        row("backend within a narrowed token", true, BACKEND, READ, DeviceToken, Dev::Split { granted: ADMIN, token: READ }, Expect::Allow(READ, None, T::Echo)),
         row("seed remote: backend scope upgrade needs an operator", false, BACKEND, ADMIN, SharedSecret, paired(READ, true), Expect::Pair(ScopeUpgrade, true)),
         row("remote backend unpaired", false, BACKEND, READ, SharedSecret, Dev::New, Expect::Pair(NotPaired, false)),
         Row { browser: true, ..row("backend from a browser is not the backend", true, BACKEND, ADMIN, SharedSecret, paired(READ, true), Expect::Pair(ScopeUpgrade, true)) },
@@ -171,6 +187,10 @@ fn rows() -> Vec<Row> {
         row("local metadata change silently", true, CLI, READ, SharedSecret, Dev::Paired { role: OP, scopes: READ, token: true, platform: "darwin" }, Expect::Allow(READ, Some(MetadataUpgrade), T::None)),
         row("local re-pair after removal", true, CLI, READ, SharedSecret, Dev::Removed, Expect::Allow(READ, Some(NotPaired), T::Mint)),
         Row { browser: true, ..row("local browser is never silent", true, UI, READ, SharedSecret, Dev::New, Expect::Pair(NotPaired, false)) },
+        Row { browser: true, ..row("local browser scope upgrade is asked", true, CLI, ADMIN, SharedSecret, paired(READ, true), Expect::Pair(ScopeUpgrade, true)) },
+        Row { browser: true, ..row("local browser metadata change is asked", true, UI, READ, SharedSecret, Dev::Paired { role: OP, scopes: READ, token: true, platform: "darwin" }, Expect::Pair(MetadataUpgrade, true)) },
+        Row { browser: true, ..row("local browser within its grant", true, UI, READ, SharedSecret, paired(ADMIN, true), Expect::Allow(READ, None, T::None)) },
+        Row { browser: true, ..row("local browser with its device token", true, UI, READ, DeviceToken, paired(READ, true), Expect::Allow(READ, None, T::Echo)) },
         Row { auto_approve_local: false, ..row("auto approve off: local pairs", true, CLI, READ, SharedSecret, Dev::New, Expect::Pair(NotPaired, false)) },
         Row { auto_approve_local: false, ..row("auto approve off: local upgrade pairs", true, CLI, ADMIN, SharedSecret, paired(READ, true), Expect::Pair(ScopeUpgrade, true)) },
         // Step 6: remote asks become pairing requests.
@@ -179,7 +199,15 @@ fn rows() -> Vec<Row> {
         row("remote metadata change", false, CLI, READ, SharedSecret, Dev::Paired { role: OP, scopes: READ, token: true, platform: "windows" }, Expect::Pair(MetadataUpgrade, true)),
         row("remote role upgrade", false, NODE, NONE, SharedSecret, paired(ADMIN, true), Expect::Pair(RoleUpgrade, true)),
         row("remote scope upgrade read -> write", false, CLI, WRITE, SharedSecret, paired(READ, true), Expect::Pair(ScopeUpgrade, true)),
-        row("remote scope upgrade with device token", false, CLI, ADMIN, DeviceToken, paired(READ, true), Expect::Pair(ScopeUpgrade, true)),
+        // A device token bounds the connect by its own scopes and never changes a grant, from anywhere.
+        row("remote device token beyond its scopes", false, CLI, ADMIN, DeviceToken, paired(READ, true), Expect::Refuse(ConnectRefusal::Auth(ScopeMismatch { missing: Scope::Admin }))),
+        row("local device token never upgrades silently", true, CLI, ADMIN, DeviceToken, paired(READ, true), Expect::Refuse(ConnectRefusal::Auth(ScopeMismatch { missing: Scope::Admin }))),
+        row("a narrowed token bounds a local connect whatever the grant", true, CLI, ADMIN, DeviceToken, Dev::Split { granted: ADMIN, token: READ }, Expect::Refuse(ConnectRefusal::Auth(ScopeMismatch { missing: Scope::Admin }))),
+        row("a narrowed token bounds a remote connect whatever the grant", false, CLI, PAIRING_READ, DeviceToken, Dev::Split { granted: ADMIN, token: READ }, Expect::Refuse(ConnectRefusal::Auth(ScopeMismatch { missing: Scope::Pairing }))),
+        row("within a narrowed token", false, CLI, READ, DeviceToken, Dev::Split { granted: ADMIN, token: READ }, Expect::Allow(READ, None, T::Echo)),
+        row("local device token beyond the grant is asked, not silent", true, CLI, WRITE, DeviceToken, Dev::Split { granted: READ, token: WRITE }, Expect::Pair(ScopeUpgrade, true)),
+        row("local device token with changed metadata is asked, not silent", true, CLI, READ, DeviceToken, Dev::Paired { role: OP, scopes: READ, token: true, platform: "darwin" }, Expect::Pair(MetadataUpgrade, true)),
+        row("a device token outcome without a live token is refused", true, CLI, READ, DeviceToken, paired(READ, false), Expect::Refuse(ConnectRefusal::Auth(DeviceTokenMismatch))),
         row("metadata is checked before the role", false, NODE, NONE, SharedSecret, Dev::Paired { role: OP, scopes: READ, token: true, platform: "ios" }, Expect::Pair(MetadataUpgrade, true)),
         // Step 7: approved already.
         row("remote paired exact scopes", false, CLI, READ, SharedSecret, paired(READ, true), Expect::Allow(READ, None, T::None)),
@@ -196,7 +224,7 @@ fn rows() -> Vec<Row> {
 #[test]
 fn policy_table() {
     let rows = rows();
-    assert!(rows.len() >= 40, "the table must keep at least 40 cases, has {}", rows.len());
+    assert!(rows.len() >= 65, "the table must keep at least 65 cases, has {}", rows.len());
     for row in rows {
         let stored = stored_for(row.dev);
         let device = match row.dev {
@@ -207,7 +235,7 @@ fn policy_table() {
         let ask = scopes(row.ask);
         let facts = ConnectFacts {
             local: row.local,
-            browser_origin: row.browser,
+            browser: row.browser,
             client_id: row.client.0,
             client_mode: row.client.1,
             role: if row.client == NODE { Role::Node } else { row.role },
@@ -264,14 +292,31 @@ fn authenticate_table() {
         ("wrong secret, good device token", creds(Some(false), Some(&digest), true), Some(&paired_record), OP, DeviceToken),
         ("wrong secret, wrong device token", creds(Some(false), Some(&wrong), true), Some(&paired_record), OP, Failed(TokenMismatch)),
         ("good secret, wrong device token", creds(Some(true), Some(&wrong), true), Some(&paired_record), OP, SharedSecret),
+        ("good secret, device token beyond its scopes", creds(Some(true), Some(&digest), true), Some(&paired_record), OP, SharedSecret),
     ];
+    let read = scopes(READ);
     for (name, credentials, stored, role, expected) in rows {
-        assert_eq!(authenticate(&credentials, stored, role), expected, "{name}");
+        let asked = if name.contains("beyond") { scopes(ADMIN) } else { read.clone() };
+        assert_eq!(authenticate(&credentials, stored, role, &asked), expected, "{name}");
+    }
+    // A device token carries its own scopes: beyond them is an auth failure naming the first one missing,
+    // whatever the grant allows.
+    let narrowed = DeviceRecord { grants: record(OP, ADMIN, false, "linux").grants, ..paired_record.clone() };
+    for (stored, asked, expected) in [
+        (&paired_record, PAIRING_READ, Failed(ScopeMismatch { missing: Scope::Pairing })),
+        (&narrowed, ADMIN, Failed(ScopeMismatch { missing: Scope::Admin })),
+        (&narrowed, READ, DeviceToken),
+        (&paired_record, NONE, DeviceToken),
+    ] {
+        let got = authenticate(&creds(None, Some(&digest), true), Some(stored), OP, &scopes(asked));
+        assert_eq!(got, expected, "{asked:?}");
+        let wrong_secret = authenticate(&creds(Some(false), Some(&digest), true), Some(stored), OP, &scopes(asked));
+        assert_eq!(wrong_secret, expected, "{asked:?}, with a wrong secret too");
     }
     let password = Credentials { secret_is_password: true, ..creds(Some(false), None, false) };
-    assert_eq!(authenticate(&password, None, OP), Failed(PasswordMismatch));
+    assert_eq!(authenticate(&password, None, OP, &read), Failed(PasswordMismatch));
     let limited = Credentials { rate_limited_for_ms: Some(1000), ..creds(Some(true), None, false) };
-    assert_eq!(authenticate(&limited, None, OP), Failed(RateLimited { retry_after_ms: 1000 }));
+    assert_eq!(authenticate(&limited, None, OP, &read), Failed(RateLimited { retry_after_ms: 1000 }));
     let removed = DeviceRecord { removed_at_ms: Some(9), ..paired_record.clone() };
-    assert_eq!(authenticate(&creds(None, Some(&digest), true), Some(&removed), OP), Failed(DeviceTokenMismatch));
+    assert_eq!(authenticate(&creds(None, Some(&digest), true), Some(&removed), OP, &read), Failed(DeviceTokenMismatch));
 }
