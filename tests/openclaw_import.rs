@@ -160,6 +160,15 @@ async fn openclaw_2026_4_json_state_is_imported_and_its_tokens_keep_working() {
     let again = openclaw::import(&server.store, state.path(), false, now).await.unwrap();
     assert!(again.imported.is_empty(), "{:?}", again.imported);
     assert!(digest_of_dir(state.path()) == before, "the OpenClaw state directory is untouched");
+
+    // Once pairgate knows a device, pairgate decides: an operator's removal is not undone by importing
+    // the same OpenClaw state again, nor is a narrowed grant widened.
+    server.store.remove_device(&alice.id(), &pairgate::store::Actor::System, None, now).await.unwrap();
+    let after_removal = openclaw::import(&server.store, state.path(), false, now).await.unwrap();
+    assert!(after_removal.imported.is_empty(), "{:?}", after_removal.imported);
+    let alice_now = server.store.device(&alice.id()).await.unwrap().unwrap();
+    assert!(alice_now.removed_at_ms.is_some() && alice_now.grants.is_empty(), "{alice_now:?}");
+    assert!(alice_now.live_token(pairgate::domain::Role::Operator).is_none());
 }
 
 #[tokio::test]

@@ -670,3 +670,18 @@ async fn a_doctored_backup_is_refused_and_verify_names_the_extra_object() {
     assert!(stderr.contains("grant_admin"), "{stderr}");
     assert!(!db.exists(), "nothing was restored");
 }
+
+/// `import openclaw --dry-run` creates nothing: no database, no directory, when none existed.
+#[tokio::test]
+async fn an_import_dry_run_creates_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let state = home.path().join("openclaw");
+    std::fs::create_dir_all(state.join("devices")).unwrap();
+    std::fs::write(state.join("devices/paired.json"), "{}").unwrap();
+    let db = home.path().join("not-yet/pairgate.db");
+    let args =
+        ["import", "openclaw", "--state-dir", state.to_str().unwrap(), "--dry-run", "--db", db.to_str().unwrap()];
+    let (ok, out, err) = pairgate(home.path(), &args).await;
+    assert!(ok, "{out}{err}");
+    assert!(!home.path().join("not-yet").exists(), "the dry run made {}", db.display());
+}

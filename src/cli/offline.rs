@@ -280,7 +280,11 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<()> {
 
 /// `pairgate import openclaw`: imports (or, with `dry_run`, only reports) and prints the report.
 async fn import_openclaw(state_dir: &Path, db: &DbArg, dry_run: bool, json: bool) -> anyhow::Result<()> {
-    let (store, _) = Store::open(&db.path()?).await?;
+    let path = db.path()?;
+    // A dry run creates nothing: with no database yet, it reports against an empty scratch one.
+    let scratch = tempfile::tempdir()?;
+    let path = if dry_run && !path.exists() { scratch.path().join("dry-run.db") } else { path };
+    let (store, _) = Store::open(&path).await?;
     let report = openclaw::import(&store, state_dir, dry_run, SystemClock.now_ms()).await;
     store.close().await;
     let report = report?;

@@ -70,7 +70,7 @@ impl Store {
         let mut counts = ImportCounts::default();
         for device in devices {
             let (id, key, meta) = (device.device_id.as_str(), device.public_key.to_base64url(), &device.meta);
-            counts.devices += sqlx::query!(
+            let inserted = sqlx::query!(
                 "INSERT INTO devices (device_id, public_key, client_id, client_mode, platform, device_family, display_name,
                                       remote_ip, approved_via, created_at_ms, approved_at_ms, last_seen_at_ms)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'import', ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -89,6 +89,12 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            if inserted == 0 {
+                // Known to pairgate already, which decides from now on: an operator may have removed it,
+                // narrowed it or rotated its tokens since. Nothing of it is imported again.
+                continue;
+            }
+            counts.devices += inserted;
             for (role, scopes) in &device.grants {
                 let (role, scopes) = (role.as_str(), scopes.to_json());
                 counts.grants += sqlx::query!(
