@@ -685,3 +685,18 @@ async fn an_import_dry_run_creates_nothing() {
     assert!(ok, "{out}{err}");
     assert!(!home.path().join("not-yet").exists(), "the dry run made {}", db.display());
 }
+
+/// What clients chose is shown escaped in the CLI's tables: no escape sequence reaches the terminal.
+#[tokio::test]
+async fn cli_output_escapes_control_characters_from_clients() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("escape.db").display().to_string();
+    let server = serve(home.path(), &["--db", &db, "--token", TOKEN], "escape.log").await;
+    let hostile = Connect { client_id: "cli\u{1b}[2J".into(), ..Connect::cli().device(&Device::new(96)) };
+    connect_url(&server.url(), &hostile, now_ms()).await.hello();
+    let (ok, out, err) = pairgate(home.path(), &["devices", "list", "--db", &db]).await;
+    assert!(ok, "{err}");
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(out.contains("cli\\u{1b}[2J"), "{out}");
+    server.kill9().await;
+}

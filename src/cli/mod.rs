@@ -11,6 +11,17 @@ mod serve;
 
 pub use args::{Cli, Command, DbArg, ServeArgs, default_db_path};
 
+/// Text a client or a foreign file chose, made safe for a terminal: control characters (escape sequences
+/// that could rewrite what an operator sees) are shown escaped, never sent.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let escaped =
+        text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect();
+    std::borrow::Cow::Owned(escaped)
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -24,5 +35,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens { action, db } => offline::tokens(action, &db).await,
         Command::Sessions { action, db } => offline::sessions(action, &db).await,
         Command::Audit { limit, json, db } => offline::audit(limit, json, &db).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(shown("laptop"), "laptop");
+        assert_eq!(shown("evil\u{1b}[2J\u{1b}[1;1Hok"), "evil\\u{1b}[2J\\u{1b}[1;1Hok");
+        assert_eq!(shown("a\nb\rc\td"), "a\\nb\\rc\\td");
+        assert_eq!(shown("naïve ✓"), "naïve ✓");
     }
 }

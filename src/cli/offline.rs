@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::args::{DbArg, DevicesAction, ImportArgs, ImportSource, SessionsAction, TokensAction};
+use super::shown;
 use crate::app::views::{DeviceView, RequestView};
 use crate::app::{App, Caller};
 use crate::clock::{Clock, SystemClock};
@@ -79,7 +80,8 @@ async fn list_devices(store: &Store, json: bool) -> anyhow::Result<()> {
     for device in &paired {
         let grants: Vec<String> =
             device.grants.iter().map(|g| format!("{}[{}]", g.role, g.scopes.names().join(","))).collect();
-        println!("  {}  {}  {}", device.device_id, device.meta.client_id.as_deref().unwrap_or("-"), grants.join(" "));
+        let client = shown(device.meta.client_id.as_deref().unwrap_or("-")).into_owned();
+        println!("  {}  {client}  {}", device.device_id, grants.join(" "));
     }
     Ok(())
 }
@@ -140,9 +142,9 @@ pub(super) async fn audit(limit: i64, json: bool, db: &DbArg) -> anyhow::Result<
             println!(
                 "{at}  {:<22} {:<40} {:<16} {}  {}",
                 row.action,
-                row.actor,
-                row.remote_addr.as_deref().unwrap_or("-"),
-                row.subject.as_deref().unwrap_or("-"),
+                shown(&row.actor),
+                shown(row.remote_addr.as_deref().unwrap_or("-")),
+                shown(row.subject.as_deref().unwrap_or("-")),
                 row.details
             );
         }
@@ -170,9 +172,9 @@ pub(super) async fn sessions(action: SessionsAction, db: &DbArg) -> anyhow::Resu
                 for entry in &entries {
                     println!(
                         "{:<60} depth {}  parent {}{}",
-                        entry.key,
+                        shown(&entry.key),
                         entry.spawn_depth,
-                        entry.spawned_by.as_deref().unwrap_or("-"),
+                        shown(entry.spawned_by.as_deref().unwrap_or("-")),
                         if entry.archived_at.is_some() { "  (archived)" } else { "" }
                     );
                 }
@@ -193,22 +195,22 @@ pub(super) async fn sessions(action: SessionsAction, db: &DbArg) -> anyhow::Resu
             } else {
                 println!(
                     "{}  agent {}  depth {}  parent {}",
-                    entry.key,
-                    entry.agent_id,
+                    shown(&entry.key),
+                    shown(&entry.agent_id),
                     entry.spawn_depth,
-                    entry.spawned_by.as_deref().unwrap_or("-")
+                    shown(entry.spawned_by.as_deref().unwrap_or("-"))
                 );
                 for run in &runs {
                     println!(
                         "  run {}  {:<11} {}  {}",
-                        run.run_id,
+                        shown(&run.run_id),
                         run.state.as_str(),
-                        run.ended_reason.as_deref().unwrap_or("-"),
-                        run.task
+                        shown(run.ended_reason.as_deref().unwrap_or("-")),
+                        shown(&run.task)
                     );
                 }
                 for child in &children {
-                    println!("  child {}", child.key);
+                    println!("  child {}", shown(&child.key));
                 }
             }
             Ok(())
@@ -216,7 +218,7 @@ pub(super) async fn sessions(action: SessionsAction, db: &DbArg) -> anyhow::Resu
         SessionsAction::Kill { run_id, json } => {
             let app = App::offline(store.clone());
             let killed = app.kill_run(&Caller::local_cli().actor, &run_id).await?;
-            print_result(json, serde_json::json!(killed), &format!("killed {}", killed.killed.join(", ")));
+            print_result(json, serde_json::json!(killed), &format!("killed {}", shown(&killed.killed.join(", "))));
             Ok(())
         }
     };
@@ -308,7 +310,7 @@ async fn import_openclaw(state_dir: &Path, db: &DbArg, dry_run: bool, json: bool
         );
     }
     for skipped in &report.skipped {
-        println!("skipped {} {}: {}", skipped.source, skipped.entry, skipped.reason);
+        println!("skipped {} {}: {}", shown(&skipped.source), shown(&skipped.entry), shown(&skipped.reason));
     }
     Ok(())
 }
