@@ -117,6 +117,7 @@ pub async fn run(listener: TcpListener, server: Server) -> std::io::Result<()> {
     // Runs a crash left running are ended before anyone can wait on them.
     app.recover_runs().await.map_err(std::io::Error::other)?;
     app.tracker.spawn(sweep(app.clone()));
+    app.tracker.spawn(app.clone().watch_offline_revocations());
     let service = router(&server).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service).with_graceful_shutdown(app.shutdown.clone().cancelled_owned()).await?;
     app.tracker.close();

@@ -282,3 +282,26 @@ async fn a_slow_event_consumer_is_closed_with_4008() {
     // Others are unaffected.
     operator(&server, &["operator.pairing"]).await;
 }
+
+/// A decision made with the offline CLI (another process, on the same database file) closes the device's
+/// live sockets too, within 2 s.
+#[tokio::test]
+async fn offline_decisions_close_live_sockets() {
+    let server = Server::start().await;
+    let device = Device::new(34);
+    let (mut device_ws, _) = live_device(&server, &device).await;
+
+    // The offline CLI: its own store handle, its own application, no sockets of its own.
+    let (offline_store, _) = pairgate::store::Store::open(&server.dir.path().join("pairgate.db")).await.unwrap();
+    let offline = pairgate::app::App::offline(offline_store);
+    offline.revoke_token(&pairgate::app::Caller::local_cli(), &device.id(), Role::Operator).await.unwrap();
+
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(2), expect_close(&mut device_ws)).await;
+    assert_eq!(closed.expect("closed within 2 s").map(|(code, _)| code), Some(4001));
+    offline.store.close().await;
+
+    // A socket that connected after the decision, with fresh credentials, stays open.
+    let (_, mut fresh) = connect(&server, &Connect::cli().device(&device).scopes(&["operator.read"])).await.hello();
+    let reply = call(&mut fresh, "h", "health", json!({})).await;
+    assert_eq!(reply["ok"], true);
+}

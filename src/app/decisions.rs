@@ -162,6 +162,46 @@ impl App {
         Ok(TokenRevoked { device_id: device_id.to_string(), role: role.as_str(), revoked_at_ms: change.at_ms })
     }
 
+    /// Closes the sockets of devices whose access the offline CLI (another process) withdrew, within about
+    /// half a second of its commit; runs for the server's life.
+    pub async fn watch_offline_revocations(self: std::sync::Arc<Self>) {
+        const POLL: std::time::Duration = std::time::Duration::from_millis(500);
+        let mut after = match self.store.last_audit_id().await {
+            Ok(id) => id,
+            Err(error) => {
+                tracing::error!(%error, "cannot watch for decisions made offline; their sockets stay open");
+                return;
+            }
+        };
+        let mut ticker = tokio::time::interval(POLL);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            let revoked = match self.store.offline_revocations(after).await {
+                Ok(revoked) => revoked,
+                Err(error) => {
+                    tracing::warn!(%error, "could not read decisions made offline");
+                    continue;
+                }
+            };
+            let (polled_at, now_ms) = (std::time::Instant::now(), self.clock.now_ms());
+            for (event_id, at_ms, device) in revoked {
+                after = event_id;
+                let Ok(device_id) = DeviceId::try_from(device) else { continue };
+                // The sockets that connected before the decision, not those with fresh credentials since.
+                let age = std::time::Duration::from_millis(u64::try_from(now_ms - at_ms).unwrap_or(0));
+                let before = polled_at.checked_sub(age).unwrap_or(polled_at);
+                let closed =
+                    self.live.close_device_connected_before(&device_id, Disconnect::DeviceRevoked, before).await;
+                if closed > 0 {
+                    tracing::info!(device = %device_id, sockets = closed, "closed the sockets of a device revoked offline");
+                }
+            }
+        }
+    }
+
     /// Revocation bites before the reply: the device's sockets are closed (the caller's own socket, when a
     /// device revokes itself, closes right after its reply).
     async fn close_device_sockets(&self, device_id: &DeviceId, caller: &Caller<'_>) {

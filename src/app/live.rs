@@ -46,6 +46,8 @@ pub struct Registration {
 
 struct Entry {
     device_id: Option<DeviceId>,
+    /// When the socket completed `connect`: a revocation made elsewhere closes only sockets older than it.
+    connected_at: std::time::Instant,
     /// Taken by the first close order.
     close: Option<oneshot::Sender<CloseOrder>>,
     events: Option<mpsc::Sender<Arc<Event>>>,
@@ -85,7 +87,13 @@ impl Registry {
         if let Some(device_id) = device_id {
             inner.by_device.entry(device_id.clone()).or_default().insert(conn_id.to_owned());
         }
-        inner.conns.insert(conn_id.to_owned(), Entry { device_id: device_id.cloned(), close: Some(close), events });
+        let entry = Entry {
+            device_id: device_id.cloned(),
+            connected_at: std::time::Instant::now(),
+            close: Some(close),
+            events,
+        };
+        inner.conns.insert(conn_id.to_owned(), entry);
         Registration { close_order, events: events_rx }
     }
 
@@ -104,11 +112,42 @@ impl Registry {
     /// Closes every live socket of the device and waits (briefly) until each has sent its close frame.
     /// The caller's own socket (`except`) is told too, but not waited for: it closes after its reply.
     pub async fn close_device(&self, device_id: &DeviceId, why: Disconnect, except: Option<&str>) -> usize {
+        self.close_device_sockets(device_id, why, except, None).await
+    }
+
+    /// `close_device` for the sockets that connected before `before` only: a revocation noticed late must
+    /// not close a socket that connected with fresh credentials since.
+    pub async fn close_device_connected_before(
+        &self,
+        device_id: &DeviceId,
+        why: Disconnect,
+        before: std::time::Instant,
+    ) -> usize {
+        self.close_device_sockets(device_id, why, None, Some(before)).await
+    }
+
+    async fn close_device_sockets(
+        &self,
+        device_id: &DeviceId,
+        why: Disconnect,
+        except: Option<&str>,
+        before: Option<std::time::Instant>,
+    ) -> usize {
         // A socket that was told to close already (its sender taken) is closing: counted, not told twice.
         let (sockets, senders) = {
             let mut guard = self.lock();
             let inner = &mut *guard;
-            let conn_ids: Vec<String> = inner.by_device.get(device_id).into_iter().flatten().cloned().collect();
+            let conn_ids: Vec<String> = inner
+                .by_device
+                .get(device_id)
+                .into_iter()
+                .flatten()
+                .filter(|conn_id| match (before, inner.conns.get(*conn_id)) {
+                    (Some(before), Some(entry)) => entry.connected_at < before,
+                    _ => true,
+                })
+                .cloned()
+                .collect();
             let senders: Vec<(String, oneshot::Sender<CloseOrder>)> = conn_ids
                 .iter()
                 .filter_map(|conn_id| Some((conn_id.clone(), inner.conns.get_mut(conn_id)?.close.take()?)))

@@ -116,6 +116,29 @@ impl Store {
     }
 
     /// Audit rows, newest first, before `before_id` when given.
+    /// The newest audit event's id (0 for none): where a watcher of later events starts.
+    pub async fn last_audit_id(&self) -> StoreResult<i64> {
+        let id = sqlx::query_scalar!(r#"SELECT COALESCE(MAX(event_id), 0) AS "id!: i64" FROM audit_events"#)
+            .fetch_one(&self.readers)
+            .await?;
+        Ok(id)
+    }
+
+    /// Devices whose access the offline CLI withdrew (removed, or a token rotated or revoked) in audit events
+    /// after `after_id`: (event id, when, device id), oldest first. A running server closes their sockets.
+    pub async fn offline_revocations(&self, after_id: i64) -> StoreResult<Vec<(i64, i64, String)>> {
+        let rows = sqlx::query!(
+            r#"SELECT event_id AS "event_id!: i64", at_ms, subject AS "subject!: String" FROM audit_events
+                WHERE event_id > ? AND action IN ('device.remove', 'token.rotate', 'token.revoke')
+                  AND actor LIKE 'cli:%' AND subject IS NOT NULL
+                ORDER BY event_id"#,
+            after_id
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows.into_iter().map(|row| (row.event_id, row.at_ms, row.subject)).collect())
+    }
+
     pub async fn audit_page(&self, before_id: Option<i64>, limit: i64) -> StoreResult<Vec<AuditRow>> {
         let before = before_id.unwrap_or(i64::MAX);
         let rows = sqlx::query!(
