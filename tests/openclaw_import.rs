@@ -255,6 +255,11 @@ async fn openclaw_2026_9_sqlite_state_is_imported_read_only() {
     .await;
     assert!(std::fs::read(&db).unwrap() == before, "the OpenClaw database was opened read-only");
     assert!(openclaw::import(&server.store, state.path(), false, now).await.unwrap().imported.is_empty());
+    let files: Vec<String> = std::fs::read_dir(db.parent().unwrap())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["openclaw.sqlite"], "nothing was written beside the WAL-mode source (no -wal, no -shm)");
 }
 
 /// State written by the real OpenClaw 2026.9.6 gateway (see tests/fixtures/openclaw-2026.9.6/README.md):

@@ -315,14 +315,44 @@ fn source_error(path: &Path, error: sqlx::Error) -> anyhow::Error {
     }
 }
 
+/// Whether the database at `path` is in WAL mode: its header's read and write versions are 2.
+fn wal_mode(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut header = [0u8; 20];
+    std::fs::File::open(path)?.read_exact(&mut header)?;
+    Ok(header[18] == 2 && header[19] == 2)
+}
+
+/// Copies the database and its `-wal` (when there is one) into `dir`; returns the copy's path.
+fn copy_with_wal(path: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    let copy = dir.join("openclaw.sqlite");
+    let read = |e: std::io::Error| anyhow::anyhow!("cannot read {}: {e}; nothing was imported", path.display());
+    std::fs::copy(path, &copy).map_err(read)?;
+    let wal = crate::store::sibling_path(path, "-wal");
+    if wal.exists() {
+        std::fs::copy(&wal, crate::store::sibling_path(&copy, "-wal")).map_err(read)?;
+    }
+    Ok(copy)
+}
+
 /// OpenClaw 2026.9's SQLite state, read-only: each row in the shape of the JSON files' entries.
 async fn read_sqlite(
     path: &Path,
 ) -> anyhow::Result<(Vec<(String, Value)>, Vec<(String, Value)>, Vec<(String, Value)>)> {
     use sqlx::sqlite::SqliteConnectOptions;
     use sqlx::{Column, ConnectOptions, Row};
-    let options =
-        SqliteConnectOptions::new().filename(path).read_only(true).busy_timeout(std::time::Duration::from_secs(5));
+    // SQLite opens a WAL-mode database's `-shm` (creating it, and the `-wal`) even read-only: such a
+    // database is read from a private copy, so that nothing is ever written beside the source. A
+    // rollback-journal database is read in place, read-only (which also reports a writer's lock).
+    let scratch = tempfile::tempdir()?;
+    let source = match wal_mode(path) {
+        Ok(true) => copy_with_wal(path, scratch.path())?,
+        _ => path.to_path_buf(),
+    };
+    let options = SqliteConnectOptions::new()
+        .filename(&source)
+        .read_only(source == path)
+        .busy_timeout(std::time::Duration::from_secs(5));
     let mut conn = options.connect().await.map_err(|e| source_error(path, e))?;
     let rows = |table: &'static str| format!("SELECT * FROM {table}");
     let mut fetch = async |table: &'static str| -> anyhow::Result<Vec<Map<String, Value>>> {
