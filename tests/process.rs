@@ -54,6 +54,12 @@ impl Running {
         assert!(sent.success());
         tokio::time::timeout(START_WAIT, self.child.wait()).await.expect("exits after SIGTERM").unwrap()
     }
+
+    /// Waits (bounded) until the log has a line containing `text`.
+    async fn wait_for_log(&self, text: &str) {
+        let found = eventually(START_WAIT, || self.stderr().contains(text)).await;
+        assert!(found, "no log line with {text:?}:\n{}", self.stderr());
+    }
 }
 
 fn command(home: &Path) -> Command {
@@ -68,9 +74,28 @@ fn command(home: &Path) -> Command {
 
 /// Starts `pairgate serve` with `args` and waits for its "listening" line.
 async fn serve(home: &Path, args: &[&str], stderr_name: &str) -> Running {
+    serve_under(home, None, args, stderr_name).await
+}
+
+/// Starts `pairgate serve` through `sh -c '<shell>; exec pairgate serve …'` (to set limits with `ulimit`);
+/// the process is the same, exec'd.
+async fn serve_under(home: &Path, shell: Option<&str>, args: &[&str], stderr_name: &str) -> Running {
     let stderr_path = home.join(stderr_name);
     let stderr = std::fs::File::create(&stderr_path).unwrap();
-    let mut child = command(home)
+    let mut command = match shell {
+        None => command(home),
+        Some(shell) => {
+            let mut command = Command::new("sh");
+            command
+                .env_clear()
+                .env("HOME", home)
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("RUST_LOG", "info")
+                .args(["-c", &format!("{shell} && exec \"$0\" \"$@\""), BIN]);
+            command
+        }
+    };
+    let mut child = command
         .arg("serve")
         .args(args)
         .env("PAIRGATE_LISTEN", "127.0.0.1:0")
@@ -519,4 +544,71 @@ async fn backup_while_serving_and_restore_after_stopping() {
     let (ok, _, err) =
         pairgate(home.path(), &["restore", "--from", &not_a_db.display().to_string(), "--db", &db]).await;
     assert!(!ok && err.contains("is not a usable backup"), "{err}");
+}
+
+/// When the process runs out of file descriptors, accept errors are logged and waited out (no spin,
+/// no exit); connections that send nothing time out and give their descriptors back, and an honest
+/// client is served again.
+#[tokio::test]
+async fn running_out_of_descriptors_neither_stops_nor_spins_the_server() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("fd.db").display().to_string();
+    let args = ["--db", db.as_str(), "--token", TOKEN, "--header-read-timeout-ms", "500"];
+    let server = serve_under(home.path(), Some("ulimit -n 64"), &args, "fd.log").await;
+    let cpu_before = cpu_seconds(&server);
+    let started = std::time::Instant::now();
+    // More silent connections than the server has descriptors left.
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    server.wait_for_log("cannot accept a connection").await;
+    // Still held by the client; yet the server serves again once their header timeout passes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut stream = tokio::net::TcpStream::connect(server.addr).await.ok()?;
+            let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr);
+            stream.write_all(request.as_bytes()).await.ok()?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.ok()?;
+            Some(response)
+        })
+        .await;
+        if let Ok(Some(response)) = answer
+            && response.starts_with("HTTP/1.1 200")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never served again:\n{}", server.stderr());
+    }
+    let cpu = cpu_seconds(&server) - cpu_before;
+    let wall = started.elapsed().as_secs_f64();
+    println!("out of descriptors for {wall:.1} s; the server used {cpu:.2} s of CPU");
+    assert!(cpu < wall / 2.0, "the accept loop spun: {cpu:.2} s of CPU in {wall:.1} s");
+    drop(silent);
+    server.kill9().await;
+}
+
+/// Utime + stime of the server, in seconds (clock ticks of 100 Hz).
+fn cpu_seconds(server: &Running) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.child.id().unwrap())).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// Connections beyond `--max-connections` are closed at once, with a log line saying why.
+#[tokio::test]
+async fn the_connection_cap_closes_extra_connections_and_says_so() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("cap.db").display().to_string();
+    let server = serve(home.path(), &["--db", &db, "--token", TOKEN, "--max-connections", "1"], "cap.log").await;
+    let _first = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(FRAME_WAIT, second.read(&mut buf)).await.expect("closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    server.wait_for_log("connection limit reached (1 open)").await;
+    server.kill9().await;
 }
