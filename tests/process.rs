@@ -55,6 +55,27 @@ impl Running {
         tokio::time::timeout(START_WAIT, self.child.wait()).await.expect("exits after SIGTERM").unwrap()
     }
 
+    /// SIGTERM, then the exit status if the process ended within `limit` (it is killed otherwise).
+    async fn terminate_within(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().unwrap().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        assert!(sent.success());
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => Some(status.unwrap()),
+            Err(_) => {
+                self.kill9().await;
+                None
+            }
+        }
+    }
+
+    /// A line of `/proc/<pid>/status`, in KiB (`VmHWM`: the peak resident set; `VmRSS`: now).
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id().unwrap())).unwrap();
+        let line = status.lines().find(|line| line.starts_with(&format!("{field}:"))).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     /// Waits (bounded) until the log has a line containing `text`.
     async fn wait_for_log(&self, text: &str) {
         let found = eventually(START_WAIT, || self.stderr().contains(text)).await;
@@ -546,6 +567,40 @@ async fn backup_while_serving_and_restore_after_stopping() {
     assert!(!ok && err.contains("is not a usable backup"), "{err}");
 }
 
+/// SIGTERM ends the process within seconds, whatever its clients do: one stopped reading while the
+/// server writes to it, one waits on a run, one never sent `connect`, one never sent a request.
+#[tokio::test]
+async fn sigterm_ends_the_process_within_seconds_whatever_clients_do() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("term.db").display().to_string();
+    let server = serve(home.path(), &["--db", &db, "--token", TOKEN, "--tick-interval-ms", "600000"], "term.log").await;
+    let url = server.url();
+
+    let backend = Connect::backend().device(&Device::new(99)).scopes(&["operator.admin"]);
+    let (_, mut waiter) = connect_url(&url, &backend, now_ms()).await.hello();
+    let key = "agent:main:subagent:term";
+    call(&mut waiter, "p", "sessions.patch", json!({"key": key, "spawnedBy": "agent:main:main"})).await;
+    let params = json!({"childSessionKey": key, "requesterSessionKey": "agent:main:main", "task": "t"});
+    let run_id = call(&mut waiter, "r", "subagents.register", params).await["payload"]["runId"].clone();
+    call(&mut waiter, "s", "subagents.start", json!({"runId": run_id})).await;
+    let wait =
+        json!({"type": "req", "id": "w", "method": "agent.wait", "params": {"runId": run_id, "timeoutMs": 600_000}});
+    send_json(&mut waiter, &wait).await;
+
+    let (ws, nonce) = open_small_window(&url).await;
+    let (_, mut stalled) = connect_on(ws, &nonce, &Connect::cli(), now_ms()).await.hello();
+    stall_on_a_huge_reply(&mut stalled).await;
+    let (_unconnected, _) = open(&url, &[]).await.unwrap();
+    let _silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+
+    let started = std::time::Instant::now();
+    let status = server.terminate_within(Duration::from_secs(5)).await;
+    let status = status.unwrap_or_else(|| panic!("still running 5 s after SIGTERM"));
+    assert!(status.success(), "{status:?}");
+    println!("exited {:?} after SIGTERM", started.elapsed());
+    assert_eq!(expect_close(&mut waiter).await.map(|(code, _)| code), Some(1001));
+}
+
 /// When the process runs out of file descriptors, accept errors are logged and waited out (no spin,
 /// no exit); connections that send nothing time out and give their descriptors back, and an honest
 /// client is served again.
@@ -610,5 +665,73 @@ async fn the_connection_cap_closes_extra_connections_and_says_so() {
     let read = tokio::time::timeout(FRAME_WAIT, second.read(&mut buf)).await.expect("closed at once");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     server.wait_for_log("connection limit reached (1 open)").await;
+    server.kill9().await;
+}
+
+/// 100 sockets that each send a maximal frame (25 MiB of `[0,0,…]`) before `connect`, and then a connected
+/// socket that sends one after it, leave the server's peak resident memory (VmHWM) below 300 MiB.
+/// `PAIRGATE_FLOOD_SOCKETS=N cargo test --test process maximal_frames -- --nocapture` prints the figures.
+#[tokio::test]
+async fn maximal_frames_before_and_after_connect_leave_the_server_small() {
+    const MAX_PAYLOAD: usize = 25 * 1024 * 1024;
+    const LIMIT_KIB: u64 = 300 * 1024;
+    let sockets: usize = std::env::var("PAIRGATE_FLOOD_SOCKETS").ok().and_then(|n| n.parse().ok()).unwrap_or(100);
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("flood.db").display().to_string();
+    // 4 GiB of address space: a regression fails this test instead of taking the machine's memory.
+    let args = ["--db", db.as_str(), "--token", TOKEN, "--tick-interval-ms", "600000"];
+    let server = serve_under(home.path(), Some("ulimit -v 4194304"), &args, "flood.log").await;
+    let url = server.url();
+    let started_kib = server.status_kib("VmHWM");
+
+    // `[0,0,…,0]`, exactly `len` bytes (blanks before the `]` make up an odd byte).
+    let zeros = |len: usize| {
+        let mut payload = Vec::with_capacity(len);
+        payload.push(b'[');
+        while len - payload.len() > 4 {
+            payload.extend_from_slice(b"0,");
+        }
+        payload.push(b'0');
+        payload.resize(len - 1, b' ');
+        payload.push(b']');
+        payload
+    };
+    let mut before = frame_header(0x1, true, MAX_PAYLOAD as u64);
+    before.extend(zeros(MAX_PAYLOAD));
+    let before = std::sync::Arc::new(before);
+    let mut floods = Vec::new();
+    for _ in 0..sockets {
+        let (url, before) = (url.clone(), before.clone());
+        floods.push(tokio::spawn(async move {
+            let (mut ws, _) = open(&url, &[]).await.unwrap();
+            // The server closes as soon as it has read the header; the rest may not be written.
+            let _ = write_raw(&mut ws, &before).await;
+            expect_close(&mut ws).await
+        }));
+    }
+    let mut closes = std::collections::BTreeMap::<String, usize>::new();
+    for flood in floods {
+        let close = flood.await.unwrap().map(|(code, reason)| format!("{code} {reason}"));
+        *closes.entry(close.unwrap_or_else(|| "no close frame".into())).or_default() += 1;
+    }
+    let flooded_kib = server.status_kib("VmHWM");
+    println!("{sockets} sockets with a 25 MiB frame before connect: closes {closes:?}");
+    println!("server VmHWM: {started_kib} KiB at start, {flooded_kib} KiB after the flood");
+    assert!(server.child.id().is_some() && http_get(server.addr, "/healthz").await.0 == 200);
+    assert!(flooded_kib < LIMIT_KIB, "VmHWM {flooded_kib} KiB after the flood");
+
+    // Connected, the whole payload limit: a frame of 25 MiB (less the envelope) is parsed without a tree.
+    let (_, mut ws) = connect_url(&url, &Connect::cli(), now_ms()).await.hello();
+    let envelope = r#"{"type":"req","id":"f","method":"health","params":}"#.len();
+    let mut after = br#"{"type":"req","id":"f","method":"health","params":"#.to_vec();
+    after.extend(zeros(MAX_PAYLOAD - envelope));
+    after.push(b'}');
+    assert_eq!(after.len(), MAX_PAYLOAD);
+    write_raw(&mut ws, &frame(0x1, true, &after)).await.unwrap();
+    let reply = next_json(&mut ws).await.expect("the health reply");
+    assert_eq!((&reply["id"], &reply["ok"]), (&json!("f"), &json!(true)), "{reply}");
+    let connected_kib = server.status_kib("VmHWM");
+    println!("server VmHWM after a 25 MiB request from a connected socket: {connected_kib} KiB");
+    assert!(connected_kib < LIMIT_KIB, "VmHWM {connected_kib} KiB after a connected 25 MiB frame");
     server.kill9().await;
 }

@@ -1,5 +1,5 @@
-//! The transport under the protocol: connections that send nothing, too many connections. Nothing a
-//! client does (or fails to do) holds the server.
+//! The transport under the protocol: connections that send nothing, too many connections, and sockets
+//! whose client stopped reading. Nothing a client does (or fails to do) holds the server.
 
 mod common;
 
@@ -71,4 +71,30 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
         assert!(Instant::now() < deadline, "the WebSocket closed, but no connection is served");
     }
     silent.shutdown().await.unwrap();
+}
+
+/// A device whose client stopped reading (the server is blocked writing to it) is still closed within a
+/// second of its removal over REST, before the removal is answered.
+#[tokio::test]
+async fn a_stalled_reader_is_closed_within_a_second_of_its_removal() {
+    let server = Server::start().await;
+    let device = Device::new(40);
+    let (hello, _) = connect(&server, &Connect::cli().device(&device)).await.hello();
+    let token = hello["auth"]["deviceToken"].as_str().unwrap().to_owned();
+    let (ws, nonce) = open_small_window(&server.url()).await;
+    let attempt = Connect::cli().device(&device).token(None).device_token(&token);
+    let (_, mut stalled) = connect_on(ws, &nonce, &attempt, server.now()).await.hello();
+    stall_on_a_huge_reply(&mut stalled).await;
+
+    let started = Instant::now();
+    let response = reqwest::Client::new()
+        .delete(format!("http://{}/api/v1/devices/{}", server.addr, device.id()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(1), "answered after {:?}", started.elapsed());
+    assert!(!server.app.live.is_connected(&device.id()), "the stalled socket is closed before the reply");
+    drop(stalled);
 }
