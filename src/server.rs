@@ -1,13 +1,28 @@
 //! Assembly: one axum Router (WebSocket at "/", HTTP beside it) over one application, served until
 //! shutdown. The only module that knows every front end.
+//!
+//! Connections are accepted here, not by `axum::serve`: each gets a deadline for its request head (a
+//! silent or trickling client holds nothing for long), all of them together a cap (upgraded WebSockets
+//! included), accept errors such as running out of file descriptors are waited out, and at shutdown a
+//! connection gets a bounded time to finish before it is dropped.
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
 use axum::routing::get;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
 use crate::app::{App, AppConfig};
@@ -17,6 +32,9 @@ use crate::auth::secrets::SharedSecret;
 use crate::clock::SharedClock;
 use crate::gateway::{self, Gateway, GatewayConfig};
 use crate::store::{SpawnLimits, Store};
+
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// Every setting of a running server, from flags or tests.
 #[derive(Clone, Debug)]
@@ -36,6 +54,11 @@ pub struct Config {
     pub spawn_limits: SpawnLimits,
     /// A run registered this long ago that never started is failed.
     pub unstarted_run_ttl: Duration,
+    /// A connection that has not sent a whole request head by then is closed (a silent or trickling
+    /// client holds nothing for longer).
+    pub header_read_timeout: Duration,
+    /// Open TCP connections, upgraded WebSockets included; beyond it new connections are closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -54,12 +77,14 @@ impl Default for Config {
             metrics_open: app.metrics_open,
             spawn_limits: app.spawn_limits,
             unstarted_run_ttl: app.unstarted_run_ttl,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
 
 impl Config {
-    fn split(self) -> (AppConfig, GatewayConfig) {
+    fn split(self) -> (AppConfig, GatewayConfig, TransportConfig) {
         let app = AppConfig {
             trusted_proxies: self.trusted_proxies,
             rate_limit: self.rate_limit,
@@ -75,8 +100,19 @@ impl Config {
             max_buffered_bytes: self.max_buffered_bytes,
             last_seen_flush: self.last_seen_flush,
         };
-        (app, gateway)
+        let transport = TransportConfig {
+            header_read_timeout: self.header_read_timeout,
+            max_connections: self.max_connections.max(1),
+        };
+        (app, gateway, transport)
     }
+}
+
+/// Settings of the connections under both front ends.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
 }
 
 /// One server: the application and the front ends over it.
@@ -84,14 +120,15 @@ impl Config {
 pub struct Server {
     pub app: Arc<App>,
     pub gateway: Arc<Gateway>,
+    pub transport: TransportConfig,
 }
 
 impl Server {
     pub fn new(store: Store, clock: SharedClock, secret: Arc<SharedSecret>, config: Config) -> Server {
-        let (app_config, gateway_config) = config.split();
+        let (app_config, gateway_config, transport) = config.split();
         let app = Arc::new(App::new(store, clock, secret, app_config));
         let gateway = Arc::new(Gateway::new(app.clone(), gateway_config));
-        Server { app, gateway }
+        Server { app, gateway, transport }
     }
 
     /// Asks the server to stop: sockets close with 1001, then `run` returns.
@@ -110,7 +147,7 @@ pub fn router(server: &Server) -> Router {
 }
 
 /// Serves until the application's shutdown is cancelled, then closes every WebSocket with 1001, waits
-/// for every tracked task (axum does not track upgraded connections; the application's tracker does),
+/// for every tracked task (connections are tracked here; upgraded sockets by the application's tracker),
 /// and closes the store.
 pub async fn run(listener: TcpListener, server: Server) -> std::io::Result<()> {
     let app = server.app.clone();
@@ -119,11 +156,145 @@ pub async fn run(listener: TcpListener, server: Server) -> std::io::Result<()> {
     app.tracker.spawn(sweep(app.clone()));
     app.tracker.spawn(app.clone().watch_offline_revocations());
     let service = router(&server).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service).with_graceful_shutdown(app.shutdown.clone().cancelled_owned()).await?;
+    serve_connections(listener, service, &server.transport, &app.shutdown).await;
     app.tracker.close();
     app.tracker.wait().await;
     app.store.close().await;
     Ok(())
+}
+
+/// At shutdown, how long a connection may take to finish the request it is serving.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// After an accept error (out of file descriptors, out of memory), the first pause; it doubles up to the
+/// longest while the errors go on.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Errors of one connection that came and went before it was accepted; the next accept may well work.
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Accepts and serves connections until `shutdown`, then waits (bounded) for the open ones.
+async fn serve_connections(
+    listener: TcpListener,
+    mut service: IntoMakeServiceWithConnectInfo<Router, SocketAddr>,
+    config: &TransportConfig,
+    shutdown: &CancellationToken,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout);
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    let connections = TaskTracker::new();
+    let mut backoff = ACCEPT_BACKOFF;
+    // Connections closed at once since the cap was reached (0: below the cap).
+    let mut refused: u64 = 0;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) if is_connection_error(&error) => continue,
+            Err(error) => {
+                tracing::error!(%error, retry_in_ms = backoff.as_millis() as u64,
+                    "cannot accept a connection (out of file descriptors?); serving the open ones and trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        backoff = ACCEPT_BACKOFF;
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            if refused == 0 {
+                tracing::warn!(
+                    max = config.max_connections,
+                    "connection limit reached ({} open): new connections are closed at once until some close (--max-connections)",
+                    config.max_connections
+                );
+            }
+            refused += 1;
+            drop(stream);
+            continue;
+        };
+        if refused > 0 {
+            tracing::info!(refused, "below the connection limit again; {refused} connections were closed meanwhile");
+            refused = 0;
+        }
+        let _ = stream.set_nodelay(true);
+        let connect_info = match tower_service::Service::call(&mut service, peer).await {
+            Ok(connect_info) => connect_info,
+            Err(never) => match never {},
+        };
+        let io = TokioIo::new(Counted { stream, _permit: permit });
+        let connection = http.serve_connection(io, TowerToHyperService::new(connect_info)).with_upgrades();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    match tokio::time::timeout(DRAIN_TIMEOUT, connection).await {
+                        Ok(result) => result,
+                        Err(_) => return tracing::debug!(%peer, "connection still busy at shutdown; dropped"),
+                    }
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
+
+/// A connection that holds its place under the cap for as long as it is open, also after an upgrade
+/// (hyper hands this very stream to the WebSocket).
+struct Counted {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, bytes)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }
 
 /// How often pending pairing requests past their 5 minutes are expired (and announced), runs that never

@@ -305,3 +305,90 @@ async fn offline_decisions_close_live_sockets() {
     let reply = call(&mut fresh, "h", "health", json!({})).await;
     assert_eq!(reply["ok"], true);
 }
+
+/// A run in `running` state, registered and started by a backend socket; its id.
+async fn running_run(server: &Server, name: &str) -> String {
+    let backend = Connect::backend().device(&Device::new(49)).scopes(&["operator.admin"]);
+    let (_, mut ws) = connect(server, &backend).await.hello();
+    let key = format!("agent:main:subagent:{name}");
+    call(&mut ws, "p", "sessions.patch", json!({"key": key, "spawnedBy": "agent:main:main"})).await;
+    let params = json!({"childSessionKey": key, "requesterSessionKey": "agent:main:main", "task": "t"});
+    let run_id =
+        call(&mut ws, "r", "subagents.register", params).await["payload"]["runId"].as_str().unwrap().to_owned();
+    let reply = call(&mut ws, "s", "subagents.start", json!({"runId": run_id})).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    run_id
+}
+
+/// A socket busy in a long call (`agent.wait`) is closed with 4001 within a second of its device's
+/// revocation, rotation or removal, and the decision's reply does not wait for the call.
+#[tokio::test]
+async fn a_device_waiting_on_a_run_is_closed_within_a_second_of_a_decision_against_it() {
+    let server = Server::start().await;
+    let run_id = running_run(&server, "long").await;
+    let mut admin = operator(&server, &["operator.pairing", "operator.read", "operator.write"]).await;
+    for (seed, method) in [(41, "device.token.revoke"), (42, "device.token.rotate"), (43, "device.pair.remove")] {
+        let device = Device::new(seed);
+        let (_, token) = live_device(&server, &device).await;
+        let writer = Connect::cli().device(&device).token(None).device_token(&token);
+        let (_, mut waiting) = connect(&server, &writer.scopes(&["operator.write"])).await.hello();
+        let waiters = server.app.run_waiters();
+        let wait = json!({"runId": run_id, "timeoutMs": 600_000});
+        send_json(&mut waiting, &json!({"type": "req", "id": "w", "method": "agent.wait", "params": wait})).await;
+        if !eventually(FRAME_WAIT, || server.app.run_waiters() > waiters).await {
+            panic!("the wait is not parked: {:?}", next_json(&mut waiting).await);
+        }
+
+        let started = std::time::Instant::now();
+        let params = match method {
+            "device.pair.remove" => json!({"deviceId": device.id()}),
+            _ => json!({"deviceId": device.id(), "role": "operator"}),
+        };
+        let reply = call(&mut admin, "d", method, params).await;
+        assert_eq!(reply["ok"], true, "{method}: {reply}");
+        assert_eq!(expect_close(&mut waiting).await.map(|(code, _)| code), Some(4001), "{method}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "{method}: {:?}", started.elapsed());
+    }
+}
+
+/// A pairing socket whose client stops reading (the server's writes block) still overflows into its
+/// 4008: read again, it gets what was sent, in order, then the close. One that never reads again is let
+/// go all the same: the server holds no socket for it.
+#[tokio::test]
+async fn a_stalled_event_consumer_gets_its_4008_and_one_that_never_reads_is_let_go() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = Server::start().await;
+    let pairing = Connect::cli().scopes(&["operator.pairing"]);
+    let (ws, nonce) = open_small_window(&server.url()).await;
+    let (_, mut slow) = connect_on(ws, &nonce, &pairing, server.now()).await.hello();
+    let (ws, nonce) = open_small_window(&server.url()).await;
+    let (_, never) = connect_on(ws, &nonce, &pairing, server.now()).await.hello();
+
+    // More than both socket buffers and the queue hold; the sockets' tasks write between broadcasts.
+    const EVENT_BYTES: usize = 16 * 1024;
+    let payload = json!({ "pad": "e".repeat(EVENT_BYTES) });
+    let events = more_than_socket_buffers() / EVENT_BYTES + 2 * pairgate::app::live::EVENT_QUEUE_CAPACITY;
+    for _ in 0..events {
+        server.app.live.broadcast("device.pair.requested", payload.clone());
+        tokio::task::yield_now().await;
+    }
+
+    let mut seq = 0;
+    let close = loop {
+        match tokio::time::timeout(FRAME_WAIT, slow.next()).await.expect("a frame") {
+            Some(Ok(Message::Text(text))) => {
+                let event: Value = serde_json::from_str(text.as_str()).unwrap();
+                seq += 1;
+                assert_eq!(event["seq"], seq, "events arrive in order, none skipped");
+            }
+            Some(Ok(Message::Close(Some(frame)))) => break (u16::from(frame.code), frame.reason.to_string()),
+            other => panic!("unexpected {other:?} after {seq} events"),
+        }
+    };
+    assert_eq!(close, (4008, "slow consumer: event queue full".to_owned()));
+    assert!(seq < events as u64, "the overflow was not delivered");
+    let let_go = eventually(std::time::Duration::from_secs(5), || server.app.live.socket_count() == 0).await;
+    assert!(let_go, "a consumer that never reads keeps its socket");
+    drop(never);
+}

@@ -432,20 +432,32 @@ async fn requests_before_connect_and_bad_params_get_an_error_then_1008() {
     assert_eq!(written(&server).await, (0, 0, 0));
 }
 
+/// Scope lists as large as a pre-connect frame may be (64 KiB) are refused by count or by name, and one
+/// larger than that is refused as a frame; nothing is written either way.
 #[tokio::test]
-async fn a_100kb_scope_list_is_refused_and_nothing_is_written() {
+async fn a_huge_scope_list_is_refused_and_nothing_is_written() {
     let server = Server::start().await;
     let device = Device::new(12);
-    let huge: Vec<String> = (0..6_000).map(|_| "operator.read".to_owned()).collect();
-    assert!(serde_json::to_string(&huge).unwrap().len() > 90_000);
+    let huge: Vec<String> = (0..3_500).map(|_| "operator.read".to_owned()).collect();
+    assert!(serde_json::to_string(&huge).unwrap().len() > 50_000);
     let attempt = Connect { scopes: huge, ..Connect::cli().device(&device) };
     let (error, close) = connect(&server, &attempt).await.refused();
-    assert_eq!(error["message"], "too many scopes: 6000 (at most 64)");
+    assert_eq!(error["message"], "too many scopes: 3500 (at most 64)");
     assert_eq!(close.unwrap().0, 1008);
-    // One unknown scope of 100 KB: refused, the echo truncated.
-    let attempt = Connect { scopes: vec!["x".repeat(100_000)], ..Connect::cli().device(&device) };
+    // One unknown scope of 60 KB: refused, the echo truncated.
+    let attempt = Connect { scopes: vec!["x".repeat(60_000)], ..Connect::cli().device(&device) };
     let (error, _) = connect(&server, &attempt).await.refused();
     assert!(error["message"].as_str().unwrap().len() < 100);
+    // 100 KB of scopes: the frame itself is too big before connect, so there is no reply, only the close.
+    let (mut ws, nonce) = open(&server.url(), &[]).await.unwrap();
+    let attempt = Connect { scopes: vec!["x".repeat(100_000)], ..Connect::cli().device(&device) };
+    send_json(
+        &mut ws,
+        &json!({"type": "req", "id": "c1", "method": "connect", "params": attempt.params(&nonce, server.now())}),
+    )
+    .await;
+    let (code, reason) = expect_close(&mut ws).await.unwrap();
+    assert_eq!((code, reason.as_str()), (1008, "message too big: the limit before connect is 65536 bytes"));
     assert_eq!(written(&server).await, (0, 0, 0));
 }
 
@@ -768,5 +780,93 @@ async fn browsers_on_loopback_are_locked_out_get_no_scopes_without_identity_and_
             Connect { headers: vec![(name, value.to_owned())], ..Connect::cli().device(&Device::new(19)) };
         let (error, _) = connect(&server, &with_device).await.refused();
         assert_eq!(error["details"]["reason"], "not-paired", "{name}: never approved silently");
+    }
+}
+
+/// A `connect` frame of exactly `size` bytes (padded with a field the server ignores).
+fn connect_frame_of(size: usize, nonce: &str, now: i64) -> String {
+    let mut params = Connect::cli().params(nonce, now);
+    params["pad"] = json!("");
+    let bare = json!({"type": "req", "id": "c1", "method": "connect", "params": params}).to_string();
+    params["pad"] = json!("p".repeat(size - bare.len()));
+    let frame = json!({"type": "req", "id": "c1", "method": "connect", "params": params}).to_string();
+    assert_eq!(frame.len(), size);
+    frame
+}
+
+/// Before `connect`, a message may hold 64 KiB (docs/protocol.md §1); a larger one is refused from its
+/// frame header, before the server reads (or buffers) its payload.
+#[tokio::test]
+async fn frames_before_connect_are_limited_to_64_kib_from_their_header() {
+    // The handshake timeout is long: only the frame limit may close these sockets.
+    let server = Server::start_with(Config { handshake_timeout: Duration::from_secs(60), ..Config::default() }).await;
+    let too_big = |close: Option<(u16, String)>| {
+        let (code, reason) = close.expect("a close frame");
+        assert_eq!(code, 1008, "{reason}");
+        assert_eq!(reason, "message too big: the limit before connect is 65536 bytes");
+    };
+
+    // Exactly 64 KiB: served.
+    let (mut ws, nonce) = open(&server.url(), &[]).await.unwrap();
+    ws.send(Message::text(connect_frame_of(65536, &nonce, server.now()))).await.unwrap();
+    assert_eq!(next_json(&mut ws).await.unwrap()["ok"], true);
+
+    // One byte more: refused, with no reply.
+    let (mut ws, nonce) = open(&server.url(), &[]).await.unwrap();
+    ws.send(Message::text(connect_frame_of(65537, &nonce, server.now()))).await.unwrap();
+    too_big(expect_close(&mut ws).await);
+
+    // Only the header of a 25 MiB frame: the close comes without the server waiting for the payload.
+    let (mut ws, _) = open(&server.url(), &[]).await.unwrap();
+    let mut bytes = frame_header(0x1, true, 25 * 1024 * 1024);
+    bytes.extend_from_slice(b"[0,0,0,0");
+    write_raw(&mut ws, &bytes).await.unwrap();
+    too_big(expect_close(&mut ws).await);
+
+    // A message in fragments counts whole: 40 KiB + 40 KiB is refused at the second fragment's header.
+    let (mut ws, _) = open(&server.url(), &[]).await.unwrap();
+    let mut bytes = frame(0x1, false, &[b' '; 40 * 1024]);
+    bytes.extend(frame_header(0x0, true, 40 * 1024));
+    write_raw(&mut ws, &bytes).await.unwrap();
+    too_big(expect_close(&mut ws).await);
+    assert_eq!(written(&server).await, (0, 0, 0));
+}
+
+/// After hello-ok the configured 25 MiB applies, also to a request sent right behind `connect`.
+#[tokio::test]
+async fn after_connect_frames_may_be_as_large_as_the_configured_payload() {
+    let server = Server::start().await;
+    let (mut ws, nonce) = open(&server.url(), &[]).await.unwrap();
+    let connect =
+        json!({"type": "req", "id": "c1", "method": "connect", "params": Connect::cli().params(&nonce, server.now())});
+    let big_id = "i".repeat(200 * 1024);
+    let health = json!({"type": "req", "id": big_id, "method": "health", "params": {}});
+    // Both frames in one write: the second may reach the server before hello-ok is sent.
+    let mut bytes = frame(0x1, true, connect.to_string().as_bytes());
+    bytes.extend(frame(0x1, true, health.to_string().as_bytes()));
+    write_raw(&mut ws, &bytes).await.unwrap();
+    assert_eq!(next_json(&mut ws).await.unwrap()["ok"], true, "hello-ok");
+    let reply = next_json(&mut ws).await.unwrap();
+    assert_eq!((reply["id"].as_str().map(str::len), &reply["ok"]), (Some(big_id.len()), &json!(true)));
+    let reply = call(&mut ws, &"j".repeat(5 * 1024 * 1024), "health", json!({})).await;
+    assert_eq!(reply["ok"], true);
+
+    // Beyond the payload limit: refused from the header.
+    write_raw(&mut ws, &frame_header(0x1, true, 25 * 1024 * 1024 + 1)).await.unwrap();
+    let (code, reason) = expect_close(&mut ws).await.expect("a close frame");
+    assert_eq!((code, reason.as_str()), (1008, "message too big: the limit is 26214400 bytes"));
+}
+
+/// A client's close frame is answered (the closing handshake completes), before and after `connect`.
+#[tokio::test]
+async fn the_server_answers_a_close_frame() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let server = Server::start().await;
+    let (before, _) = open(&server.url(), &[]).await.unwrap();
+    let (_, after) = connect(&server, &Connect::cli()).await.hello();
+    for mut ws in [before, after] {
+        ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() })).await.unwrap();
+        assert_eq!(expect_close(&mut ws).await, Some((1000, "bye".to_owned())));
     }
 }

@@ -54,6 +54,33 @@ impl Running {
         assert!(sent.success());
         tokio::time::timeout(START_WAIT, self.child.wait()).await.expect("exits after SIGTERM").unwrap()
     }
+
+    /// SIGTERM, then the exit status if the process ended within `limit` (it is killed otherwise).
+    async fn terminate_within(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().unwrap().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        assert!(sent.success());
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => Some(status.unwrap()),
+            Err(_) => {
+                self.kill9().await;
+                None
+            }
+        }
+    }
+
+    /// A line of `/proc/<pid>/status`, in KiB (`VmHWM`: the peak resident set; `VmRSS`: now).
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id().unwrap())).unwrap();
+        let line = status.lines().find(|line| line.starts_with(&format!("{field}:"))).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Waits (bounded) until the log has a line containing `text`.
+    async fn wait_for_log(&self, text: &str) {
+        let found = eventually(START_WAIT, || self.stderr().contains(text)).await;
+        assert!(found, "no log line with {text:?}:\n{}", self.stderr());
+    }
 }
 
 fn command(home: &Path) -> Command {
@@ -79,6 +106,25 @@ fn command_under_umask(home: &Path, umask: &str) -> Command {
     shell.env_clear().env("HOME", home).env("PATH", std::env::var("PATH").unwrap_or_default());
     shell.arg("-c").arg(format!("umask {umask} && exec \"$0\" \"$@\"")).arg(program);
     shell
+}
+
+/// Starts `pairgate serve` through `sh -c '<shell>; exec pairgate serve …'` (to set limits with `ulimit`);
+/// the process is the same, exec'd.
+async fn serve_under(home: &Path, shell: Option<&str>, args: &[&str], stderr_name: &str) -> Running {
+    let command = match shell {
+        None => command(home),
+        Some(shell) => {
+            let mut command = Command::new("sh");
+            command
+                .env_clear()
+                .env("HOME", home)
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("RUST_LOG", "info")
+                .args(["-c", &format!("{shell} && exec \"$0\" \"$@\""), BIN]);
+            command
+        }
+    };
+    serve_from(command, home, args, stderr_name).await
 }
 
 async fn serve_from(mut command: Command, home: &Path, args: &[&str], stderr_name: &str) -> Running {
@@ -698,5 +744,174 @@ async fn cli_output_escapes_control_characters_from_clients() {
     assert!(ok, "{err}");
     assert!(!out.contains('\u{1b}'), "{out:?}");
     assert!(out.contains("cli\\u{1b}[2J"), "{out}");
+    server.kill9().await;
+}
+
+/// SIGTERM ends the process within seconds, whatever its clients do: one stopped reading while the
+/// server writes to it, one waits on a run, one never sent `connect`, one never sent a request.
+#[tokio::test]
+async fn sigterm_ends_the_process_within_seconds_whatever_clients_do() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("term.db").display().to_string();
+    let server = serve(home.path(), &["--db", &db, "--token", TOKEN, "--tick-interval-ms", "600000"], "term.log").await;
+    let url = server.url();
+
+    let backend = Connect::backend().device(&Device::new(99)).scopes(&["operator.admin"]);
+    let (_, mut waiter) = connect_url(&url, &backend, now_ms()).await.hello();
+    let key = "agent:main:subagent:term";
+    call(&mut waiter, "p", "sessions.patch", json!({"key": key, "spawnedBy": "agent:main:main"})).await;
+    let params = json!({"childSessionKey": key, "requesterSessionKey": "agent:main:main", "task": "t"});
+    let run_id = call(&mut waiter, "r", "subagents.register", params).await["payload"]["runId"].clone();
+    call(&mut waiter, "s", "subagents.start", json!({"runId": run_id})).await;
+    let wait =
+        json!({"type": "req", "id": "w", "method": "agent.wait", "params": {"runId": run_id, "timeoutMs": 600_000}});
+    send_json(&mut waiter, &wait).await;
+
+    let (ws, nonce) = open_small_window(&url).await;
+    let (_, mut stalled) = connect_on(ws, &nonce, &Connect::cli(), now_ms()).await.hello();
+    stall_on_a_huge_reply(&mut stalled).await;
+    let (_unconnected, _) = open(&url, &[]).await.unwrap();
+    let _silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+
+    let started = std::time::Instant::now();
+    let status = server.terminate_within(Duration::from_secs(5)).await;
+    let status = status.unwrap_or_else(|| panic!("still running 5 s after SIGTERM"));
+    assert!(status.success(), "{status:?}");
+    println!("exited {:?} after SIGTERM", started.elapsed());
+    assert_eq!(expect_close(&mut waiter).await.map(|(code, _)| code), Some(1001));
+}
+
+/// When the process runs out of file descriptors, accept errors are logged and waited out (no spin,
+/// no exit); connections that send nothing time out and give their descriptors back, and an honest
+/// client is served again.
+#[tokio::test]
+async fn running_out_of_descriptors_neither_stops_nor_spins_the_server() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("fd.db").display().to_string();
+    let args = ["--db", db.as_str(), "--token", TOKEN, "--header-read-timeout-ms", "500"];
+    let server = serve_under(home.path(), Some("ulimit -n 64"), &args, "fd.log").await;
+    let cpu_before = cpu_seconds(&server);
+    let started = std::time::Instant::now();
+    // More silent connections than the server has descriptors left.
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    server.wait_for_log("cannot accept a connection").await;
+    // Still held by the client; yet the server serves again once their header timeout passes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut stream = tokio::net::TcpStream::connect(server.addr).await.ok()?;
+            let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr);
+            stream.write_all(request.as_bytes()).await.ok()?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.ok()?;
+            Some(response)
+        })
+        .await;
+        if let Ok(Some(response)) = answer
+            && response.starts_with("HTTP/1.1 200")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never served again:\n{}", server.stderr());
+    }
+    let cpu = cpu_seconds(&server) - cpu_before;
+    let wall = started.elapsed().as_secs_f64();
+    println!("out of descriptors for {wall:.1} s; the server used {cpu:.2} s of CPU");
+    assert!(cpu < wall / 2.0, "the accept loop spun: {cpu:.2} s of CPU in {wall:.1} s");
+    drop(silent);
+    server.kill9().await;
+}
+
+/// Utime + stime of the server, in seconds (clock ticks of 100 Hz).
+fn cpu_seconds(server: &Running) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.child.id().unwrap())).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// Connections beyond `--max-connections` are closed at once, with a log line saying why.
+#[tokio::test]
+async fn the_connection_cap_closes_extra_connections_and_says_so() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("cap.db").display().to_string();
+    let server = serve(home.path(), &["--db", &db, "--token", TOKEN, "--max-connections", "1"], "cap.log").await;
+    let _first = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(FRAME_WAIT, second.read(&mut buf)).await.expect("closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    server.wait_for_log("connection limit reached (1 open)").await;
+    server.kill9().await;
+}
+
+/// 100 sockets that each send a maximal frame (25 MiB of `[0,0,…]`) before `connect`, and then a connected
+/// socket that sends one after it, leave the server's peak resident memory (VmHWM) below 300 MiB.
+/// `PAIRGATE_FLOOD_SOCKETS=N cargo test --test process maximal_frames -- --nocapture` prints the figures.
+#[tokio::test]
+async fn maximal_frames_before_and_after_connect_leave_the_server_small() {
+    const MAX_PAYLOAD: usize = 25 * 1024 * 1024;
+    const LIMIT_KIB: u64 = 300 * 1024;
+    let sockets: usize = std::env::var("PAIRGATE_FLOOD_SOCKETS").ok().and_then(|n| n.parse().ok()).unwrap_or(100);
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("flood.db").display().to_string();
+    // 4 GiB of address space: a regression fails this test instead of taking the machine's memory.
+    let args = ["--db", db.as_str(), "--token", TOKEN, "--tick-interval-ms", "600000"];
+    let server = serve_under(home.path(), Some("ulimit -v 4194304"), &args, "flood.log").await;
+    let url = server.url();
+    let started_kib = server.status_kib("VmHWM");
+
+    // `[0,0,…,0]`, exactly `len` bytes (blanks before the `]` make up an odd byte).
+    let zeros = |len: usize| {
+        let mut payload = Vec::with_capacity(len);
+        payload.push(b'[');
+        while len - payload.len() > 4 {
+            payload.extend_from_slice(b"0,");
+        }
+        payload.push(b'0');
+        payload.resize(len - 1, b' ');
+        payload.push(b']');
+        payload
+    };
+    let mut before = frame_header(0x1, true, MAX_PAYLOAD as u64);
+    before.extend(zeros(MAX_PAYLOAD));
+    let before = std::sync::Arc::new(before);
+    let mut floods = Vec::new();
+    for _ in 0..sockets {
+        let (url, before) = (url.clone(), before.clone());
+        floods.push(tokio::spawn(async move {
+            let (mut ws, _) = open(&url, &[]).await.unwrap();
+            // The server closes as soon as it has read the header; the rest may not be written.
+            let _ = write_raw(&mut ws, &before).await;
+            expect_close(&mut ws).await
+        }));
+    }
+    let mut closes = std::collections::BTreeMap::<String, usize>::new();
+    for flood in floods {
+        let close = flood.await.unwrap().map(|(code, reason)| format!("{code} {reason}"));
+        *closes.entry(close.unwrap_or_else(|| "no close frame".into())).or_default() += 1;
+    }
+    let flooded_kib = server.status_kib("VmHWM");
+    println!("{sockets} sockets with a 25 MiB frame before connect: closes {closes:?}");
+    println!("server VmHWM: {started_kib} KiB at start, {flooded_kib} KiB after the flood");
+    assert!(server.child.id().is_some() && http_get(server.addr, "/healthz").await.0 == 200);
+    assert!(flooded_kib < LIMIT_KIB, "VmHWM {flooded_kib} KiB after the flood");
+
+    // Connected, the whole payload limit: a frame of 25 MiB (less the envelope) is parsed without a tree.
+    let (_, mut ws) = connect_url(&url, &Connect::cli(), now_ms()).await.hello();
+    let envelope = r#"{"type":"req","id":"f","method":"health","params":}"#.len();
+    let mut after = br#"{"type":"req","id":"f","method":"health","params":"#.to_vec();
+    after.extend(zeros(MAX_PAYLOAD - envelope));
+    after.push(b'}');
+    assert_eq!(after.len(), MAX_PAYLOAD);
+    write_raw(&mut ws, &frame(0x1, true, &after)).await.unwrap();
+    let reply = next_json(&mut ws).await.expect("the health reply");
+    assert_eq!((&reply["id"], &reply["ok"]), (&json!("f"), &json!(true)), "{reply}");
+    let connected_kib = server.status_kib("VmHWM");
+    println!("server VmHWM after a 25 MiB request from a connected socket: {connected_kib} KiB");
+    assert!(connected_kib < LIMIT_KIB, "VmHWM {connected_kib} KiB after a connected 25 MiB frame");
     server.kill9().await;
 }

@@ -12,8 +12,9 @@ use crate::domain::DeviceId;
 
 /// Events a socket may have queued before it counts as a slow consumer and is closed with 4008.
 pub const EVENT_QUEUE_CAPACITY: usize = 256;
-/// How long revocation waits for a socket to confirm it closed before replying anyway.
-const CLOSE_ACK_WAIT: Duration = Duration::from_secs(2);
+/// How long revocation waits for a socket to confirm it closed before replying anyway. Sockets bound
+/// their closing writes well below it, so this only guards against a socket that lost its way.
+const CLOSE_ACK_WAIT: Duration = Duration::from_secs(1);
 
 /// An event to fan out; the socket adds its own `seq`.
 #[derive(Debug)]
@@ -29,7 +30,8 @@ pub enum Disconnect {
     DeviceRevoked,
 }
 
-/// Tells a socket to close; it acknowledges once its close frame is sent.
+/// Tells a socket to close; it acknowledges once it is closed (its close frame sent, or given up on, and
+/// its connection dropped).
 #[derive(Debug)]
 pub struct CloseOrder {
     pub why: Disconnect,
@@ -42,6 +44,9 @@ pub struct Registration {
     pub close_order: oneshot::Receiver<CloseOrder>,
     /// `Some` for sockets that may see pairing events; `None` from it means "too slow, dropped".
     pub events: Option<mpsc::Receiver<Arc<Event>>>,
+    /// Fires when the event queue overflowed (its sender was dropped): the socket learns it at once, even
+    /// while it is blocked writing to a client that stopped reading. `None` for sockets without events.
+    pub overflowed: Option<oneshot::Receiver<()>>,
 }
 
 struct Entry {
@@ -51,6 +56,8 @@ struct Entry {
     /// Taken by the first close order.
     close: Option<oneshot::Sender<CloseOrder>>,
     events: Option<mpsc::Sender<Arc<Event>>>,
+    /// Taken (and fired) when the event queue overflows.
+    overflowed: Option<oneshot::Sender<()>>,
 }
 
 #[derive(Default)]
@@ -77,11 +84,12 @@ impl Registry {
 
     pub fn register(&self, conn_id: &str, device_id: Option<&DeviceId>, subscribe: bool) -> Registration {
         let (close, close_order) = oneshot::channel();
-        let (events, events_rx) = if subscribe {
+        let (events, events_rx, overflowed, overflowed_rx) = if subscribe {
             let (sender, receiver) = mpsc::channel(EVENT_QUEUE_CAPACITY);
-            (Some(sender), Some(receiver))
+            let (overflowed, overflowed_rx) = oneshot::channel();
+            (Some(sender), Some(receiver), Some(overflowed), Some(overflowed_rx))
         } else {
-            (None, None)
+            (None, None, None, None)
         };
         let mut inner = self.lock();
         if let Some(device_id) = device_id {
@@ -92,9 +100,10 @@ impl Registry {
             connected_at: std::time::Instant::now(),
             close: Some(close),
             events,
+            overflowed,
         };
         inner.conns.insert(conn_id.to_owned(), entry);
-        Registration { close_order, events: events_rx }
+        Registration { close_order, events: events_rx, overflowed: overflowed_rx }
     }
 
     pub fn unregister(&self, conn_id: &str) {
@@ -168,7 +177,7 @@ impl Registry {
     }
 
     /// Queues an event for every subscribed socket, never waiting: a socket whose queue is full is
-    /// dropped from the subscribers and closes itself with 4008.
+    /// dropped from the subscribers, told so at once, and closes itself with 4008.
     pub fn broadcast(&self, name: &'static str, payload: Value) {
         let event = Arc::new(Event { name, payload });
         let mut inner = self.lock();
@@ -177,6 +186,9 @@ impl Registry {
                 && sender.try_send(event.clone()).is_err()
             {
                 entry.events = None;
+                if let Some(overflowed) = entry.overflowed.take() {
+                    let _ = overflowed.send(());
+                }
             }
         }
     }

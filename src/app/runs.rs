@@ -71,6 +71,11 @@ impl App {
         Ok(interrupted)
     }
 
+    /// Callers waiting on a run right now (`agent.wait`).
+    pub fn run_waiters(&self) -> usize {
+        self.runs_version.receiver_count()
+    }
+
     /// Resolves when the run has ended or `timeout` passed; `None` for a run nobody registered. Woken by
     /// run changes in this process; it subscribes before reading, so an end that happens in between still
     /// wakes it.

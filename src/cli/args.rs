@@ -138,6 +138,12 @@ pub struct ServeArgs {
     /// Close sockets that have not sent `connect` within this many milliseconds.
     #[arg(long, env = "PAIRGATE_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
     pub handshake_timeout_ms: u64,
+    /// Close connections that have not sent a whole HTTP request head within this many milliseconds.
+    #[arg(long, env = "PAIRGATE_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// Open connections (WebSockets included); connections beyond it are closed at once.
+    #[arg(long, env = "PAIRGATE_MAX_CONNECTIONS", default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Serve /metrics without the bearer token (for a scraper on a trusted network).
     #[arg(long, env = "PAIRGATE_METRICS_OPEN", default_value_t = false, action = clap::ArgAction::Set)]
     pub metrics_open: bool,

@@ -47,6 +47,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
         tick_interval: Duration::from_millis(args.tick_interval_ms.max(1)),
         metrics_open: args.metrics_open,
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms.max(1)),
+        max_connections: args.max_connections.max(1),
         spawn_limits: SpawnLimits {
             max_depth: args.max_spawn_depth,
             max_children_per_requester: args.max_children,

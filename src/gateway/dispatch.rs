@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use super::Gateway;
 use super::errors::truncate;
@@ -81,8 +83,16 @@ fn wait_result(run: &Run) -> Value {
 }
 
 impl Gateway {
-    /// Runs one request of a connected socket.
-    pub async fn call(&self, who: &Authenticated, name: &str, params: Value) -> Result<Value, ErrorShape> {
+    /// Runs one request of a connected socket. `stop` is cancelled when the socket closes (or the server
+    /// shuts down) while the call runs: a call that only waits (`agent.wait`) then ends at once; one that
+    /// changes state runs to its end.
+    pub async fn call(
+        &self,
+        who: &Authenticated,
+        name: &str,
+        params: Option<&RawValue>,
+        stop: &CancellationToken,
+    ) -> Result<Value, ErrorShape> {
         let Some(method) = Method::parse(name) else {
             return Err(ErrorShape::invalid(format!("unknown method: {}", truncate(name, 64))));
         };
@@ -117,7 +127,7 @@ impl Gateway {
             }
             Call::TokenRotate(p) => {
                 let (device_id, role) = (parse_device_id(&p.device_id)?, parse_role(&p.role)?);
-                let narrower = parse_scopes(p.scopes.as_deref())?;
+                let narrower = parse_scopes(p.scopes.as_ref().map(|names| names.0.as_slice()))?;
                 Ok(to_json(app.rotate_token(&caller(who), &device_id, role, narrower.as_ref()).await?))
             }
             Call::TokenRevoke(p) => {
@@ -149,7 +159,11 @@ impl Gateway {
             }
             Call::AgentWait(p) => {
                 let timeout = Duration::from_millis(p.timeout_ms.unwrap_or(30_000).min(MAX_WAIT_MS));
-                match app.wait_for_run(&p.run_id, timeout).await? {
+                let waited = tokio::select! {
+                    waited = app.wait_for_run(&p.run_id, timeout) => waited?,
+                    _ = stop.cancelled() => return Err(ErrorShape::unavailable("request cancelled: the socket is closing")),
+                };
+                match waited {
                     None => Err(ErrorShape::invalid(format!("unknown runId {}", p.run_id))),
                     Some(WaitOutcome::Ended(run) | WaitOutcome::TimedOut(run)) => Ok(wait_result(&run)),
                 }

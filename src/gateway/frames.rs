@@ -1,6 +1,8 @@
 //! Frames of the OpenClaw gateway protocol (docs/protocol.md §1–2): what comes in, what goes out.
 
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 /// Close codes pairgate uses.
@@ -19,15 +21,68 @@ pub mod close {
     pub const SLOW_CONSUMER: u16 = 4008;
 }
 
-/// A request frame, loosely parsed: `params` is decoded per method.
-#[derive(Debug, Deserialize)]
+/// A request frame. `params` stays raw JSON text: each method decodes it into its own type (or never looks
+/// at it), so no JSON tree is built from a client's frame and memory stays proportional to the frame.
+#[derive(Debug)]
 pub struct RequestFrame {
-    #[serde(rename = "type")]
-    pub kind: String,
     pub id: String,
     pub method: String,
-    #[serde(default)]
-    pub params: Value,
+    pub params: Option<Box<RawValue>>,
+}
+
+/// The fields a request is read from; every other field is skipped unread.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+}
+
+impl RequestFrame {
+    /// Parses a text frame; `Err` holds the reason of the 1008 close (docs/protocol.md §1).
+    pub fn parse(text: &str) -> Result<RequestFrame, String> {
+        // A syntax check that builds nothing: "not JSON" is told apart from "not a request".
+        if serde_json::from_str::<IgnoredAny>(text).is_err() {
+            return Err("invalid frame: not JSON".into());
+        }
+        let not_a_request = || "invalid frame: expected a request (type \"req\")".to_owned();
+        let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|_| not_a_request())?;
+        let kind = envelope.kind.map(|raw| serde_json::from_str::<String>(raw.get()));
+        if !matches!(kind, Some(Ok(kind)) if kind == "req") {
+            return Err(not_a_request());
+        }
+        let string = |raw: Option<&RawValue>, name: &'static str| match raw {
+            None => Err(format!("invalid request frame: missing field `{name}`")),
+            Some(raw) => serde_json::from_str::<String>(raw.get())
+                .map_err(|error| format!("invalid request frame: {}", error_text(&error))),
+        };
+        Ok(RequestFrame {
+            id: string(envelope.id, "id")?,
+            method: string(envelope.method, "method")?,
+            params: envelope.params.map(RawValue::to_owned),
+        })
+    }
+}
+
+/// Decodes a request's `params` (absent: `null`) as `T`.
+pub fn decode_params<T: serde::de::DeserializeOwned>(params: Option<&RawValue>) -> Result<T, String> {
+    serde_json::from_str(params.map_or("null", RawValue::get)).map_err(|error| error_text(&error))
+}
+
+/// A decoding error's message without its position: params are decoded from a slice of the frame, so
+/// "line 1 column 7" would point nowhere the client can see.
+fn error_text(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    match text.strip_suffix(&position) {
+        Some(message) => message.to_owned(),
+        None => text,
+    }
 }
 
 /// The `error` object of a failed response.
@@ -182,6 +237,42 @@ mod tests {
         .unwrap();
         assert_eq!(params.client.id, "cli");
         assert_eq!(params.auth.unwrap().signed_token(), "t");
+    }
+
+    #[test]
+    fn request_frames_parse_without_a_tree_and_name_what_is_wrong() {
+        let frame =
+            RequestFrame::parse(r#"{"type":"req","id":"7","method":"m","params":{"a":[1,2]},"x":[0,0]}"#).unwrap();
+        assert_eq!((frame.id.as_str(), frame.method.as_str()), ("7", "m"));
+        assert_eq!(frame.params.unwrap().get(), r#"{"a":[1,2]}"#);
+        assert!(RequestFrame::parse(r#"{"type":"req","id":"7","method":"m","params":null}"#).unwrap().params.is_none());
+        for (text, reason) in [
+            ("not json", "invalid frame: not JSON"),
+            (r#"{"type":"req","id":1"#, "invalid frame: not JSON"),
+            ("[0,0,0]", "invalid frame: expected a request (type \"req\")"),
+            (r#"{"type":"event"}"#, "invalid frame: expected a request (type \"req\")"),
+            (r#"{"type":"req","method":"m"}"#, "invalid request frame: missing field `id`"),
+            (r#"{"type":"req","id":"1"}"#, "invalid request frame: missing field `method`"),
+            (
+                r#"{"type":"req","id":5,"method":"m"}"#,
+                "invalid request frame: invalid type: integer `5`, expected a string",
+            ),
+        ] {
+            assert_eq!(RequestFrame::parse(text).unwrap_err(), reason, "{text}");
+        }
+    }
+
+    #[test]
+    fn params_errors_carry_no_position() {
+        #[derive(Debug, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct P {
+            #[allow(dead_code)]
+            run_id: String,
+        }
+        let raw = RawValue::from_string(r#"{"runId": 5}"#.into()).unwrap();
+        assert_eq!(decode_params::<P>(Some(&raw)).unwrap_err(), "invalid type: integer `5`, expected a string");
+        assert_eq!(decode_params::<P>(None).unwrap_err(), "invalid type: null, expected struct P");
     }
 
     #[test]

@@ -4,9 +4,9 @@
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
-use super::frames::ErrorShape;
+use super::frames::{ErrorShape, decode_params};
 use crate::domain::Scope;
 use crate::store::SessionPatch;
 
@@ -136,8 +136,9 @@ pub enum Call {
 }
 
 impl Call {
-    /// Decodes `params` as `method` takes them.
-    pub fn parse(method: Method, params: Value) -> Result<Call, ErrorShape> {
+    /// Decodes `params` (raw JSON, absent: `null`) as `method` takes them, straight into its type;
+    /// methods without params never read them.
+    pub fn parse(method: Method, params: Option<&RawValue>) -> Result<Call, ErrorShape> {
         Ok(match method {
             Method::Health => Call::Health,
             Method::Status => Call::Status,
@@ -161,8 +162,39 @@ impl Call {
     }
 }
 
-fn decode<T: DeserializeOwned>(params: Value) -> Result<T, ErrorShape> {
-    serde_json::from_value(params).map_err(|e| ErrorShape::invalid(format!("invalid params: {e}")))
+fn decode<T: DeserializeOwned>(params: Option<&RawValue>) -> Result<T, ErrorShape> {
+    decode_params(params).map_err(|e| ErrorShape::invalid(format!("invalid params: {e}")))
+}
+
+/// More names than there are scopes, with room for duplicates (the handshake's limit too).
+pub const MAX_SCOPE_NAMES: usize = 64;
+
+/// A list of scope names, refused past `MAX_SCOPE_NAMES` while it is read: a frame of 25 MiB of `""`
+/// never becomes millions of strings.
+#[derive(Debug, Default)]
+pub struct ScopeNames(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for ScopeNames {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = ScopeNames;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ScopeNames, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    if names.len() == MAX_SCOPE_NAMES {
+                        return Err(serde::de::Error::custom(format_args!("more than {MAX_SCOPE_NAMES} scopes")));
+                    }
+                    names.push(name);
+                }
+                Ok(ScopeNames(names))
+            }
+        }
+        deserializer.deserialize_seq(Names)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,7 +215,7 @@ pub struct TokenParams {
     pub device_id: String,
     pub role: String,
     #[serde(default)]
-    pub scopes: Option<Vec<String>>,
+    pub scopes: Option<ScopeNames>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,6 +280,24 @@ pub struct ListRunsParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scope_lists_in_params_are_refused_past_64_names_while_read() {
+        let params = |names: usize| {
+            let scopes = vec!["operator.read"; names];
+            RawValue::from_string(
+                serde_json::json!({"deviceId": "d", "role": "operator", "scopes": scopes}).to_string(),
+            )
+            .unwrap()
+        };
+        let Ok(Call::TokenRotate(rotate)) = Call::parse(Method::TokenRotate, Some(&params(64))) else { panic!() };
+        assert_eq!(rotate.scopes.unwrap().0.len(), 64);
+        let refused = Call::parse(Method::TokenRotate, Some(&params(65))).unwrap_err();
+        assert_eq!(refused.message, "invalid params: more than 64 scopes");
+        // Methods without params never read them, whatever they are.
+        let junk = RawValue::from_string("[0,0,0]".into()).unwrap();
+        assert!(matches!(Call::parse(Method::Health, Some(&junk)), Ok(Call::Health)));
+    }
 
     #[test]
     fn every_method_parses_back_from_its_name() {

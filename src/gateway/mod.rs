@@ -8,24 +8,43 @@ pub mod frames;
 pub mod handshake;
 mod last_seen;
 pub mod methods;
+pub mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 use crate::app::App;
 use crate::app::live::{CloseOrder, Disconnect, Event, Registration};
 use crate::auth::locality::{self, ClientAddr};
 use crate::auth::policy::PolicyConfig;
 use crate::domain::Scope;
-use frames::{ErrorShape, RequestFrame, close};
+use frames::{ErrorShape, RequestFrame, close, decode_params};
 use handshake::Authenticated;
+use transport::{FrameLimits, LimitedFrames, MessageTooBig, Socket, WsUpgrade};
+
+/// The largest message a client may send before its `connect` succeeded (docs/protocol.md §1).
+pub const PRE_CONNECT_MAX_PAYLOAD: usize = 64 * 1024;
+/// How long a closing socket may spend on what it still owes (a reply, its close frame) before its
+/// connection is dropped: a client that stopped reading holds a close order or shutdown no longer.
+pub const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long a call may take to finish once its socket is told to close; if it does, its reply is sent
+/// before the close frame (a device that removes itself hears that it did).
+const CALL_GRACE: Duration = Duration::from_millis(200);
+/// How long a slow consumer has, once its queue overflowed, to take what was sent and queued before its
+/// 4008; a client that does not read that long is dropped without it.
+pub const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(2);
 
 /// Settings of the WebSocket front end.
 #[derive(Clone, Debug)]
@@ -88,7 +107,7 @@ pub async fn ws_handler(
     State(gateway): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: WsUpgrade,
 ) -> Response {
     let app = &gateway.app;
     let client = match locality::resolve(peer.ip(), &headers, &app.config.trusted_proxies) {
@@ -102,16 +121,30 @@ pub async fn ws_handler(
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     let conn = ConnInfo { conn_id: uuid::Uuid::new_v4().to_string(), peer, client };
-    let limit = gateway.config.max_payload_bytes;
+    let (response, upgraded) = ws.accept();
     let tracker = app.tracker.clone();
+    tracker.spawn(async move {
+        if let Some(io) = upgraded.await {
+            run_socket(gateway, io, conn).await;
+        }
+    });
+    response
+}
+
+/// The socket over an upgraded connection: frames checked against the pre-connect limit until the first
+/// message (the `connect`) is through, against the configured one after.
+async fn open_socket(gateway: &Gateway, io: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) -> Socket {
+    let max = gateway.config.max_payload_bytes;
+    let limits = FrameLimits { first: PRE_CONNECT_MAX_PAYLOAD.min(max) as u64, later: max as u64 };
     // tungstenite zeroes its whole read buffer before every read (128 KiB by default): a 1 KiB buffer keeps
     // that cheap and an idle socket small (10k idle sockets: 80 MB instead of 170 MB). Larger frames still
-    // arrive whole: the buffer grows to the frame's announced length.
-    ws.read_buffer_size(1024)
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .max_write_buffer_size(gateway.config.max_buffered_bytes)
-        .on_upgrade(move |socket| tracker.track_future(run_socket(gateway, socket, conn)))
+    // arrive whole: the buffer grows to the frame's announced length, which `LimitedFrames` checked.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+        .max_write_buffer_size(gateway.config.max_buffered_bytes);
+    WebSocketStream::from_raw_socket(LimitedFrames::new(io, limits), Role::Server, Some(config)).await
 }
 
 /// Close reasons are limited to 123 bytes by the WebSocket protocol.
@@ -120,114 +153,164 @@ fn close_message(code: u16, reason: &str) -> Message {
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    Message::Close(Some(CloseFrame { code, reason: reason[..end].into() }))
+    Message::Close(Some(CloseFrame { code: code.into(), reason: reason[..end].into() }))
 }
 
-async fn send_text(socket: &mut WebSocket, text: String) -> bool {
-    socket.send(Message::Text(text.into())).await.is_ok()
+/// Why a socket stops, and so what it still sends.
+#[derive(Debug)]
+enum Stop {
+    /// The server shuts down: 1001.
+    Shutdown,
+    /// The application ordered the close (revocation): its close code, then the acknowledgement.
+    Order(CloseOrder),
+    /// The event queue overflowed: what is queued, then 4008.
+    SlowConsumer,
+    /// A close frame of the protocol (bad frames, a refused connect, the handshake timeout).
+    Close(u16, String),
+    /// The client closed (its close frame was answered) or the connection failed: nothing to send.
+    Gone,
 }
 
-async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
-    let _ = socket.send(close_message(code, reason)).await;
-}
-
-/// What a text frame turned out to be.
-enum Incoming {
-    Request(RequestFrame),
-    /// Not a request frame: the reason to close with.
-    Invalid(String),
-}
-
-fn parse_frame(text: &str) -> Incoming {
-    let value: Value = match serde_json::from_str(text) {
-        Ok(value) => value,
-        Err(_) => return Incoming::Invalid("invalid frame: not JSON".into()),
-    };
-    if value.get("type").and_then(Value::as_str) != Some("req") {
-        return Incoming::Invalid("invalid frame: expected a request (type \"req\")".into());
-    }
-    match serde_json::from_value::<RequestFrame>(value) {
-        Ok(frame) => Incoming::Request(frame),
-        Err(error) => Incoming::Invalid(format!("invalid request frame: {error}")),
+impl Stop {
+    fn policy(reason: impl Into<String>) -> Stop {
+        Stop::Close(close::POLICY, reason.into())
     }
 }
 
-/// Reads frames until one is a text frame; `Err(reason)` when the socket must close with 1008,
-/// `Ok(None)` when the client went away.
-async fn next_text(socket: &mut WebSocket) -> Result<Option<String>, String> {
+/// Reads frames until one is a text frame. A client's close frame is answered (the closing handshake
+/// completes) before `Stop::Gone`.
+async fn next_text(socket: &mut Socket) -> Result<Utf8Bytes, Stop> {
     loop {
-        match socket.recv().await {
-            None | Some(Ok(Message::Close(_))) => return Ok(None),
-            Some(Ok(Message::Text(text))) => return Ok(Some(text.to_string())),
-            Some(Ok(Message::Binary(_))) => return Err("invalid frame: binary frames are not supported".into()),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Err(error)) => return Err(format!("invalid frame: {error}")),
+        match socket.next().await {
+            None => return Err(Stop::Gone),
+            Some(Ok(Message::Text(text))) => return Ok(text),
+            Some(Ok(Message::Close(_))) => {
+                // tungstenite queued the reply to the close frame; this sends it.
+                let _ = timeout(CLOSE_WRITE_TIMEOUT, socket.flush()).await;
+                return Err(Stop::Gone);
+            }
+            Some(Ok(Message::Binary(_))) => return Err(Stop::policy("invalid frame: binary frames are not supported")),
+            Some(Ok(_)) => continue, // pings are answered by tungstenite; pongs need nothing
+            Some(Err(tungstenite::Error::Io(error))) if MessageTooBig::of(&error).is_some() => {
+                let too_big = MessageTooBig::of(&error).expect("checked");
+                return Err(Stop::policy(too_big.to_string()));
+            }
+            Some(Err(error)) => return Err(Stop::policy(format!("invalid frame: {error}"))),
         }
     }
 }
 
-async fn run_socket(gateway: Arc<Gateway>, mut socket: WebSocket, conn: ConnInfo) {
+/// Receives from a oneshot at most once: `None` if its sender was dropped. After either, the slot is
+/// empty and waits forever (so a `select!` branch over it goes quiet).
+async fn recv_once<T>(slot: &mut Option<oneshot::Receiver<T>>) -> Option<T> {
+    let Some(receiver) = slot.as_mut() else { return std::future::pending().await };
+    let received = receiver.await.ok();
+    *slot = None;
+    received
+}
+
+/// Writes the reply a socket still owes, if any, and its close frame, before `deadline`; a client that
+/// does not read by then is given up on (the caller drops the connection).
+async fn close_before(socket: &mut Socket, deadline: Instant, owed: Option<String>, code: u16, reason: &str) {
+    let _ = timeout_at(deadline, async {
+        if let Some(text) = owed {
+            socket.send(Message::Text(text.into())).await?;
+        }
+        socket.send(close_message(code, reason)).await
+    })
+    .await;
+}
+
+async fn run_socket(gateway: Arc<Gateway>, io: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, conn: ConnInfo) {
+    let mut socket = open_socket(&gateway, io).await;
     let nonce = uuid::Uuid::new_v4().to_string();
     let app = &gateway.app;
-    let challenge = frames::event("connect.challenge", json!({ "nonce": nonce, "ts": app.clock.now_ms() }), None);
-    if !send_text(&mut socket, challenge).await {
-        return;
-    }
     // Boxed, like method calls below: a future held across an idle socket's whole life should not carry
     // the space of the handshake it is done with (this keeps 10k idle sockets small).
-    let who = Box::pin(handshake(&gateway, &mut socket, &conn, &nonce)).await;
-    let Some(who) = who else { return };
+    let who = match Box::pin(handshake(&gateway, &mut socket, &conn, &nonce)).await {
+        Ok(who) => Arc::new(who),
+        Err((stop, owed)) => {
+            let (code, reason) = match stop {
+                Stop::Shutdown => (close::GOING_AWAY, "server shutting down".to_owned()),
+                Stop::Close(code, reason) => (code, reason),
+                _ => return,
+            };
+            close_before(&mut socket, Instant::now() + CLOSE_WRITE_TIMEOUT, owed, code, &reason).await;
+            return;
+        }
+    };
     let subscribe = who.scopes.allows(Scope::Pairing);
     let registration = app.live.register(&conn.conn_id, who.device_id.as_ref(), subscribe);
     app.metrics.socket_opened(who.role.as_str());
-    serve_connected(&gateway, &mut socket, &who, registration).await;
+    let Registration { close_order, events, overflowed } = registration;
+    let mut connected = Connected {
+        gateway: gateway.clone(),
+        who: who.clone(),
+        socket,
+        close_order: Some(close_order),
+        overflowed,
+        events,
+        seq: 0,
+    };
+    let (stop, owed) = match connected.serve().await {
+        Ok(never) => match never {},
+        Err(stopped) => stopped,
+    };
+    let ack = connected.finish(stop, owed).await;
+    // Closed before it is acknowledged: whoever ordered the close answers only after this.
+    drop(connected);
     app.metrics.socket_closed(who.role.as_str());
     app.live.unregister(&conn.conn_id);
+    if let Some(ack) = ack {
+        let _ = ack.send(());
+    }
 }
 
-/// Waits for `connect` and answers it; `None` when the socket was closed.
-async fn handshake(gateway: &Gateway, socket: &mut WebSocket, conn: &ConnInfo, nonce: &str) -> Option<Authenticated> {
+/// Writes one frame of the handshake, bounded by the handshake timeout and shutdown.
+async fn handshake_send(gateway: &Gateway, socket: &mut Socket, text: String) -> Result<(), Stop> {
+    tokio::select! {
+        sent = timeout(gateway.config.handshake_timeout, socket.send(Message::Text(text.into()))) => match sent {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Stop::Gone),
+        },
+        _ = gateway.app.shutdown.cancelled() => Err(Stop::Shutdown),
+    }
+}
+
+/// The challenge, then the wait for `connect`, then its answer. `Err` says how the socket ends, with the
+/// error reply it still owes.
+async fn handshake(
+    gateway: &Gateway,
+    socket: &mut Socket,
+    conn: &ConnInfo,
+    nonce: &str,
+) -> Result<Authenticated, (Stop, Option<String>)> {
     let app = &gateway.app;
+    let challenge = frames::event("connect.challenge", json!({ "nonce": nonce, "ts": app.clock.now_ms() }), None);
+    handshake_send(gateway, socket, challenge).await.map_err(|stop| (stop, None))?;
     // Only the wait for the first frame is bounded; once `connect` is in, it runs to its end, so that a
     // store transaction is never cut in half.
     let first = tokio::select! {
-        first = tokio::time::timeout(gateway.config.handshake_timeout, next_text(socket)) => first,
-        _ = app.shutdown.cancelled() => Ok(Err("server shutting down".to_owned())),
+        first = timeout(gateway.config.handshake_timeout, next_text(socket)) => first,
+        _ = app.shutdown.cancelled() => return Err((Stop::Shutdown, None)),
     };
     let text = match first {
-        Ok(Ok(Some(text))) => text,
-        Ok(Ok(None)) => return None,
-        Ok(Err(reason)) => {
-            let code = if app.shutdown.is_cancelled() { close::GOING_AWAY } else { close::POLICY };
-            close_with(socket, code, &reason).await;
-            return None;
-        }
-        Err(_elapsed) => {
-            close_with(socket, close::POLICY, "handshake timeout").await;
-            return None;
-        }
+        Ok(Ok(text)) => text,
+        Ok(Err(stop)) => return Err((stop, None)),
+        Err(_elapsed) => return Err((Stop::policy("handshake timeout"), None)),
     };
-    let frame = match parse_frame(&text) {
-        Incoming::Request(frame) => frame,
-        Incoming::Invalid(reason) => {
-            close_with(socket, close::POLICY, &reason).await;
-            return None;
-        }
+    let frame = RequestFrame::parse(&text).map_err(|reason| (Stop::policy(reason), None))?;
+    drop(text);
+    let refuse = |error: ErrorShape| {
+        let reply = frames::response_error(&frame.id, &error);
+        (Stop::policy(error.message), Some(reply))
     };
     if frame.method != "connect" {
-        let error = ErrorShape::invalid("invalid handshake: first request must be connect");
-        send_text(socket, frames::response_error(&frame.id, &error)).await;
-        close_with(socket, close::POLICY, &error.message).await;
-        return None;
+        return Err(refuse(ErrorShape::invalid("invalid handshake: first request must be connect")));
     }
-    let params = match serde_json::from_value(frame.params) {
+    let params = match decode_params(frame.params.as_deref()) {
         Ok(params) => params,
-        Err(error) => {
-            let error = ErrorShape::invalid(format!("invalid connect params: {error}"));
-            send_text(socket, frames::response_error(&frame.id, &error)).await;
-            close_with(socket, close::POLICY, &error.message).await;
-            return None;
-        }
+        Err(error) => return Err(refuse(ErrorShape::invalid(format!("invalid connect params: {error}")))),
     };
     let started = std::time::Instant::now();
     let outcome = gateway.connect(conn, nonce, params).await;
@@ -236,103 +319,184 @@ async fn handshake(gateway: &Gateway, socket: &mut WebSocket, conn: &ConnInfo, n
     });
     app.metrics.connect(code.as_deref(), started.elapsed().as_secs_f64());
     match outcome {
-        Ok((who, hello)) => send_text(socket, frames::response_ok(&frame.id, hello.0)).await.then_some(who),
+        Ok((who, hello)) => {
+            handshake_send(gateway, socket, frames::response_ok(&frame.id, hello.0))
+                .await
+                .map_err(|stop| (stop, None))?;
+            Ok(who)
+        }
         Err(refused) => {
             tracing::info!(conn = %conn.conn_id, client = %conn.client.ip, code = refused.error.code, message = %refused.error.message, "connect refused");
-            send_text(socket, frames::response_error(&frame.id, &refused.error)).await;
-            close_with(socket, refused.close_code, &refused.close_reason).await;
-            None
+            let reply = frames::response_error(&frame.id, &refused.error);
+            Err((Stop::Close(refused.close_code, refused.close_reason), Some(reply)))
         }
     }
 }
 
 /// The next pairing event for a subscribed socket; never, for one that is not subscribed.
-async fn next_event(events: &mut Option<tokio::sync::mpsc::Receiver<Arc<Event>>>) -> Option<Arc<Event>> {
+async fn next_event(events: &mut Option<mpsc::Receiver<Arc<Event>>>) -> Option<Arc<Event>> {
     match events {
         Some(events) => events.recv().await,
         None => std::future::pending().await,
     }
 }
 
-/// The connected phase: requests, ticks, events, forced closes and shutdown.
-async fn serve_connected(gateway: &Gateway, socket: &mut WebSocket, who: &Authenticated, registration: Registration) {
-    let app = &gateway.app;
-    let mut tick = tokio::time::interval(gateway.config.tick_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await; // the first tick fires at once; hello-ok was just sent
-    let Registration { mut close_order, mut events } = registration;
-    let mut seq: u64 = 0;
-    enum Wake {
-        ShuttingDown,
-        /// `None`: the registry dropped the order's sender (the socket is no longer registered).
-        CloseOrder(Option<CloseOrder>),
-        Event(Option<Arc<Event>>),
-        Tick,
-        Frame(Result<Option<String>, String>),
-    }
-    loop {
-        let wake = tokio::select! {
-            _ = app.shutdown.cancelled() => Wake::ShuttingDown,
-            order = &mut close_order => Wake::CloseOrder(order.ok()),
-            event = next_event(&mut events) => Wake::Event(event),
-            _ = tick.tick() => Wake::Tick,
-            incoming = next_text(socket) => Wake::Frame(incoming),
-        };
-        let text = match wake {
-            Wake::ShuttingDown => {
-                close_with(socket, close::GOING_AWAY, "server shutting down").await;
-                return;
-            }
-            Wake::CloseOrder(Some(order)) => {
-                let (code, reason) = disconnect_close(order.why);
-                close_with(socket, code, reason).await;
-                let _ = order.ack.send(());
-                return;
-            }
-            // The registry holds the sender for as long as the socket is registered.
-            Wake::CloseOrder(None) => return,
-            Wake::Event(Some(event)) => {
-                seq += 1;
-                if !send_text(socket, frames::event(event.name, event.payload.clone(), Some(seq))).await {
-                    return;
-                }
-                continue;
-            }
-            Wake::Event(None) => {
-                close_with(socket, close::SLOW_CONSUMER, "slow consumer: event queue full").await;
-                return;
-            }
-            Wake::Tick => {
-                let frame = frames::event("tick", json!({ "ts": app.clock.now_ms() }), None);
-                if !send_text(socket, frame).await {
-                    return;
-                }
-                continue;
-            }
-            Wake::Frame(Ok(Some(text))) => text,
-            Wake::Frame(Ok(None)) => return,
-            Wake::Frame(Err(reason)) => {
-                close_with(socket, close::POLICY, &reason).await;
-                return;
-            }
-        };
-        let frame = match parse_frame(&text) {
-            Incoming::Request(frame) => frame,
-            Incoming::Invalid(reason) => {
-                close_with(socket, close::POLICY, &reason).await;
-                return;
-            }
-        };
-        let reply = if frame.method == "connect" {
-            frames::response_error(&frame.id, &ErrorShape::invalid("connect already completed on this socket"))
-        } else {
-            match Box::pin(gateway.call(who, &frame.method, frame.params)).await {
-                Ok(payload) => frames::response_ok(&frame.id, payload),
-                Err(error) => frames::response_error(&frame.id, &error),
-            }
-        };
-        if !send_text(socket, reply).await {
-            return;
+/// A socket after hello-ok: requests, ticks, events, close orders and shutdown. Whatever it waits for
+/// (a frame, a call, a write to a client that stopped reading), a close order, an overflow and shutdown
+/// are heard at once.
+struct Connected {
+    gateway: Arc<Gateway>,
+    who: Arc<Authenticated>,
+    socket: Socket,
+    close_order: Option<oneshot::Receiver<CloseOrder>>,
+    overflowed: Option<oneshot::Receiver<()>>,
+    events: Option<mpsc::Receiver<Arc<Event>>>,
+    seq: u64,
+}
+
+/// What interrupted a socket, with the reply it still owes (a call that finished as it was told to
+/// close).
+type Stopped = (Stop, Option<String>);
+
+impl Connected {
+    /// Serves until something stops the socket.
+    async fn serve(&mut self) -> Result<std::convert::Infallible, Stopped> {
+        let app = self.gateway.app.clone();
+        let mut tick = tokio::time::interval(self.gateway.config.tick_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick fires at once; hello-ok was just sent
+        enum Wake {
+            Event(Option<Arc<Event>>),
+            Tick,
+            Frame(Utf8Bytes),
         }
+        loop {
+            let wake = tokio::select! {
+                _ = app.shutdown.cancelled() => return Err((Stop::Shutdown, None)),
+                order = recv_once(&mut self.close_order) => return Err((order.map_or(Stop::Gone, Stop::Order), None)),
+                Some(()) = recv_once(&mut self.overflowed) => return Err((Stop::SlowConsumer, None)),
+                event = next_event(&mut self.events) => Wake::Event(event),
+                _ = tick.tick() => Wake::Tick,
+                incoming = next_text(&mut self.socket) => Wake::Frame(incoming.map_err(|stop| (stop, None))?),
+            };
+            match wake {
+                Wake::Event(Some(event)) => {
+                    let frame = self.event_frame(&event);
+                    self.write(frame).await?;
+                }
+                Wake::Event(None) => return Err((Stop::SlowConsumer, None)),
+                Wake::Tick => self.write(frames::event("tick", json!({ "ts": app.clock.now_ms() }), None)).await?,
+                Wake::Frame(text) => {
+                    let frame = RequestFrame::parse(&text).map_err(|reason| (Stop::policy(reason), None))?;
+                    drop(text);
+                    let reply = if frame.method == "connect" {
+                        frames::response_error(
+                            &frame.id,
+                            &ErrorShape::invalid("connect already completed on this socket"),
+                        )
+                    } else {
+                        self.call(frame).await?
+                    };
+                    self.write(reply).await?;
+                }
+            }
+        }
+    }
+
+    fn event_frame(&mut self, event: &Event) -> String {
+        self.seq += 1;
+        frames::event(event.name, event.payload.clone(), Some(self.seq))
+    }
+
+    /// Writes one frame. A write blocked by a client that stopped reading gives way to shutdown, a close
+    /// order or an overflow; what it had queued is sent first by whatever the socket writes next.
+    async fn write(&mut self, text: String) -> Result<(), Stopped> {
+        let Connected { socket, close_order, overflowed, gateway, .. } = self;
+        let stop = tokio::select! {
+            // First: a frame is always handed to tungstenite before anything else is looked at.
+            biased;
+            sent = socket.send(Message::Text(text.into())) => match sent {
+                Ok(()) => return Ok(()),
+                Err(_) => Stop::Gone,
+            },
+            _ = gateway.app.shutdown.cancelled() => Stop::Shutdown,
+            order = recv_once(close_order) => order.map_or(Stop::Gone, Stop::Order),
+            Some(()) = recv_once(overflowed) => Stop::SlowConsumer,
+        };
+        Err((stop, None))
+    }
+
+    /// Runs one request in a task of its own (so a store transaction always runs to its end) and waits
+    /// for its reply, or for something that stops the socket.
+    async fn call(&mut self, frame: RequestFrame) -> Result<String, Stopped> {
+        let app = self.gateway.app.clone();
+        let stop_call = app.shutdown.child_token();
+        let RequestFrame { id, method, params } = frame;
+        let mut call = app.tracker.spawn({
+            let (gateway, who, stop_call) = (self.gateway.clone(), self.who.clone(), stop_call.clone());
+            async move { gateway.call(&who, &method, params.as_deref(), &stop_call).await }
+        });
+        let reply = |done: Result<Result<serde_json::Value, ErrorShape>, tokio::task::JoinError>| match done {
+            Ok(Ok(payload)) => frames::response_ok(&id, payload),
+            Ok(Err(error)) => frames::response_error(&id, &error),
+            Err(error) => {
+                tracing::error!(%error, "a request's task failed");
+                frames::response_error(&id, &ErrorShape::unavailable("internal error, try again"))
+            }
+        };
+        let stop = tokio::select! {
+            biased;
+            done = &mut call => return Ok(reply(done)),
+            _ = app.shutdown.cancelled() => Stop::Shutdown,
+            order = recv_once(&mut self.close_order) => order.map_or(Stop::Gone, Stop::Order),
+            Some(()) = recv_once(&mut self.overflowed) => Stop::SlowConsumer,
+        };
+        // A wait ends now; a change runs on, detached, and answers if it finishes in time.
+        stop_call.cancel();
+        let owed = timeout(CALL_GRACE, &mut call).await.ok().map(reply);
+        Err((stop, owed))
+    }
+
+    /// Sends what the socket still owes and its close frame, all bounded, and returns the acknowledgement
+    /// a close order waits for (sent once the connection is dropped).
+    async fn finish(&mut self, mut stop: Stop, mut owed: Option<String>) -> Option<oneshot::Sender<()>> {
+        let mut deadline = Instant::now() + CLOSE_WRITE_TIMEOUT;
+        if let Stop::SlowConsumer = stop {
+            deadline = Instant::now() + SLOW_CONSUMER_GRACE;
+            match timeout_at(deadline, self.drain(owed.take())).await {
+                Ok(Ok(())) => {}
+                // Shutdown or a close order while draining: their close, in their time.
+                Ok(Err((other, _))) => {
+                    stop = other;
+                    deadline = deadline.min(Instant::now() + CLOSE_WRITE_TIMEOUT);
+                }
+                Err(_elapsed) => stop = Stop::Gone,
+            }
+        }
+        let (code, reason, ack) = match stop {
+            Stop::Gone => return None,
+            Stop::Shutdown => (close::GOING_AWAY, "server shutting down".to_owned(), None),
+            Stop::Order(order) => {
+                let (code, reason) = disconnect_close(order.why);
+                (code, reason.to_owned(), Some(order.ack))
+            }
+            Stop::SlowConsumer => (close::SLOW_CONSUMER, "slow consumer: event queue full".to_owned(), None),
+            Stop::Close(code, reason) => (code, reason, None),
+        };
+        close_before(&mut self.socket, deadline, owed, code, &reason).await;
+        ack
+    }
+
+    /// A slow consumer's last frames: the reply it is owed and the events already queued (nothing more is
+    /// queued for it).
+    async fn drain(&mut self, owed: Option<String>) -> Result<(), Stopped> {
+        if let Some(reply) = owed {
+            self.write(reply).await?;
+        }
+        while let Some(event) = self.events.as_mut().and_then(|events| events.try_recv().ok()) {
+            let frame = self.event_frame(&event);
+            self.write(frame).await?;
+        }
+        Ok(())
     }
 }

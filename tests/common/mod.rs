@@ -235,7 +235,22 @@ pub async fn open(url: &str, headers: &[(&'static str, String)]) -> Result<(Ws, 
     for (name, value) in headers {
         request.headers_mut().append(*name, HeaderValue::from_str(value).unwrap());
     }
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+    let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+    read_challenge(ws).await
+}
+
+/// Opens a socket whose receive buffer is a few KiB (so a client that stops reading stalls the server's
+/// writes quickly) and reads the challenge nonce.
+pub async fn open_small_window(url: &str) -> (Ws, String) {
+    let addr: SocketAddr = url.trim_start_matches("ws://").trim_end_matches('/').parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await.unwrap();
+    read_challenge(ws).await.unwrap()
+}
+
+async fn read_challenge(mut ws: Ws) -> Result<(Ws, String), tungstenite::Error> {
     let challenge = next_json(&mut ws).await.expect("challenge");
     assert_eq!(challenge["type"], "event");
     assert_eq!(challenge["event"], "connect.challenge");
@@ -248,8 +263,13 @@ pub async fn connect(server: &Server, attempt: &Connect) -> Outcome {
 }
 
 pub async fn connect_url(url: &str, attempt: &Connect, now: i64) -> Outcome {
-    let (mut ws, nonce) = open(url, &attempt.headers).await.expect("open socket");
-    send_json(&mut ws, &json!({"type": "req", "id": "c1", "method": "connect", "params": attempt.params(&nonce, now)}))
+    let (ws, nonce) = open(url, &attempt.headers).await.expect("open socket");
+    connect_on(ws, &nonce, attempt, now).await
+}
+
+/// Connects on a socket that has read its challenge.
+pub async fn connect_on(mut ws: Ws, nonce: &str, attempt: &Connect, now: i64) -> Outcome {
+    send_json(&mut ws, &json!({"type": "req", "id": "c1", "method": "connect", "params": attempt.params(nonce, now)}))
         .await;
     let reply = next_json(&mut ws).await.expect("connect reply");
     assert_eq!(reply["type"], "res", "{reply}");
@@ -311,4 +331,66 @@ pub async fn call(ws: &mut Ws, id: &str, method: &str, params: Value) -> Value {
         assert_eq!(frame["id"], id, "{frame}");
         return frame;
     }
+}
+
+/// The header of a client frame, masked with the zero key (so the payload is sent as it is).
+pub fn frame_header(opcode: u8, fin: bool, len: u64) -> Vec<u8> {
+    let mut header = vec![if fin { 0x80 } else { 0 } | opcode];
+    if len < 126 {
+        header.push(0x80 | len as u8);
+    } else if len <= 0xFFFF {
+        header.push(0x80 | 126);
+        header.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        header.push(0x80 | 127);
+        header.extend_from_slice(&len.to_be_bytes());
+    }
+    header.extend_from_slice(&[0, 0, 0, 0]);
+    header
+}
+
+/// A whole client frame (opcode 1: text, 0: continuation).
+pub fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = frame_header(opcode, fin, payload.len() as u64);
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// Writes bytes to the socket under the WebSocket layer (frames built by hand).
+pub async fn write_raw(ws: &mut Ws, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    ws.get_mut().write_all(bytes).await
+}
+
+/// More bytes than this machine's socket buffers can hold between a writer and a reader that stopped
+/// reading: twice the largest TCP send buffer (`net.ipv4.tcp_wmem`), plus 1 MiB.
+pub fn more_than_socket_buffers() -> usize {
+    let wmem_max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(2)?.parse::<usize>().ok())
+        .unwrap_or(4 * 1024 * 1024);
+    (2 * wmem_max + (1 << 20)).min(20 << 20)
+}
+
+/// On a connected socket opened with `open_small_window`: sends a request whose reply cannot fit in the
+/// socket buffers, never reads it, and returns once the reply has begun to arrive. From then on the
+/// server is blocked writing to this socket until the client reads.
+pub async fn stall_on_a_huge_reply(ws: &mut Ws) {
+    let id = "x".repeat(more_than_socket_buffers());
+    ws.send(Message::text(format!(r#"{{"type":"req","id":"{id}","method":"health"}}"#))).await.unwrap();
+    let MaybeTlsStream::Plain(stream) = ws.get_ref() else { unreachable!("plain sockets only") };
+    let mut byte = [0u8; 1];
+    tokio::time::timeout(FRAME_WAIT, stream.peek(&mut byte)).await.expect("the reply begins").unwrap();
+}
+
+/// Waits (at most `limit`) until `condition` holds, checking each millisecond; false if it never did.
+pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    true
 }
