@@ -236,10 +236,89 @@ async fn serve_refuses_bad_databases_with_one_clear_line() {
     );
     assert_eq!(std::fs::read_to_string(&not_sqlite).unwrap(), "hello");
 
-    let (ok, stdout, _) =
-        pairgate(home.path(), &["migrate", "status", "--db", &home.path().join("new.db").display().to_string()]).await;
+    // `migrate status` only looks: a mistyped path is an error naming it, and nothing is created.
+    let new_db = home.path().join("new.db").display().to_string();
+    let (ok, _, stderr) = pairgate(home.path(), &["migrate", "status", "--db", &new_db]).await;
+    assert!(!ok);
+    assert!(stderr.contains(&format!("there is no database at {new_db}")), "{stderr}");
+    assert!(!home.path().join("new.db").exists());
+    let (ok, _, stderr) = pairgate(home.path(), &["migrate", "up", "--db", &new_db]).await;
+    assert!(ok, "{stderr}");
+    let (ok, stdout, _) = pairgate(home.path(), &["migrate", "status", "--db", &new_db]).await;
     assert!(ok);
     assert!(stdout.contains("0001 initial schema") && stdout.contains("applied"), "{stdout}");
+}
+
+/// Looking changes nothing: on an older schema, `migrate status` and `migrate verify` report what is
+/// pending and every other reading command refuses with one line, the file's bytes unchanged and no file
+/// beside it; a mistyped path is an error naming it; a newer database refused by `serve` stays
+/// byte-for-byte the same.
+#[tokio::test]
+async fn commands_that_only_read_change_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("v1.db");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema-0001.db"), &db).unwrap();
+    let db_arg = db.display().to_string();
+    let before = std::fs::read(&db).unwrap();
+    let listing = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.ends_with("-wal") && !name.ends_with("-shm"))
+            .collect();
+        names.sort();
+        names
+    };
+    let files_before = listing(home.path());
+
+    let (ok, stdout, stderr) = pairgate(home.path(), &["migrate", "status", "--db", &db_arg]).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("0002") && stdout.contains("pending"), "{stdout}");
+    let (ok, stdout, stderr) = pairgate(home.path(), &["migrate", "verify", "--db", &db_arg]).await;
+    assert!(ok, "{stdout}{stderr}");
+    for args in [
+        vec!["devices", "list"],
+        vec!["sessions", "list"],
+        vec!["audit"],
+        vec!["export"],
+        vec!["backup", "--to", "/nonexistent-dir/never.db"],
+    ] {
+        let mut full = args.clone();
+        full.extend(["--db", db_arg.as_str()]);
+        let (ok, _, stderr) = pairgate(home.path(), &full).await;
+        assert!(!ok, "{args:?} refuses");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.contains("migration 0002") && last.contains("pairgate migrate up"), "{args:?}: {stderr}");
+    }
+    assert!(std::fs::read(&db).unwrap() == before, "the database's bytes are unchanged");
+    assert_eq!(listing(home.path()), files_before, "no file appeared beside it (no backup, no lock)");
+
+    let missing = home.path().join("typo/pairgate.db").display().to_string();
+    for args in [vec!["devices", "list"], vec!["audit"], vec!["devices", "approve", "x"]] {
+        let mut full = args.clone();
+        full.extend(["--db", missing.as_str()]);
+        let (ok, _, stderr) = pairgate(home.path(), &full).await;
+        assert!(!ok);
+        assert!(stderr.contains(&format!("there is no database at {missing}")), "{args:?}: {stderr}");
+    }
+    assert!(!home.path().join("typo").exists(), "nothing was created");
+
+    // A newer database: refused by serve without a byte changed (it is not switched to WAL first).
+    let newer = home.path().join("newer.db");
+    std::fs::copy(&db, &newer).unwrap();
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite:{}", newer.display())).await.unwrap();
+    sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'future', 1, x'00', 0)")
+        .execute(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+    let newer_bytes = std::fs::read(&newer).unwrap();
+    let newer_arg = newer.display().to_string();
+    let (ok, _, stderr) =
+        pairgate(home.path(), &["serve", "--db", &newer_arg, "--listen", "127.0.0.1:0", "--token", "t"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("newer than this pairgate"), "{stderr}");
+    assert!(std::fs::read(&newer).unwrap() == newer_bytes, "the newer database is untouched");
 }
 
 /// The seed bug (docs/protocol.md §8) end to end, with a SIGKILL between every step.

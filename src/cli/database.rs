@@ -9,7 +9,11 @@ use crate::store::{MIGRATOR, Store, create_private, latest_known_version, siblin
 
 pub async fn migrate(action: MigrateAction, db: &DbArg) -> anyhow::Result<()> {
     let path = db.path()?;
-    let (store, report) = Store::open(&path).await?;
+    // Only `migrate up` changes the database (and may create it); `status` and `verify` only look.
+    let (store, report) = match action {
+        MigrateAction::Up => Store::open(&path).await?,
+        MigrateAction::Status | MigrateAction::Verify => Store::open_read_only(&path, true).await?,
+    };
     let result = match action {
         MigrateAction::Up => {
             match (&report.applied_migrations[..], &report.backup) {
@@ -83,7 +87,8 @@ pub async fn migrate(action: MigrateAction, db: &DbArg) -> anyhow::Result<()> {
 }
 
 pub async fn backup(to: &Path, db: &DbArg) -> anyhow::Result<()> {
-    let store = super::offline::open(db).await?;
+    // A copy of the database as it is: read-only, never migrated first.
+    let store = super::offline::open_for_reading(db).await?;
     let result = store.backup_to(to).await;
     store.close().await;
     result?;
@@ -98,6 +103,11 @@ pub async fn restore(from: &Path, db: &DbArg) -> anyhow::Result<()> {
     let _lock = ServerLock::acquire(&path).map_err(|e| anyhow::anyhow!("cannot restore: {e}"))?;
     // The backup must be a sound pairgate database this binary can open: check a scratch copy of it.
     let scratch = tempfile::Builder::new().prefix("pairgate-restore-").tempdir()?;
+    // The file as given, looked at read-only first, so that an error names it (not the scratch copy).
+    let (given, _) = Store::open_read_only(from, true)
+        .await
+        .map_err(|e| anyhow::anyhow!("{} is not a usable backup: {e}", from.display()))?;
+    given.close().await;
     let probe = scratch.path().join("probe.db");
     std::fs::copy(from, &probe).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", from.display()))?;
     let (store, _) =

@@ -13,7 +13,23 @@ use crate::domain::{DeviceId, Role, ScopeSet};
 use crate::importer::openclaw;
 use crate::store::Store;
 
+/// For a command that changes the database: it must exist (only `serve`, `migrate up` and the importers
+/// create one); pending migrations are applied, after a backup.
 pub(super) async fn open(db: &DbArg) -> anyhow::Result<Store> {
+    let path = db.path()?;
+    if !path.exists() {
+        return Err(crate::store::OpenError::Missing { path }.into());
+    }
+    Ok(Store::open(&path).await?.0)
+}
+
+/// For a command that only reads: the database is opened read-only, never created nor migrated.
+pub(super) async fn open_for_reading(db: &DbArg) -> anyhow::Result<Store> {
+    Ok(Store::open_read_only(&db.path()?, false).await?.0)
+}
+
+/// For an importer: the database is created when missing.
+async fn open_or_create(db: &DbArg) -> anyhow::Result<Store> {
     let path = db.path()?;
     let (store, report) = Store::open(&path).await?;
     if report.created {
@@ -23,10 +39,16 @@ pub(super) async fn open(db: &DbArg) -> anyhow::Result<Store> {
 }
 
 pub(super) async fn devices(action: DevicesAction, db: &DbArg) -> anyhow::Result<()> {
+    if let DevicesAction::List { json } = action {
+        let store = open_for_reading(db).await?;
+        let listed = list_devices(&store, json).await;
+        store.close().await;
+        return listed;
+    }
     let app = App::offline(open(db).await?);
     let caller = Caller::local_cli();
     let result = match action {
-        DevicesAction::List { json } => list_devices(&app.store, json).await,
+        DevicesAction::List { .. } => unreachable!("listed above, read-only"),
         DevicesAction::Approve { request_id, scopes, json } => {
             let narrower = scopes.map(|names| ScopeSet::parse(&names)).transpose()?;
             let approved = app.approve_request(&caller, &request_id, narrower.as_ref()).await;
@@ -129,7 +151,7 @@ async fn tokens_on(app: &App, action: TokensAction) -> anyhow::Result<()> {
 }
 
 pub(super) async fn audit(limit: i64, json: bool, db: &DbArg) -> anyhow::Result<()> {
-    let store = open(db).await?;
+    let store = open_for_reading(db).await?;
     let rows = store.audit_page(None, limit.clamp(1, 10_000)).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -162,7 +184,10 @@ fn report_decision(json: bool, decision: &str, request_id: &str, device_id: &str
 }
 
 pub(super) async fn sessions(action: SessionsAction, db: &DbArg) -> anyhow::Result<()> {
-    let store = open(db).await?;
+    let store = match action {
+        SessionsAction::Kill { .. } => open(db).await?,
+        SessionsAction::List { .. } | SessionsAction::Show { .. } => open_for_reading(db).await?,
+    };
     let result = match action {
         SessionsAction::List { spawned_by, limit, json } => {
             let entries = store.sessions_page(spawned_by.as_deref(), None, limit.clamp(1, 10_000)).await?;
@@ -227,7 +252,7 @@ pub(super) async fn sessions(action: SessionsAction, db: &DbArg) -> anyhow::Resu
 }
 
 pub(super) async fn export(out: Option<&Path>, db: &DbArg) -> anyhow::Result<()> {
-    let store = open(db).await?;
+    let store = open_for_reading(db).await?;
     let export = store.export_json(SystemClock.now_ms()).await;
     store.close().await;
     let text = serde_json::to_string_pretty(&export?)?;
@@ -269,7 +294,7 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<()> {
             };
             let export: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("not JSON: {e}"))?;
-            let store = open(&args.db).await?;
+            let store = open_or_create(&args.db).await?;
             let counts = store.import_json(&export, args.replace_gateway_token).await;
             store.close().await;
             for (table, count) in counts? {
@@ -282,11 +307,21 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<()> {
 
 /// `pairgate import openclaw`: imports (or, with `dry_run`, only reports) and prints the report.
 async fn import_openclaw(state_dir: &Path, db: &DbArg, dry_run: bool, json: bool) -> anyhow::Result<()> {
-    let path = db.path()?;
-    // A dry run creates nothing: with no database yet, it reports against an empty scratch one.
+    // A dry run changes nothing: it imports into a scratch copy of the database (or into an empty scratch
+    // database when there is none yet), which is then thrown away.
     let scratch = tempfile::tempdir()?;
-    let path = if dry_run && !path.exists() { scratch.path().join("dry-run.db") } else { path };
-    let (store, _) = Store::open(&path).await?;
+    let store = if dry_run {
+        let copy = scratch.path().join("dry-run.db");
+        if db.path()?.exists() {
+            let original = open_for_reading(db).await?;
+            let copied = original.backup_to(&copy).await;
+            original.close().await;
+            copied?;
+        }
+        Store::open(&copy).await?.0
+    } else {
+        open_or_create(db).await?
+    };
     let report = openclaw::import(&store, state_dir, dry_run, SystemClock.now_ms()).await;
     store.close().await;
     let report = report?;

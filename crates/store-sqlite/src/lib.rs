@@ -59,6 +59,15 @@ pub enum OpenError {
          (it backs up first), or start serve without --no-auto-migrate"
     )]
     MigrationPending { path: PathBuf, found: i64, known: i64 },
+    /// A command that only reads found an older schema: it never migrates.
+    #[error(
+        "{path} is at schema version {found}; migration {next:04} ({description}) is pending. This command only \
+         reads, so it changed nothing: back up (`pairgate backup --to FILE`), then run `pairgate migrate up`"
+    )]
+    PendingForReading { path: PathBuf, found: i64, next: i64, description: String },
+    /// A command that never creates a database was pointed at a path with none.
+    #[error("there is no database at {path}; this command never creates one (check --db or PAIRGATE_DB)")]
+    Missing { path: PathBuf },
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot open {path}: {source}")]
@@ -279,6 +288,67 @@ impl Store {
         Store::open_with(path, MigratePolicy::Apply, &MIGRATOR).await
     }
 
+    /// Opens an existing database for reading only: nothing is created, migrated, or switched to another
+    /// journal mode, and the file's bytes stay as they are (SQLite may add its `-wal`/`-shm` beside a
+    /// database already in WAL mode). A newer schema is refused; an older one too unless
+    /// `allow_pending` (for `migrate status` and `migrate verify`, which report what is pending).
+    pub async fn open_read_only(path: &Path, allow_pending: bool) -> Result<(Store, OpenReport), OpenError> {
+        check_existing_file(path)?;
+        let options = SqliteConnectOptions::new().filename(path).read_only(true).busy_timeout(Duration::from_secs(5));
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|e| OpenError::classify(e, path))?;
+        let checked = async {
+            let sqlite_version: String = sqlx::query_scalar!(r#"SELECT sqlite_version() AS "v!: String""#)
+                .fetch_one(&readers)
+                .await
+                .map_err(StoreError::from)?;
+            let found = current_schema_version(&readers).await?;
+            refuse_newer(&readers, path, found, &MIGRATOR).await?;
+            if let Some(next) = MIGRATOR.iter().find(|m| m.version > found).filter(|_| !allow_pending) {
+                let description = next.description.to_string();
+                return Err(OpenError::PendingForReading {
+                    path: path.to_path_buf(),
+                    found,
+                    next: next.version,
+                    description,
+                });
+            }
+            Ok::<_, OpenError>((sqlite_version, found))
+        }
+        .await;
+        let (sqlite_version, schema_version) = match checked {
+            Ok(values) => values,
+            Err(error) => {
+                readers.close().await;
+                return Err(error.at(path));
+            }
+        };
+        let write_latency = latency_histogram();
+        let device_cache = std::sync::Arc::new(cache::DeviceCache::new(path, DEVICE_CACHE_CAPACITY));
+        // Every write on this store fails: its "writer" is the read-only pool.
+        let approvals = approvals::Approvals::start(readers.clone(), write_latency.clone());
+        let pending_caps = std::sync::Arc::new([
+            std::sync::atomic::AtomicI64::new(pairgate_domain::MAX_PENDING_PER_ADDRESS),
+            std::sync::atomic::AtomicI64::new(pairgate_domain::MAX_PENDING_REQUESTS),
+        ]);
+        let store = Store {
+            writer: readers.clone(),
+            readers,
+            path: path.to_path_buf(),
+            write_latency,
+            device_cache,
+            approvals,
+            pending_caps,
+        };
+        let report =
+            OpenReport { created: false, applied_migrations: Vec::new(), backup: None, schema_version, sqlite_version };
+        Ok((store, report))
+    }
+
     /// `open` with a migration policy and migrator (tests use a migrator of their own).
     pub async fn open_with(
         path: &Path,
@@ -293,6 +363,9 @@ impl Store {
             // Made here, private, so that SQLite's `-wal` and `-shm` (which take the database's mode) are too.
             create_private(path).map_err(|source| OpenError::Io { path: path.to_path_buf(), source })?;
         } else {
+            // A database from a newer pairgate is refused before anything touches it (the writer below
+            // would switch it to WAL first, changing its header).
+            probe_not_newer(path, migrator).await?;
             tighten_modes(path);
         }
         let base = SqliteConnectOptions::new().filename(path).foreign_keys(true).busy_timeout(Duration::from_secs(5));
@@ -546,6 +619,20 @@ fn tighten_modes(path: &Path) {
     }
 }
 
+/// An existing SQLite file, for a command that never creates one (its mode may be read-only).
+fn check_existing_file(path: &Path) -> Result<(), OpenError> {
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_file() => {}
+        Ok(_) | Err(_) => return Err(OpenError::Missing { path: path.to_path_buf() }),
+    }
+    let mut header = [0u8; 16];
+    let read = std::fs::File::open(path).and_then(|mut file| std::io::Read::read_exact(&mut file, &mut header));
+    if read.is_err() || header != *SQLITE_HEADER {
+        return Err(OpenError::NotSqlite { path: path.to_path_buf() });
+    }
+    Ok(())
+}
+
 /// Returns whether the file is new; refuses files pairgate must not open.
 fn check_file_before_open(path: &Path) -> Result<bool, OpenError> {
     let metadata = match std::fs::metadata(path) {
@@ -595,6 +682,43 @@ async fn migrations_table_exists(pool: &SqlitePool) -> StoreResult<bool> {
     Ok(found > 0)
 }
 
+/// Refuses a database whose schema is newer than `migrator` knows, naming who migrated it and the backup
+/// to go back to.
+async fn refuse_newer(
+    pool: &SqlitePool,
+    path: &Path,
+    found: i64,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<(), OpenError> {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    if found <= known {
+        return Ok(());
+    }
+    let migrated_by = meta::get_on(pool, meta::LAST_MIGRATED_BY).await?.unwrap_or_else(|| "unknown".into());
+    Err(OpenError::NewerSchema {
+        path: path.to_path_buf(),
+        found,
+        known,
+        binary: env!("CARGO_PKG_VERSION"),
+        migrated_by,
+        backup: latest_backup(path),
+    })
+}
+
+/// Reads an existing database's schema version read-only and refuses a newer one.
+async fn probe_not_newer(path: &Path, migrator: &sqlx::migrate::Migrator) -> Result<(), OpenError> {
+    let options = SqliteConnectOptions::new().filename(path).read_only(true).busy_timeout(Duration::from_secs(5));
+    let probe = SqlitePoolOptions::new().max_connections(1).connect_with(options).await;
+    let probe = probe.map_err(|e| OpenError::classify(e, path))?;
+    let result = async {
+        let found = current_schema_version(&probe).await?;
+        refuse_newer(&probe, path, found, migrator).await
+    }
+    .await;
+    probe.close().await;
+    result.map_err(|e| e.at(path))
+}
+
 /// Refuses a newer schema before touching anything; backs up an existing database; then applies the
 /// pending migrations and records which pairgate applied them.
 async fn migrate_if_needed(
@@ -606,17 +730,7 @@ async fn migrate_if_needed(
 ) -> Result<(Vec<i64>, Option<PathBuf>), OpenError> {
     let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
     let found = current_schema_version(writer).await?;
-    if found > known {
-        let migrated_by = meta::get_on(writer, meta::LAST_MIGRATED_BY).await?.unwrap_or_else(|| "unknown".into());
-        return Err(OpenError::NewerSchema {
-            path: path.to_path_buf(),
-            found,
-            known,
-            binary: env!("CARGO_PKG_VERSION"),
-            migrated_by,
-            backup: latest_backup(path),
-        });
-    }
+    refuse_newer(writer, path, found, migrator).await?;
     let pending: Vec<i64> = migrator.iter().map(|m| m.version).filter(|v| *v > found).collect();
     if pending.is_empty() {
         return Ok((pending, None));
