@@ -295,15 +295,15 @@ async fn offline_decisions_close_live_sockets() {
     let (offline_store, _) = pairgate::store::Store::open(&server.dir.path().join("pairgate.db")).await.unwrap();
     let offline = pairgate::app::App::offline(offline_store);
     offline.revoke_token(&pairgate::app::Caller::local_cli(), &device.id(), Role::Operator).await.unwrap();
+    // Right after the decision (most likely before the server notices it), the device connects again with
+    // fresh credentials: that socket must stay open when the older one is closed.
+    let (_, mut fresh) = connect(&server, &Connect::cli().device(&device).scopes(&["operator.read"])).await.hello();
 
     let closed = tokio::time::timeout(std::time::Duration::from_secs(2), expect_close(&mut device_ws)).await;
     assert_eq!(closed.expect("closed within 2 s").map(|(code, _)| code), Some(4001));
     offline.store.close().await;
-
-    // A socket that connected after the decision, with fresh credentials, stays open.
-    let (_, mut fresh) = connect(&server, &Connect::cli().device(&device).scopes(&["operator.read"])).await.hello();
     let reply = call(&mut fresh, "h", "health", json!({})).await;
-    assert_eq!(reply["ok"], true);
+    assert_eq!(reply["ok"], true, "the socket with fresh credentials stays open: {reply}");
 }
 
 /// A run in `running` state, registered and started by a backend socket; its id.

@@ -49,14 +49,47 @@ fn code(path: &Path) -> String {
         .join("\n")
 }
 
-/// Every `crate::<module>` the code names.
+/// Every `crate::<module>` the code names, also inside a group: `crate::{a, b::c}` names `a` and `b`.
 fn crate_imports(code: &str) -> BTreeSet<String> {
-    code.match_indices("crate::")
-        .map(|(at, _)| {
-            let rest = &code[at + "crate::".len()..];
-            rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect()
-        })
-        .collect()
+    let ident =
+        |text: &str| -> String { text.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect() };
+    let mut names = BTreeSet::new();
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + "crate::".len()..];
+        match rest.strip_prefix('{') {
+            Some(group) => {
+                // Top-level items of the group, split at commas outside nested braces.
+                let (mut depth, mut start) = (0usize, 0usize);
+                for (index, c) in group.char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => {
+                            names.insert(ident(&group[start..index]));
+                            break;
+                        }
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => {
+                            names.insert(ident(&group[start..index]));
+                            start = index + 1;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            None => {
+                names.insert(ident(rest));
+            }
+        }
+    }
+    names.remove("");
+    names
+}
+
+#[test]
+fn grouped_imports_are_seen() {
+    let names =
+        crate_imports("use crate::{gateway::Gateway, store::{Store, OpenError}, app};\nlet x = crate::cli::run;");
+    assert_eq!(names, ["app", "cli", "gateway", "store"].map(String::from).into_iter().collect());
 }
 
 #[test]

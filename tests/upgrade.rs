@@ -238,14 +238,17 @@ async fn an_import_is_checked_like_live_writes_and_keeps_the_targets_token() {
     assert!(source.init_gateway_token_hash("$argon2id$source", &Actor::System, NOW).await.unwrap());
     let exported = source.export_json(NOW).await.unwrap();
 
+    let zeros = "0".repeat(64);
     for (table, column, value, why) in [
-        ("grants", "scopes", "[\"operator.root\"]", "unknown scope"),
-        ("device_tokens", "role", "superuser", "unknown role superuser"),
-        ("devices", "device_id", &"0".repeat(64), "device_id is not derived from public_key"),
+        ("grants", "scopes", serde_json::json!("[\"operator.root\"]"), "unknown scope"),
+        ("grants", "scopes", serde_json::json!(["operator.admin", "operator.bogus"]), "scopes must be text"),
+        ("device_tokens", "role", serde_json::json!("superuser"), "unknown role superuser"),
+        ("devices", "device_id", serde_json::json!(zeros), "device_id is not derived from public_key"),
+        ("devices", "public_key", serde_json::json!(42), "public_key must be text"),
     ] {
-        let (target, _) = Store::open(&dir.path().join(format!("bad-{table}-{column}.db"))).await.unwrap();
+        let (target, _) = Store::open(&dir.path().join(format!("bad-{table}-{column}-{why}.db"))).await.unwrap();
         let mut bad = exported.clone();
-        bad["tables"][table][0][column] = serde_json::json!(value);
+        bad["tables"][table][0][column] = value;
         let error = target.import_json(&bad, false).await.unwrap_err().to_string();
         assert!(error.starts_with(&format!("{table} row 0")) && error.contains(why), "{table}.{column}: {error}");
         assert!(target.paired_devices().await.unwrap().is_empty(), "nothing half-imported");

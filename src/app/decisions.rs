@@ -186,15 +186,13 @@ impl App {
                     continue;
                 }
             };
-            let (polled_at, now_ms) = (std::time::Instant::now(), self.clock.now_ms());
             for (event_id, at_ms, device) in revoked {
                 after = event_id;
                 let Ok(device_id) = DeviceId::try_from(device) else { continue };
-                // The sockets that connected before the decision, not those with fresh credentials since.
-                let age = std::time::Duration::from_millis(u64::try_from(now_ms - at_ms).unwrap_or(0));
-                let before = polled_at.checked_sub(age).unwrap_or(polled_at);
+                // The sockets that connected before the decision, not those with fresh credentials since
+                // (both times by the wall clock, which the CLI's audit row was written with).
                 let closed =
-                    self.live.close_device_connected_before(&device_id, Disconnect::DeviceRevoked, before).await;
+                    self.live.close_device_connected_before(&device_id, Disconnect::DeviceRevoked, at_ms).await;
                 if closed > 0 {
                     tracing::info!(device = %device_id, sockets = closed, "closed the sockets of a device revoked offline");
                 }

@@ -51,8 +51,9 @@ pub struct Registration {
 
 struct Entry {
     device_id: Option<DeviceId>,
-    /// When the socket completed `connect`: a revocation made elsewhere closes only sockets older than it.
-    connected_at: std::time::Instant,
+    /// When the socket completed `connect`, by the wall clock (ms): a revocation made by another process
+    /// (whose audit row has a wall-clock time) closes only sockets older than it.
+    connected_at_ms: i64,
     /// Taken by the first close order.
     close: Option<oneshot::Sender<CloseOrder>>,
     events: Option<mpsc::Sender<Arc<Event>>>,
@@ -77,6 +78,12 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+/// The wall clock (ms since the epoch): the time base of audit rows written by any process.
+fn wall_clock_ms() -> i64 {
+    use crate::clock::Clock;
+    crate::clock::SystemClock.now_ms()
+}
+
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("registry lock")
@@ -97,7 +104,7 @@ impl Registry {
         }
         let entry = Entry {
             device_id: device_id.cloned(),
-            connected_at: std::time::Instant::now(),
+            connected_at_ms: wall_clock_ms(),
             close: Some(close),
             events,
             overflowed,
@@ -124,15 +131,10 @@ impl Registry {
         self.close_device_sockets(device_id, why, except, None).await
     }
 
-    /// `close_device` for the sockets that connected before `before` only: a revocation noticed late must
-    /// not close a socket that connected with fresh credentials since.
-    pub async fn close_device_connected_before(
-        &self,
-        device_id: &DeviceId,
-        why: Disconnect,
-        before: std::time::Instant,
-    ) -> usize {
-        self.close_device_sockets(device_id, why, None, Some(before)).await
+    /// `close_device` for the sockets that connected before `before_ms` (wall clock) only: a revocation
+    /// noticed late must not close a socket that connected with fresh credentials since.
+    pub async fn close_device_connected_before(&self, device_id: &DeviceId, why: Disconnect, before_ms: i64) -> usize {
+        self.close_device_sockets(device_id, why, None, Some(before_ms)).await
     }
 
     async fn close_device_sockets(
@@ -140,7 +142,7 @@ impl Registry {
         device_id: &DeviceId,
         why: Disconnect,
         except: Option<&str>,
-        before: Option<std::time::Instant>,
+        before_ms: Option<i64>,
     ) -> usize {
         // A socket that was told to close already (its sender taken) is closing: counted, not told twice.
         let (sockets, senders) = {
@@ -151,8 +153,8 @@ impl Registry {
                 .get(device_id)
                 .into_iter()
                 .flatten()
-                .filter(|conn_id| match (before, inner.conns.get(*conn_id)) {
-                    (Some(before), Some(entry)) => entry.connected_at < before,
+                .filter(|conn_id| match (before_ms, inner.conns.get(*conn_id)) {
+                    (Some(before_ms), Some(entry)) => entry.connected_at_ms <= before_ms,
                     _ => true,
                 })
                 .cloned()

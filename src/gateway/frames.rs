@@ -23,11 +23,23 @@ pub mod close {
 
 /// A request frame. `params` stays raw JSON text: each method decodes it into its own type (or never looks
 /// at it), so no JSON tree is built from a client's frame and memory stays proportional to the frame.
-#[derive(Debug)]
 pub struct RequestFrame {
     pub id: String,
     pub method: String,
     pub params: Option<Box<RawValue>>,
+}
+
+/// Hand-written: a `connect` frame's params hold the gateway token, a password or a device token, so
+/// `Debug` shows only their size.
+impl std::fmt::Debug for RequestFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let params = self.params.as_ref().map(|params| format!("<{} bytes>", params.get().len()));
+        f.debug_struct("RequestFrame")
+            .field("id", &self.id)
+            .field("method", &self.method)
+            .field("params", &params)
+            .finish()
+    }
 }
 
 /// The fields a request is read from; every other field is skipped unread.
@@ -273,6 +285,13 @@ mod tests {
         let raw = RawValue::from_string(r#"{"runId": 5}"#.into()).unwrap();
         assert_eq!(decode_params::<P>(Some(&raw)).unwrap_err(), "invalid type: integer `5`, expected a string");
         assert_eq!(decode_params::<P>(None).unwrap_err(), "invalid type: null, expected struct P");
+    }
+
+    #[test]
+    fn request_frame_debug_shows_no_params() {
+        let params = RawValue::from_string(r#"{"auth":{"token":"very-secret"}}"#.to_owned()).unwrap();
+        let frame = RequestFrame { id: "1".into(), method: "connect".into(), params: Some(params) };
+        assert!(!format!("{frame:?}").contains("very-secret"));
     }
 
     #[test]

@@ -405,12 +405,21 @@ impl Store {
             }
         };
 
-        let readers = SqlitePoolOptions::new()
+        let readers = match SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
             .connect_with(base.read_only(true))
             .await
-            .map_err(|e| OpenError::classify(e, path))?;
+        {
+            Ok(readers) => readers,
+            Err(error) => {
+                writer.close().await;
+                if created {
+                    remove_database_files(path);
+                }
+                return Err(OpenError::classify(error, path));
+            }
+        };
         let write_latency = latency_histogram();
         // Opened after the writer, which keeps the `-shm` file in existence for as long as the store lives.
         let device_cache = std::sync::Arc::new(cache::DeviceCache::new(path, DEVICE_CACHE_CAPACITY));
@@ -576,12 +585,14 @@ async fn begin_write_on(
 
 type SchemaObjects = std::collections::BTreeMap<(String, String), Option<String>>;
 
-/// (type, name) → the SQL that made it, for every object but SQLite's own and the migrator's table (whose
-/// rows the checksums check).
+/// (type, name) → the SQL that made it, for every object but SQLite's own (whose names start with
+/// `sqlite_`, literally: not a `LIKE` pattern, where `_` matches anything) and the migrator's table (whose
+/// rows the checksums check; only the table: a trigger may carry the same name).
 async fn schema_objects(pool: &SqlitePool) -> StoreResult<SchemaObjects> {
     let rows = sqlx::query!(
         r#"SELECT type AS "kind!: String", name AS "name!: String", sql
-             FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations'"#
+             FROM sqlite_master
+            WHERE substr(name, 1, 7) <> 'sqlite_' AND NOT (type = 'table' AND name = '_sqlx_migrations')"#
     )
     .fetch_all(pool)
     .await?;

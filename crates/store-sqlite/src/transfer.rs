@@ -167,6 +167,20 @@ impl Store {
 /// so nothing is stored that a listing could not read back.
 fn check_row(table: &str, row: &serde_json::Map<String, Value>) -> Result<(), String> {
     use pairgate_domain::{DeviceId, PairingReason, PublicKey, RequestStatus, Role, RunState, ScopeSet};
+    // The columns checked below hold text: any other JSON value there (an array bound as its text, say)
+    // would pass the checks unseen, so it is refused.
+    let checked: &[&str] = match table {
+        "devices" => &["device_id", "public_key"],
+        "grants" | "device_tokens" => &["role", "scopes"],
+        "pairing_requests" => &["device_id", "public_key", "role", "roles", "scopes", "reason", "status"],
+        "runs" => &["state"],
+        _ => &[],
+    };
+    for column in checked {
+        if !matches!(row.get(*column), None | Some(Value::Null) | Some(Value::String(_))) {
+            return Err(format!("{column} must be text"));
+        }
+    }
     let text = |column: &str| row.get(column).and_then(Value::as_str);
     let role = |column: &str| match text(column) {
         Some(name) if Role::parse(name).is_none() => Err(format!("unknown role {name}")),
