@@ -142,6 +142,9 @@ pub fn router(server: &Server) -> Router {
     Router::new()
         .route("/", get(gateway::ws_handler))
         .with_state(server.gateway.clone())
+        // The WebSocket route's own HTTP refusals (no upgrade, forwarding headers, shutting down) take the
+        // one error shape too.
+        .layer(axum::middleware::map_response(crate::admin::error::json_errors))
         .merge(crate::admin::router().with_state(server.app.clone()))
         .layer(TraceLayer::new_for_http())
 }

@@ -324,6 +324,9 @@ async fn framework_errors_have_the_one_shape_and_the_bearer_scheme_is_case_insen
             StatusCode::PAYLOAD_TOO_LARGE,
         ),
         (client.get(format!("{base}/no/such/path")), StatusCode::NOT_FOUND),
+        // The WebSocket route, asked without an upgrade.
+        (client.get(format!("{base}/")), StatusCode::BAD_REQUEST),
+        (client.post(format!("{base}/")), StatusCode::METHOD_NOT_ALLOWED),
     ];
     for (request, expected) in cases {
         let response = request.bearer_auth(TOKEN).send().await.unwrap();
