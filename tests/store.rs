@@ -483,6 +483,17 @@ async fn pending_requests_are_capped_and_dead_ones_purged() {
     );
     assert_eq!(store.pending_requests(NOW + 3).await.unwrap().len(), 3, "nothing was written for a refused ask");
 
+    // One IPv6 host holds a whole /64: its addresses count as one client.
+    store.set_pending_caps(2, 100);
+    store.record_pairing_request(&from(6, "2001:db8:1:2::a"), &actor, NOW).await.unwrap();
+    store.record_pairing_request(&from(7, "2001:db8:1:2::b"), &actor, NOW).await.unwrap();
+    assert_eq!(
+        refusal(store.record_pairing_request(&from(8, "2001:db8:1:2:ffff::c"), &actor, NOW).await),
+        Some(Refusal::TooManyPendingRequests { per_address: true, max: 2 })
+    );
+    store.record_pairing_request(&from(8, "2001:db8:1:3::c"), &actor, NOW).await.unwrap();
+    store.set_pending_caps(2, 3);
+
     // Expired requests no longer count.
     let later = NOW + pairgate::domain::PAIRING_REQUEST_TTL_MS + 10;
     store.record_pairing_request(&from(3, "203.0.113.1"), &actor, later).await.unwrap();

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use crate::auth::locality::ClientAddr;
@@ -55,10 +55,7 @@ impl LimitKey {
 
 impl From<IpAddr> for LimitKey {
     fn from(ip: IpAddr) -> Self {
-        LimitKey::Network(match ip.to_canonical() {
-            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
-            v4 => v4,
-        })
+        LimitKey::Network(crate::domain::client_network(ip))
     }
 }
 

@@ -201,7 +201,18 @@ impl RequestStatus {
 
 /// How long a pending pairing request stays approvable.
 pub const PAIRING_REQUEST_TTL_MS: i64 = 5 * 60 * 1000;
-/// Pending pairing requests one client address may have at once.
+/// The network a client address stands for when counting what one client does: an IPv4 address itself, an
+/// IPv6 address its /64 (one host commonly holds a whole prefix, and could pick a fresh address per try).
+pub fn client_network(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip.to_canonical() {
+        std::net::IpAddr::V6(v6) => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX)))
+        }
+        v4 => v4,
+    }
+}
+
+/// Pending pairing requests one client (an address, or an IPv6 /64: `client_network`) may have at once.
 pub const MAX_PENDING_PER_ADDRESS: i64 = 5;
 /// Pending pairing requests in all.
 pub const MAX_PENDING_REQUESTS: i64 = 10_000;

@@ -163,6 +163,12 @@ async fn pending_for_device(conn: &mut SqliteConnection, device_id: &DeviceId) -
     }
 }
 
+/// Pending requests from the asking client's network, and in all.
+struct PendingCounts {
+    from_address: i64,
+    in_all: i64,
+}
+
 /// A refusal of a decision, told apart from a failure: the outer `Result` of a decision step is a
 /// failure that must abort the whole transaction; the inner one refuses just this decision, having
 /// written nothing that should not be committed.
@@ -265,14 +271,18 @@ impl Store {
         if pending.is_none() {
             // A new request (not one superseding the device's own): within the caps, or refused with
             // nothing written. Expired ones were just marked and no longer count.
-            let remote_ip = ask.remote_ip.as_deref();
-            let counts = sqlx::query!(
-                r#"SELECT COALESCE(SUM(remote_ip IS ?), 0) AS "from_address!: i64", COUNT(*) AS "in_all!: i64"
-                     FROM pairing_requests WHERE status = 'pending'"#,
-                remote_ip
-            )
-            .fetch_one(&mut *tx)
-            .await?;
+            // Counted per client network (an IPv6 /64 is one client), as the failed-auth lockout counts.
+            let network = |ip: &str| ip.parse().ok().map(pairgate_domain::client_network);
+            let asking = ask.remote_ip.as_deref().and_then(network);
+            let pending_ips = sqlx::query_scalar!("SELECT remote_ip FROM pairing_requests WHERE status = 'pending'")
+                .fetch_all(&mut *tx)
+                .await?;
+            let in_all = pending_ips.len() as i64;
+            let from_address = match asking {
+                Some(asking) => pending_ips.iter().flatten().filter(|ip| network(ip) == Some(asking)).count() as i64,
+                None => pending_ips.iter().filter(|ip| ip.is_none()).count() as i64,
+            };
+            let counts = PendingCounts { from_address, in_all };
             let (per_address, total) = self.pending_caps();
             let refusal = if counts.from_address >= per_address {
                 Some(Refusal::TooManyPendingRequests { per_address: true, max: per_address })
