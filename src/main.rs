@@ -4,6 +4,9 @@ use clap::Parser;
 async fn main() -> std::process::ExitCode {
     pairgate::cli::logging::init();
     let cli = pairgate::cli::Cli::parse();
+    if !matches!(cli.command, pairgate::cli::Command::Serve(_)) {
+        pairgate::cli::quiet_on_closed_stdout();
+    }
     match pairgate::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -1000,3 +1000,28 @@ async fn maximal_frames_before_and_after_connect_leave_the_server_small() {
     assert!(connected_kib < LIMIT_KIB, "VmHWM {connected_kib} KiB after a connected 25 MiB frame");
     server.kill9().await;
 }
+
+/// A reader that goes away ends a command quietly, as Unix tools do: no panic, no backtrace.
+#[tokio::test]
+async fn a_closed_stdout_ends_a_command_quietly() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("pipe.db").display().to_string();
+    // Far more output than a pipe holds, so that the writer meets the closed pipe.
+    let seeded = Command::new(loadgen_bin())
+        .args(["--token", TOKEN, "--mode", "seed", "--count", "3000", "--db", &db])
+        .output()
+        .await
+        .unwrap();
+    assert!(seeded.status.success(), "{}", String::from_utf8_lossy(&seeded.stderr));
+    let script = format!("\"$0\" devices list --db '{db}' | head -c 1 >/dev/null");
+    let output = Command::new("sh")
+        .env_clear()
+        .env("HOME", home.path())
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(["-c", &script, BIN])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+}

@@ -22,6 +22,16 @@ pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(escaped)
 }
 
+/// A one-shot command whose reader goes away (`pairgate devices list | head -1`) ends quietly, as Unix
+/// tools do, instead of panicking on the closed pipe: SIGPIPE gets its default action back (Rust ignores
+/// it). Not for `serve`, which must outlive a broken log pipe.
+pub fn quiet_on_closed_stdout() {
+    // SAFETY: called once at start-up, before any thread writes; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
