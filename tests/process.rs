@@ -1025,3 +1025,57 @@ async fn a_closed_stdout_ends_a_command_quietly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
 }
+
+/// Decisions are logged at info with who, what and from where, and audited with where they came from; a
+/// refused connect's log line names its pairing request.
+#[tokio::test]
+async fn decisions_are_logged_and_audited_with_where_they_came_from() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("logs.db").display().to_string();
+    let args = ["--db", db.as_str(), "--token", TOKEN, "--trusted-proxy", "127.0.0.1"];
+    let server = serve(home.path(), &args, "logs.log").await;
+    let asks = [Device::new(97), Device::new(98)];
+    let mut ids = Vec::new();
+    for (n, device) in asks.iter().enumerate() {
+        let remote = Connect::cli().device(device).via_proxy_for(&format!("203.0.113.{}", 97 + n));
+        let (error, _) = connect_url(&server.url(), &remote, now_ms()).await.refused();
+        ids.push(error["details"]["requestId"].as_str().unwrap().to_owned());
+    }
+    let client = reqwest::Client::new();
+    for (id, decision) in ids.iter().zip(["approve", "reject"]) {
+        let url = format!("http://{}/api/v1/requests/{id}/{decision}", server.addr);
+        let response = client.post(url).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{decision}");
+    }
+    let (mut operator, _) = (
+        connect_url(&server.url(), &Connect::cli().scopes(&["operator.pairing", "operator.read"]), now_ms())
+            .await
+            .hello()
+            .1,
+        (),
+    );
+    let reply = call(&mut operator, "r", "device.pair.remove", json!({"deviceId": asks[0].id()})).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+
+    let log = server.stderr();
+    assert!(!log.contains('\u{1b}'), "no colour escapes when stderr is a file");
+    let line = |needle: &str| log.lines().find(|line| line.contains(needle)).unwrap_or_default().to_owned();
+    for id in &ids {
+        assert!(line("connect refused").contains("request=") && log.contains(&format!("request={id}")), "{log}");
+    }
+    let approved = line("pairing request approved");
+    assert!(approved.contains("actor=rest:gateway") && approved.contains("remote=127.0.0.1"), "{approved}");
+    assert!(approved.contains(&ids[0]) && approved.contains(asks[0].id().as_str()), "{approved}");
+    assert!(line("pairing request rejected").contains(&ids[1]), "{log}");
+    let removed = line("device removed");
+    assert!(removed.contains("actor=socket:") && removed.contains("remote=127.0.0.1"), "{removed}");
+    server.kill9().await;
+
+    let (ok, audit, stderr) = pairgate(home.path(), &["audit", "--json", "--db", &db]).await;
+    assert!(ok, "{stderr}");
+    let rows: Vec<Value> = serde_json::from_str(&audit).unwrap();
+    for action in ["pairing.approve", "pairing.reject", "device.remove"] {
+        let row = rows.iter().find(|row| row["action"] == action).unwrap_or_else(|| panic!("{action} audited"));
+        assert_eq!(row["remoteAddr"], "127.0.0.1", "{action}: {row}");
+    }
+}

@@ -98,7 +98,10 @@ impl App {
         let request = request.ok_or_else(|| Refusal::UnknownRequest { request_id: request_id.to_owned() })?;
         check_may_grant(caller, "device pairing approval", &request.roles, narrower.unwrap_or(&request.scopes))?;
         let now = self.clock.now_ms();
-        let approved = self.store.approve_request(request_id, narrower, &caller.actor, now).await?;
+        let remote = caller.remote_addr.as_deref();
+        let approved = self.store.approve_request_from(request_id, narrower, &caller.actor, remote, now).await?;
+        tracing::info!(actor = %caller.actor.label(), remote = %remote.unwrap_or("-"), request = %request_id,
+            device = %approved.device_id, scopes = %approved.scopes.names().join(","), "pairing request approved");
         let device = self.store.device(&approved.device_id).await?;
         self.announce_resolution(request_id, approved.device_id.as_str(), "approved");
         self.metrics.decision("approve");
@@ -108,7 +111,10 @@ impl App {
 
     pub async fn reject_request(&self, caller: &Caller<'_>, request_id: &str) -> AppResult<Rejected> {
         let now = self.clock.now_ms();
-        let rejected = self.store.reject_request(request_id, &caller.actor, now).await?;
+        let remote = caller.remote_addr.as_deref();
+        let rejected = self.store.reject_request_from(request_id, &caller.actor, remote, now).await?;
+        tracing::info!(actor = %caller.actor.label(), remote = %remote.unwrap_or("-"), request = %request_id,
+            device = %rejected.device_id, "pairing request rejected");
         self.announce_resolution(request_id, rejected.device_id.as_str(), "rejected");
         self.metrics.decision("reject");
         Ok(Rejected { request_id: rejected.request_id, device_id: rejected.device_id.to_string() })
@@ -120,6 +126,8 @@ impl App {
         }
         let now = self.clock.now_ms();
         self.store.remove_device(device_id, &caller.actor, caller.remote_addr.as_deref(), now).await?;
+        tracing::info!(actor = %caller.actor.label(), remote = %caller.remote_addr.as_deref().unwrap_or("-"),
+            device = %device_id, "device removed");
         self.metrics.decision("remove");
         self.close_device_sockets(device_id, caller).await;
         Ok(DeviceRemoved { device_id: device_id.to_string() })
@@ -144,6 +152,8 @@ impl App {
             .rotate_token(device_id, role, narrower, &caller.actor, caller.remote_addr.as_deref(), now)
             .await?;
         self.metrics.decision("rotate");
+        tracing::info!(actor = %caller.actor.label(), remote = %caller.remote_addr.as_deref().unwrap_or("-"),
+            device = %device_id, role = %role, scopes = %change.scopes.names().join(","), "device token rotated");
         self.close_device_sockets(device_id, caller).await;
         Ok(TokenRotated::new(device_id, role, &change))
     }
@@ -158,6 +168,8 @@ impl App {
         let change =
             self.store.revoke_token(device_id, role, &caller.actor, caller.remote_addr.as_deref(), now).await?;
         self.metrics.decision("revoke");
+        tracing::info!(actor = %caller.actor.label(), remote = %caller.remote_addr.as_deref().unwrap_or("-"),
+            device = %device_id, role = %role, "device token revoked");
         self.close_device_sockets(device_id, caller).await;
         Ok(TokenRevoked { device_id: device_id.to_string(), role: role.as_str(), revoked_at_ms: change.at_ms })
     }

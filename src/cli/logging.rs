@@ -19,6 +19,13 @@ pub fn filter(rust_log: Option<&str>) -> EnvFilter {
 }
 
 pub fn init() {
+    use std::io::IsTerminal;
     let rust_log = std::env::var("RUST_LOG").ok();
-    tracing_subscriber::fmt().with_env_filter(filter(rust_log.as_deref())).with_writer(std::io::stderr).init();
+    // Colour only for a person at a terminal, and never when NO_COLOR is set (https://no-color.org).
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter(rust_log.as_deref()))
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .init();
 }

@@ -326,7 +326,9 @@ async fn handshake(
             Ok(who)
         }
         Err(refused) => {
-            tracing::info!(conn = %conn.conn_id, client = %conn.client.ip, code = refused.error.code, message = %refused.error.message, "connect refused");
+            let request = refused.error.details.as_ref().and_then(|d| d["requestId"].as_str()).unwrap_or("-");
+            tracing::info!(conn = %conn.conn_id, client = %conn.client.ip, code = refused.error.code, request = %request,
+                message = %refused.error.message, "connect refused");
             let reply = frames::response_error(&frame.id, &refused.error);
             Err((Stop::Close(refused.close_code, refused.close_reason), Some(reply)))
         }

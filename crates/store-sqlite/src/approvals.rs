@@ -38,6 +38,8 @@ pub(super) struct Approval {
     pub request_id: String,
     pub narrower: Option<ScopeSet>,
     pub actor: Actor,
+    /// Where the decision came from, for the audit row.
+    pub remote_addr: Option<String>,
     pub now_ms: Millis,
 }
 

@@ -381,17 +381,46 @@ impl Store {
         actor: &Actor,
         now_ms: Millis,
     ) -> StoreResult<PairingRequest> {
-        let approval =
-            Approval { request_id: request_id.to_owned(), narrower: narrower.cloned(), actor: actor.clone(), now_ms };
+        self.approve_request_from(request_id, narrower, actor, None, now_ms).await
+    }
+
+    /// `approve_request`, its audit row naming where the decision came from.
+    pub async fn approve_request_from(
+        &self,
+        request_id: &str,
+        narrower: Option<&ScopeSet>,
+        actor: &Actor,
+        remote_addr: Option<&str>,
+        now_ms: Millis,
+    ) -> StoreResult<PairingRequest> {
+        let approval = Approval {
+            request_id: request_id.to_owned(),
+            narrower: narrower.cloned(),
+            actor: actor.clone(),
+            remote_addr: remote_addr.map(str::to_owned),
+            now_ms,
+        };
         self.approvals.decide(approval).await
     }
 
     /// Rejects a pending request.
     pub async fn reject_request(&self, request_id: &str, actor: &Actor, now_ms: Millis) -> StoreResult<PairingRequest> {
+        self.reject_request_from(request_id, actor, None, now_ms).await
+    }
+
+    /// `reject_request`, its audit row naming where the decision came from.
+    pub async fn reject_request_from(
+        &self,
+        request_id: &str,
+        actor: &Actor,
+        remote_addr: Option<&str>,
+        now_ms: Millis,
+    ) -> StoreResult<PairingRequest> {
         let (mut tx, request) = self.begin_decision(request_id, now_ms).await?;
         resolve(&mut tx, request_id, RequestStatus::Rejected, actor, now_ms).await?;
         let event = AuditEvent::new(actor, "pairing.reject", now_ms)
             .subject(request.device_id.as_str())
+            .remote(remote_addr)
             .details(serde_json::json!({ "requestId": request_id, "reason": request.reason.as_str() }));
         audit::record(&mut tx, &event).await?;
         let rejected = request_on(&mut tx, request_id).await?.expect("row updated just now");
@@ -507,7 +536,7 @@ impl Store {
 /// One approval inside a transaction of the approvals committer: checks (writing nothing but an expiry),
 /// then the grants, the resolution and the audit row.
 pub(super) async fn approve_on(conn: &mut SqliteConnection, approval: &Approval) -> Refusable<PairingRequest> {
-    let Approval { request_id, narrower, actor, now_ms } = approval;
+    let Approval { request_id, narrower, actor, remote_addr, now_ms } = approval;
     let (request_id, now_ms) = (request_id.as_str(), *now_ms);
     let mut request = match take_pending(conn, request_id, now_ms).await? {
         Ok(request) => request,
@@ -536,14 +565,15 @@ pub(super) async fn approve_on(conn: &mut SqliteConnection, approval: &Approval)
         devices::record_grant(conn, &grant, "operator", &approved_by, now_ms).await?;
     }
     resolve(conn, request_id, RequestStatus::Approved, actor, now_ms).await?;
-    let event = AuditEvent::new(actor, "pairing.approve", now_ms).subject(request.device_id.as_str()).details(
-        serde_json::json!({
+    let event = AuditEvent::new(actor, "pairing.approve", now_ms)
+        .subject(request.device_id.as_str())
+        .remote(remote_addr.as_deref())
+        .details(serde_json::json!({
             "requestId": request_id,
             "roles": request.roles,
             "scopes": scopes.names(),
             "reason": request.reason.as_str(),
-        }),
-    );
+        }));
     audit::record(conn, &event).await?;
     // What `resolve` just wrote, without reading the row back.
     request.status = RequestStatus::Approved;
