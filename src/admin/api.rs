@@ -124,6 +124,13 @@ fn optional_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<Option<
     serde_json::from_slice(body).map(Some).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
 }
 
+/// The optional `{"scopes": [...]}` body of an approval or a rotation: the scopes to narrow to.
+fn narrower_scopes(body: &Bytes) -> Result<Option<ScopeSet>, ApiError> {
+    let body: Option<ApproveBody> = optional_body(body)?;
+    let names = body.and_then(|body| body.scopes);
+    names.map(|names| ScopeSet::parse(&names)).transpose().map_err(|e| ApiError::invalid(e.to_string()))
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DeviceQuery {
@@ -233,12 +240,7 @@ async fn approve_request(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Approved>, ApiError> {
-    let body: Option<ApproveBody> = optional_body(&body)?;
-    let narrower = body
-        .and_then(|b| b.scopes)
-        .map(|names| ScopeSet::parse(&names))
-        .transpose()
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let narrower = narrower_scopes(&body)?;
     Ok(Json(app.approve_request(&caller.caller(), &id, narrower.as_ref()).await?))
 }
 
@@ -265,12 +267,7 @@ async fn rotate_token(
     body: Bytes,
 ) -> Result<Json<TokenRotated>, ApiError> {
     let (id, role) = (device_id(&id)?, role(&role_name)?);
-    let body: Option<ApproveBody> = optional_body(&body)?;
-    let narrower = body
-        .and_then(|b| b.scopes)
-        .map(|n| ScopeSet::parse(&n))
-        .transpose()
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let narrower = narrower_scopes(&body)?;
     Ok(Json(app.rotate_token(&caller.caller(), &id, role, narrower.as_ref()).await?))
 }
 

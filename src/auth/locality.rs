@@ -26,11 +26,7 @@ const MAX_ORIGIN_BYTES: usize = 128;
 fn origin(headers: &HeaderMap) -> Option<String> {
     let value = headers.get("origin")?;
     let text = String::from_utf8_lossy(value.as_bytes()).trim().to_ascii_lowercase();
-    let mut end = text.len().min(MAX_ORIGIN_BYTES);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    Some(text[..end].to_owned())
+    Some(crate::domain::prefix_within(&text, MAX_ORIGIN_BYTES).to_owned())
 }
 
 /// Why an upgrade is refused before anything else (HTTP 403).

@@ -64,11 +64,4 @@ fn refusal_error(refusal: Refusal) -> ErrorShape {
     }
 }
 
-/// At most `max` bytes of a client's text, cut at a character boundary.
-pub fn truncate(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
+pub use crate::domain::prefix_within as truncate;

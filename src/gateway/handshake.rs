@@ -120,8 +120,8 @@ fn check_client_strings(params: &ConnectParams) -> Result<(), ConnectError> {
         if let Some(value) = value
             && value.len() > max
         {
-            let message = format!("{field} is too long: {} bytes (at most {max})", value.len());
-            return Err(ConnectError::policy(ErrorShape::invalid(message)));
+            let refusal = Refusal::TooLong { field, length: value.len(), max };
+            return Err(ConnectError::policy(ErrorShape::invalid(refusal.to_string())));
         }
     }
     Ok(())

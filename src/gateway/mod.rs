@@ -149,11 +149,8 @@ async fn open_socket(gateway: &Gateway, io: hyper_util::rt::TokioIo<hyper::upgra
 
 /// Close reasons are limited to 123 bytes by the WebSocket protocol.
 fn close_message(code: u16, reason: &str) -> Message {
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    Message::Close(Some(CloseFrame { code: code.into(), reason: reason[..end].into() }))
+    let reason = crate::domain::prefix_within(reason, 123);
+    Message::Close(Some(CloseFrame { code: code.into(), reason: reason.into() }))
 }
 
 /// Why a socket stops, and so what it still sends.

@@ -201,6 +201,16 @@ impl RequestStatus {
 
 /// How long a pending pairing request stays approvable.
 pub const PAIRING_REQUEST_TTL_MS: i64 = 5 * 60 * 1000;
+/// The longest prefix of `text` of at most `max_bytes` bytes that ends on a character boundary: how a
+/// client's text is cut short wherever it is echoed or kept.
+pub fn prefix_within(text: &str, max_bytes: usize) -> &str {
+    let mut end = text.len().min(max_bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// The network a client address stands for when counting what one client does: an IPv4 address itself, an
 /// IPv6 address its /64 (one host commonly holds a whole prefix, and could pick a fresh address per try).
 pub fn client_network(ip: std::net::IpAddr) -> std::net::IpAddr {

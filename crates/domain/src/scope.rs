@@ -88,11 +88,7 @@ fn truncate_for_message(text: &str) -> String {
     if text.len() <= MAX {
         return text.to_owned();
     }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    format!("{}…", crate::prefix_within(text, MAX))
 }
 
 /// A set of scopes, kept sorted so its JSON form is canonical.

@@ -327,23 +327,8 @@ impl Store {
                 return Err(error.at(path));
             }
         };
-        let write_latency = latency_histogram();
-        let device_cache = std::sync::Arc::new(cache::DeviceCache::new(path, DEVICE_CACHE_CAPACITY));
         // Every write on this store fails: its "writer" is the read-only pool.
-        let approvals = approvals::Approvals::start(readers.clone(), write_latency.clone());
-        let pending_caps = std::sync::Arc::new([
-            std::sync::atomic::AtomicI64::new(pairgate_domain::MAX_PENDING_PER_ADDRESS),
-            std::sync::atomic::AtomicI64::new(pairgate_domain::MAX_PENDING_REQUESTS),
-        ]);
-        let store = Store {
-            writer: readers.clone(),
-            readers,
-            path: path.to_path_buf(),
-            write_latency,
-            device_cache,
-            approvals,
-            pending_caps,
-        };
+        let store = Store::assemble(readers.clone(), readers, path);
         let report =
             OpenReport { created: false, applied_migrations: Vec::new(), backup: None, schema_version, sqlite_version };
         Ok((store, report))
@@ -420,8 +405,14 @@ impl Store {
                 return Err(OpenError::classify(error, path));
             }
         };
+        // Made after the writer, which keeps the `-shm` file (read by the device cache) in existence.
+        let store = Store::assemble(writer, readers, path);
+        Ok((store, OpenReport { created, applied_migrations, backup, schema_version, sqlite_version }))
+    }
+
+    /// The store over open pools: its metrics, device cache, approval committer and caps.
+    fn assemble(writer: SqlitePool, readers: SqlitePool, path: &Path) -> Store {
         let write_latency = latency_histogram();
-        // Opened after the writer, which keeps the `-shm` file in existence for as long as the store lives.
         let device_cache = std::sync::Arc::new(cache::DeviceCache::new(path, DEVICE_CACHE_CAPACITY));
         let approvals = approvals::Approvals::start(writer.clone(), write_latency.clone());
         let pending_caps = std::sync::Arc::new([
@@ -429,8 +420,7 @@ impl Store {
             std::sync::atomic::AtomicI64::new(pairgate_domain::MAX_PENDING_REQUESTS),
         ]);
         let path = path.to_path_buf();
-        let store = Store { writer, readers, path, write_latency, device_cache, approvals, pending_caps };
-        Ok((store, OpenReport { created, applied_migrations, backup, schema_version, sqlite_version }))
+        Store { writer, readers, path, write_latency, device_cache, approvals, pending_caps }
     }
 
     pub fn path(&self) -> &Path {

@@ -428,10 +428,9 @@ impl Store {
         Ok(rejected)
     }
 
-    /// Expires pending requests past their time; returns (request id, device id) of each, so that their
-    /// resolution can be announced.
     /// Expires pending requests whose time is up, and purges expired and superseded ones older than
-    /// `DEAD_REQUEST_RETENTION_MS` (their story stays in the audit trail).
+    /// `DEAD_REQUEST_RETENTION_MS` (their story stays in the audit trail). Returns (request id, device id)
+    /// of each expired one, so that its resolution can be announced.
     pub async fn expire_pending(&self, now_ms: Millis) -> StoreResult<Vec<(String, String)>> {
         // Look before writing: an idle server must not commit (and fsync) an empty transaction per sweep.
         let dead_before = now_ms - DEAD_REQUEST_RETENTION_MS;

@@ -257,12 +257,8 @@ fn refuse_constraint(error: StoreError) -> StoreError {
 fn check_one_of(field: &'static str, value: Option<&str>, allowed: &'static [&'static str]) -> StoreResult<()> {
     match value {
         Some(value) if !allowed.contains(&value) => {
-            let mut end = value.len().min(64);
-            while !value.is_char_boundary(end) {
-                end -= 1;
-            }
-            let expected = allowed.join(" or ");
-            Err(Refusal::InvalidField { field, value: value[..end].to_owned(), expected }.into())
+            let (value, expected) = (pairgate_domain::prefix_within(value, 64).to_owned(), allowed.join(" or "));
+            Err(Refusal::InvalidField { field, value, expected }.into())
         }
         _ => Ok(()),
     }
