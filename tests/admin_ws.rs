@@ -306,6 +306,38 @@ async fn offline_decisions_close_live_sockets() {
     assert_eq!(reply["ok"], true, "the socket with fresh credentials stays open: {reply}");
 }
 
+/// A revocation that commits while a handshake is between its read of the device and the socket's
+/// registration still closes that socket: the handshake claims the device before it reads it, and the
+/// close order waits in the claim. The handshake and the registration are driven by hand here, so the
+/// revocation lands exactly in between.
+#[tokio::test]
+async fn a_revocation_that_lands_during_a_handshake_closes_that_socket() {
+    use pairgate::auth::locality::ClientAddr;
+    use pairgate::gateway::ConnInfo;
+
+    let server = Server::start().await;
+    let device = Device::new(36);
+    let (_, token) = live_device(&server, &device).await;
+    let (nonce, conn_id) = ("nonce-of-the-race", "conn-of-the-race");
+    let attempt = Connect::cli().device(&device).token(None).device_token(&token).scopes(&["operator.read"]);
+    let params = serde_json::from_value(attempt.params(nonce, server.now())).unwrap();
+    let loopback = "127.0.0.1".parse().unwrap();
+    let conn = ConnInfo {
+        conn_id: conn_id.to_owned(),
+        peer: std::net::SocketAddr::new(loopback, 40_000),
+        client: ClientAddr { ip: loopback, local: true, browser: false, origin: None },
+    };
+    let (who, _hello) = server.gateway.connect(&conn, nonce, params).await.expect("the connect is allowed");
+
+    let caller = pairgate::app::Caller::local_cli();
+    server.app.revoke_token(&caller, &device.id(), Role::Operator).await.unwrap();
+
+    let mut registration = server.app.live.register(conn_id, who.device_id.as_ref(), false);
+    let order = registration.close_order.try_recv().expect("the revocation left a close order for the socket");
+    assert_eq!(order.why, pairgate::app::live::Disconnect::DeviceRevoked);
+    server.app.live.unregister(conn_id);
+}
+
 /// A run in `running` state, registered and started by a backend socket; its id.
 async fn running_run(server: &Server, name: &str) -> String {
     let backend = Connect::backend().device(&Device::new(49)).scopes(&["operator.admin"]);

@@ -51,11 +51,15 @@ pub struct Registration {
 
 struct Entry {
     device_id: Option<DeviceId>,
-    /// When the socket completed `connect`, by the wall clock (ms): a revocation made by another process
-    /// (whose audit row has a wall-clock time) closes only sockets older than it.
+    /// When the socket's handshake began to read its device's credentials (or, for a socket without a
+    /// device, when it registered), by the wall clock (ms): a revocation made by another process (whose
+    /// audit row has a wall-clock time) closes only sockets that read before it.
     connected_at_ms: i64,
     /// Taken by the first close order.
     close: Option<oneshot::Sender<CloseOrder>>,
+    /// A handshake in progress ([`Registry::claim`]): the receiving end of its close order, kept here
+    /// until the socket registers. `None` once registered.
+    claimed: Option<oneshot::Receiver<CloseOrder>>,
     events: Option<mpsc::Sender<Arc<Event>>>,
     /// Taken (and fired) when the event queue overflows.
     overflowed: Option<oneshot::Sender<()>>,
@@ -89,8 +93,33 @@ impl Registry {
         self.inner.lock().expect("registry lock")
     }
 
-    pub fn register(&self, conn_id: &str, device_id: Option<&DeviceId>, subscribe: bool) -> Registration {
+    /// A handshake claims its device *before* it reads the device's credentials from the store. A
+    /// removal, rotation or revocation that commits after that read, while the handshake is still running,
+    /// then finds the claim and leaves its close order there: the socket closes with 4001 as soon as it
+    /// registers, instead of living on with credentials that were withdrawn. Whatever ends the socket
+    /// must [`unregister`](Self::unregister) it, claimed or registered.
+    pub fn claim(&self, conn_id: &str, device_id: &DeviceId) {
         let (close, close_order) = oneshot::channel();
+        let entry = Entry {
+            device_id: Some(device_id.clone()),
+            connected_at_ms: wall_clock_ms(),
+            close: Some(close),
+            claimed: Some(close_order),
+            events: None,
+            overflowed: None,
+        };
+        let mut inner = self.lock();
+        inner.by_device.entry(device_id.clone()).or_default().insert(conn_id.to_owned());
+        if let Some(Entry { device_id: Some(earlier), .. }) = inner.conns.insert(conn_id.to_owned(), entry)
+            && earlier != *device_id
+        {
+            remove_device_conn(&mut inner, &earlier, conn_id);
+        }
+    }
+
+    /// A socket that completed `connect`. Its claim, if its handshake made one for this device, becomes
+    /// the registration, with any close order already left for it.
+    pub fn register(&self, conn_id: &str, device_id: Option<&DeviceId>, subscribe: bool) -> Registration {
         let (events, events_rx, overflowed, overflowed_rx) = if subscribe {
             let (sender, receiver) = mpsc::channel(EVENT_QUEUE_CAPACITY);
             let (overflowed, overflowed_rx) = oneshot::channel();
@@ -99,13 +128,26 @@ impl Registry {
             (None, None, None, None)
         };
         let mut inner = self.lock();
+        let claimed = inner.conns.get_mut(conn_id).filter(|entry| entry.device_id.as_ref() == device_id);
+        if let Some(entry) = claimed
+            && let Some(close_order) = entry.claimed.take()
+        {
+            entry.events = events;
+            entry.overflowed = overflowed;
+            return Registration { close_order, events: events_rx, overflowed: overflowed_rx };
+        }
+        if let Some(Entry { device_id: Some(earlier), .. }) = inner.conns.remove(conn_id) {
+            remove_device_conn(&mut inner, &earlier, conn_id);
+        }
         if let Some(device_id) = device_id {
             inner.by_device.entry(device_id.clone()).or_default().insert(conn_id.to_owned());
         }
+        let (close, close_order) = oneshot::channel();
         let entry = Entry {
             device_id: device_id.cloned(),
             connected_at_ms: wall_clock_ms(),
             close: Some(close),
+            claimed: None,
             events,
             overflowed,
         };
@@ -113,15 +155,12 @@ impl Registry {
         Registration { close_order, events: events_rx, overflowed: overflowed_rx }
     }
 
+    /// Forgets a socket, registered or only claimed. A close order still waiting in a claim is dropped
+    /// with it, which answers whoever waits for its acknowledgement.
     pub fn unregister(&self, conn_id: &str) {
         let mut inner = self.lock();
-        if let Some(Entry { device_id: Some(device_id), .. }) = inner.conns.remove(conn_id)
-            && let Some(conns) = inner.by_device.get_mut(&device_id)
-        {
-            conns.remove(conn_id);
-            if conns.is_empty() {
-                inner.by_device.remove(&device_id);
-            }
+        if let Some(Entry { device_id: Some(device_id), .. }) = inner.conns.remove(conn_id) {
+            remove_device_conn(&mut inner, &device_id, conn_id);
         }
     }
 
@@ -195,12 +234,69 @@ impl Registry {
         }
     }
 
+    /// Whether a socket of the device completed `connect` and is still open.
     pub fn is_connected(&self, device_id: &DeviceId) -> bool {
-        self.lock().by_device.contains_key(device_id)
+        let inner = self.lock();
+        let registered = |conn_id: &String| inner.conns.get(conn_id).is_some_and(|entry| entry.claimed.is_none());
+        inner.by_device.get(device_id).is_some_and(|conns| conns.iter().any(registered))
     }
 
     /// Sockets that completed `connect` and are still open.
     pub fn socket_count(&self) -> usize {
-        self.lock().conns.len()
+        self.lock().conns.values().filter(|entry| entry.claimed.is_none()).count()
+    }
+}
+
+fn remove_device_conn(inner: &mut Inner, device_id: &DeviceId, conn_id: &str) {
+    if let Some(conns) = inner.by_device.get_mut(device_id) {
+        conns.remove(conn_id);
+        if conns.is_empty() {
+            inner.by_device.remove(device_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device() -> DeviceId {
+        DeviceId::try_from("a".repeat(64)).unwrap()
+    }
+
+    /// A revocation made by another process, noticed while a handshake runs: the claim's time is when the
+    /// handshake read the credentials, so a decision recorded after that closes it.
+    #[tokio::test]
+    async fn an_offline_revocation_after_a_handshake_read_closes_the_socket_once_registered() {
+        let registry = Registry::default();
+        registry.claim("c1", &device());
+        assert!(!registry.is_connected(&device()), "a claim is not a connected socket");
+        assert_eq!(registry.socket_count(), 0);
+        let (decided_at, revoked) = (wall_clock_ms(), device());
+        let closing = registry.close_device_connected_before(&revoked, Disconnect::DeviceRevoked, decided_at);
+        // The order waits in the claim and is there once the socket registers; the socket acknowledges it.
+        let (closed, ()) = tokio::join!(closing, async {
+            let mut registration = registry.register("c1", Some(&device()), false);
+            let order = registration.close_order.try_recv().expect("the order waited in the claim");
+            assert_eq!(order.why, Disconnect::DeviceRevoked);
+            registry.unregister("c1");
+            order.ack.send(()).unwrap();
+        });
+        assert_eq!(closed, 1);
+    }
+
+    #[test]
+    fn a_claim_becomes_the_registration_and_unregister_forgets_both() {
+        let registry = Registry::default();
+        registry.claim("c1", &device());
+        let _registration = registry.register("c1", Some(&device()), true);
+        assert!(registry.is_connected(&device()));
+        assert_eq!(registry.socket_count(), 1);
+        registry.unregister("c1");
+        assert!(!registry.is_connected(&device()));
+        assert_eq!(registry.socket_count(), 0);
+        registry.claim("c2", &device());
+        registry.unregister("c2");
+        assert!(registry.lock().by_device.is_empty() && registry.lock().conns.is_empty());
     }
 }

@@ -279,6 +279,8 @@ impl Gateway {
         });
         let stored = match &proof {
             Some(Ok((device_id, _))) => {
+                // Before the read: a revocation that commits after it still finds this socket.
+                self.app.live.claim(&conn.conn_id, device_id);
                 self.app.store.device(device_id).await.map_err(|e| ConnectError::internal(&e))?
             }
             _ => None,

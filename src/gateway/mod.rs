@@ -222,6 +222,8 @@ async fn run_socket(gateway: Arc<Gateway>, io: hyper_util::rt::TokioIo<hyper::up
     let mut socket = open_socket(&gateway, io).await;
     let nonce = uuid::Uuid::new_v4().to_string();
     let app = &gateway.app;
+    // The handshake may claim the socket's device in the registry: forgotten however the socket ends.
+    let _forget = Forget { live: &app.live, conn_id: &conn.conn_id };
     // Boxed, like method calls below: a future held across an idle socket's whole life should not carry
     // the space of the handshake it is done with (this keeps 10k idle sockets small).
     let who = match Box::pin(handshake(&gateway, &mut socket, &conn, &nonce)).await {
@@ -260,6 +262,18 @@ async fn run_socket(gateway: Arc<Gateway>, io: hyper_util::rt::TokioIo<hyper::up
     app.live.unregister(&conn.conn_id);
     if let Some(ack) = ack {
         let _ = ack.send(());
+    }
+}
+
+/// Unregisters a socket from the live registry when dropped, on every way out of `run_socket`.
+struct Forget<'a> {
+    live: &'a crate::app::live::Registry,
+    conn_id: &'a str,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.live.unregister(self.conn_id);
     }
 }
 

@@ -323,16 +323,72 @@ fn wal_mode(path: &Path) -> std::io::Result<bool> {
     Ok(header[18] == 2 && header[19] == 2)
 }
 
+/// How many times a copy of a database that changed while it was copied is taken again.
+const COPY_ATTEMPTS: usize = 5;
+
+/// Copies `from` to `to` and returns the digest of what was copied.
+fn copy_hashed(from: &Path, to: &Path) -> std::io::Result<[u8; 32]> {
+    use sha2::Digest;
+    struct Hashing<W>(W, sha2::Sha256);
+    impl<W: std::io::Write> std::io::Write for Hashing<W> {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let written = self.0.write(bytes)?;
+            self.1.update(&bytes[..written]);
+            Ok(written)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.0.flush()
+        }
+    }
+    let mut source = std::fs::File::open(from)?;
+    let mut sink = Hashing(std::fs::File::create(to)?, sha2::Sha256::new());
+    std::io::copy(&mut source, &mut sink)?;
+    Ok(sink.1.finalize().into())
+}
+
+/// The digest of a file's bytes, `None` if it does not exist.
+fn digest_of(path: &Path) -> std::io::Result<Option<[u8; 32]>> {
+    use sha2::Digest;
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(Some(hasher.finalize().into()))
+}
+
 /// Copies the database and its `-wal` (when there is one) into `dir`; returns the copy's path.
-fn copy_with_wal(path: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+///
+/// The two files are copied one after the other without a lock (taking SQLite's would write beside the
+/// source), so a running OpenClaw that commits or checkpoints meanwhile could leave a copy whose parts do
+/// not belong together. The copy counts only when both sources read the same again right after it;
+/// otherwise it is taken again, a few times, before giving up with advice. `settle` runs between the copy
+/// and that check (a test changes the source there).
+fn copy_with_wal(path: &Path, dir: &Path, mut settle: impl FnMut()) -> anyhow::Result<PathBuf> {
     let copy = dir.join("openclaw.sqlite");
     let read = |e: std::io::Error| anyhow::anyhow!("cannot read {}: {e}; nothing was imported", path.display());
-    std::fs::copy(path, &copy).map_err(read)?;
-    let wal = crate::store::sibling_path(path, "-wal");
-    if wal.exists() {
-        std::fs::copy(&wal, crate::store::sibling_path(&copy, "-wal")).map_err(read)?;
+    let (wal, wal_copy) = (crate::store::sibling_path(path, "-wal"), crate::store::sibling_path(&copy, "-wal"));
+    for _ in 0..COPY_ATTEMPTS {
+        let copied_db = copy_hashed(path, &copy).map_err(read)?;
+        let _ = std::fs::remove_file(&wal_copy);
+        let copied_wal = match copy_hashed(&wal, &wal_copy) {
+            Ok(digest) => Some(digest),
+            // No log, or one removed since (SQLite deletes it when the last connection closes).
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => return Err(read(error)),
+        };
+        settle();
+        if digest_of(path).map_err(read)? == Some(copied_db) && digest_of(&wal).map_err(read)? == copied_wal {
+            return Ok(copy);
+        }
     }
-    Ok(copy)
+    anyhow::bail!(
+        "{} kept changing while it was copied ({COPY_ATTEMPTS} tries); nothing was imported — stop OpenClaw's \
+         gateway for a moment, or try again",
+        path.display()
+    )
 }
 
 /// OpenClaw 2026.9's SQLite state, read-only: each row in the shape of the JSON files' entries.
@@ -346,7 +402,7 @@ async fn read_sqlite(
     // rollback-journal database is read in place, read-only (which also reports a writer's lock).
     let scratch = tempfile::tempdir()?;
     let source = match wal_mode(path) {
-        Ok(true) => copy_with_wal(path, scratch.path())?,
+        Ok(true) => copy_with_wal(path, scratch.path(), || {})?,
         _ => path.to_path_buf(),
     };
     let options = SqliteConnectOptions::new()
@@ -497,4 +553,49 @@ pub async fn import(store: &Store, dir: &Path, dry_run: bool, now: Millis) -> an
         imported,
         skipped: plan.skipped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source that changes between the copy and its check is copied again; the copy that counts is
+    /// the one whose parts belong together.
+    #[test]
+    fn a_database_that_changes_while_it_is_copied_is_copied_again() {
+        let (source, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let db = source.path().join("openclaw.sqlite");
+        let wal = crate::store::sibling_path(&db, "-wal");
+        std::fs::write(&db, b"main v1").unwrap();
+        std::fs::write(&wal, b"wal v1").unwrap();
+        let mut checks = 0;
+        let copy = copy_with_wal(&db, scratch.path(), || {
+            checks += 1;
+            if checks == 1 {
+                // A checkpoint between the copy and its check: pages move to the main file, the log restarts.
+                std::fs::write(&db, b"main v2").unwrap();
+                std::fs::write(&wal, b"").unwrap();
+            }
+        })
+        .unwrap();
+        assert_eq!(checks, 2);
+        assert_eq!(std::fs::read(&copy).unwrap(), b"main v2");
+        assert_eq!(std::fs::read(crate::store::sibling_path(&copy, "-wal")).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_database_that_never_settles_is_refused_with_advice() {
+        let (source, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let db = source.path().join("openclaw.sqlite");
+        std::fs::write(&db, b"0").unwrap();
+        let mut version = 0u32;
+        let error = copy_with_wal(&db, scratch.path(), || {
+            version += 1;
+            std::fs::write(&db, version.to_string()).unwrap();
+        })
+        .unwrap_err();
+        assert_eq!(version as usize, COPY_ATTEMPTS);
+        assert!(error.to_string().contains("kept changing while it was copied"), "{error}");
+        assert!(error.to_string().contains("nothing was imported"), "{error}");
+    }
 }

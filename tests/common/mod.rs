@@ -33,6 +33,7 @@ pub struct Server {
     pub store: Store,
     pub clock: ManualClock,
     pub app: Arc<App>,
+    pub gateway: Arc<pairgate::gateway::Gateway>,
     pub dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -53,11 +54,11 @@ impl Server {
         let clock = ManualClock::new(pairgate::clock::SystemClock.now_ms());
         let secret = Arc::new(SharedSecret::from_plaintext(SecretKind::Token, TOKEN));
         let assembled = Assembled::new(store.clone(), Arc::new(clock.clone()), secret, config);
-        let app = assembled.app.clone();
+        let (app, gateway) = (assembled.app.clone(), assembled.gateway.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(pairgate::server::run(listener, assembled));
-        Server { addr, store, clock, app, dir, task }
+        Server { addr, store, clock, app, gateway, dir, task }
     }
 
     pub fn url(&self) -> String {
