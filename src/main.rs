@@ -2,7 +2,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    pairgate::cli::logging::init();
+    let _log = pairgate::cli::logging::init();
     let cli = pairgate::cli::Cli::parse();
     if !matches!(cli.command, pairgate::cli::Command::Serve(_)) {
         pairgate::cli::quiet_on_closed_stdout();
@@ -10,7 +10,9 @@ async fn main() -> std::process::ExitCode {
     match pairgate::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pairgate: {error:#}");
+            use std::io::Write;
+            // Not eprintln!, which panics when stderr is gone.
+            let _ = writeln!(std::io::stderr(), "pairgate: {error:#}");
             std::process::ExitCode::FAILURE
         }
     }

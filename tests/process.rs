@@ -546,7 +546,10 @@ async fn offline_cli_manages_tokens_devices_and_audit_while_serving() {
     let audit: Value = serde_json::from_str(&out).unwrap();
     let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|row| row["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["device.remove", "token.rotate", "token.revoke"]);
-    assert!(audit[0]["actor"].as_str().unwrap().starts_with("cli:"));
+    // The OS account of the process's uid, though the command ran with no USER or LOGNAME at all.
+    let account = std::process::Command::new("id").arg("-un").output().unwrap();
+    let account = String::from_utf8(account.stdout).unwrap();
+    assert_eq!(audit[0]["actor"], format!("cli:{}", account.trim()));
     let (ok, out, _) = pairgate(home.path(), &["audit", "--db", &db]).await;
     assert!(ok && out.lines().count() >= 4 && out.contains("device.approve.silent"), "{out}");
     server.kill9().await;
@@ -1077,5 +1080,144 @@ async fn decisions_are_logged_and_audited_with_where_they_came_from() {
     for action in ["pairing.approve", "pairing.reject", "device.remove"] {
         let row = rows.iter().find(|row| row["action"] == action).unwrap_or_else(|| panic!("{action} audited"));
         assert_eq!(row["remoteAddr"], "127.0.0.1", "{action}: {row}");
+    }
+}
+
+/// The gateway token cannot be lost: after an import that brings another database's token hash, every
+/// command and the server say that the token file does not hold it and how to make a new one;
+/// `gateway-token new` writes a fresh token to the 0600 file (never printing it unless asked) and the
+/// server takes it on its next start; `set` takes an operator's own value from standard input.
+#[tokio::test]
+async fn the_gateway_token_is_never_lost_and_can_be_made_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let (first, second) = (home.path().join("first.db"), home.path().join("second.db"));
+    let (first_db, second_db) = (first.display().to_string(), second.display().to_string());
+    let second_file = home.path().join("second.db.gateway-token");
+    let server = serve(home.path(), &["--db", &first_db], "first.log").await;
+    let first_token = std::fs::read_to_string(home.path().join("first.db.gateway-token")).unwrap().trim().to_owned();
+    server.terminate().await;
+    let export = home.path().join("export.json").display().to_string();
+    let (ok, _, err) = pairgate(home.path(), &["export", "--out", &export, "--db", &first_db]).await;
+    assert!(ok, "{err}");
+
+    // Imported with the export's token hash: no token file says so, at once and in the server's log.
+    let args = ["import", "--format", "json", "--from", &export, "--replace-gateway-token", "--db", &second_db];
+    let (ok, out, err) = pairgate(home.path(), &args).await;
+    assert!(ok, "{err}");
+    let missing = format!("its token file {} is missing", second_file.display());
+    assert!(out.contains(&missing) && out.contains("pairgate gateway-token new --db"), "{out}");
+    let (ok, _, err) = pairgate(home.path(), &["gateway-token", "check", "--db", &second_db]).await;
+    assert!(!ok && err.contains(&missing), "{err}");
+    let server = serve(home.path(), &["--db", &second_db], "imported.log").await;
+    server.wait_for_log(&missing).await;
+    assert!(!server.stderr().contains("its value is in the token file"), "{}", server.stderr());
+    assert!(!second_file.exists(), "serve does not replace a token that clients may know");
+    connect_url(&server.url(), &Connect::cli().token(Some(&first_token)), now_ms()).await.hello();
+    server.terminate().await;
+
+    // A new token: written to the file, 0600, never printed without --show.
+    let (ok, out, err) = pairgate(home.path(), &["gateway-token", "new", "--db", &second_db]).await;
+    assert!(ok, "{err}");
+    let token = std::fs::read_to_string(&second_file).unwrap().trim().to_owned();
+    assert_eq!(token.len(), 43);
+    assert_eq!(std::fs::metadata(&second_file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(out.contains(&second_file.display().to_string()) && !out.contains(&token) && !err.contains(&token));
+    let (ok, out, _) = pairgate(home.path(), &["gateway-token", "check", "--db", &second_db]).await;
+    assert!(ok && out.contains("holds this database's gateway token"), "{out}");
+    let server = serve(home.path(), &["--db", &second_db], "renewed.log").await;
+    server.wait_for_log("its value is in the token file").await;
+    connect_url(&server.url(), &Connect::cli().token(Some(&token)), now_ms()).await.hello();
+    let (error, _) = connect_url(&server.url(), &Connect::cli().token(Some(&first_token)), now_ms()).await.refused();
+    assert_eq!(error["details"]["code"], "AUTH_TOKEN_MISMATCH", "the old token no longer works");
+    server.terminate().await;
+
+    // --show: the value alone on stdout, for a script.
+    let (ok, out, err) = pairgate(home.path(), &["gateway-token", "new", "--show", "--db", &second_db]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), std::fs::read_to_string(&second_file).unwrap().trim());
+    assert!(err.contains(&second_file.display().to_string()), "{err}");
+
+    // An operator's own value, from standard input; too short is refused and changes nothing.
+    let set = |input: &'static str| {
+        let mut command = command(home.path());
+        command.args(["gateway-token", "set", "--from-file", "-", "--db", &second_db]);
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        async move {
+            stdin.write_all(input.as_bytes()).await.unwrap();
+            drop(stdin);
+            let output = child.wait_with_output().await.unwrap();
+            (output.status.success(), String::from_utf8(output.stderr).unwrap())
+        }
+    };
+    let before = std::fs::read(&second_file).unwrap();
+    let (ok, err) = set("short\n").await;
+    assert!(!ok && err.contains("shorter than 16 characters"), "{err}");
+    assert_eq!(std::fs::read(&second_file).unwrap(), before);
+    let (ok, err) = set("my-own-long-gateway-token-value\n").await;
+    assert!(ok, "{err}");
+    let server = serve(home.path(), &["--db", &second_db], "own.log").await;
+    connect_url(&server.url(), &Connect::cli().token(Some("my-own-long-gateway-token-value")), now_ms()).await.hello();
+    server.terminate().await;
+
+    // Restoring the first database brings its token hash back: the file beside it does not hold it.
+    let (ok, out, err) = pairgate(home.path(), &["restore", "--from", &first_db, "--db", &second_db]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("does not hold this database's gateway token"), "{out}");
+
+    // A mistyped path is an error that names it; nothing is created.
+    let typo = home.path().join("typo.db").display().to_string();
+    let (ok, _, err) = pairgate(home.path(), &["gateway-token", "new", "--db", &typo]).await;
+    assert!(!ok && err.contains(&typo), "{err}");
+    assert!(!home.path().join("typo.db").exists() && !home.path().join("typo.db.gateway-token").exists());
+}
+
+/// `serve` with stdout and stderr on one pipe (`pairgate serve 2>&1 | head -1`): the reader takes the first
+/// line, then goes away (`head` exits) or stalls (a pager that stopped). Either way the server starts,
+/// keeps serving while it logs far more than a pipe holds, and SIGTERM still ends it within seconds.
+#[tokio::test]
+async fn a_broken_or_stalled_log_pipe_neither_stops_nor_blocks_the_server() {
+    use std::io::BufRead;
+    for stalled in [false, true] {
+        let home = tempfile::tempdir().unwrap();
+        let db = home.path().join("piped.db").display().to_string();
+        // The server's own line on stdout may never be read: it listens on a port chosen here.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let (reader, writer) = std::io::pipe().unwrap();
+        let mut command = command(home.path());
+        command.env("RUST_LOG", "debug").args(["serve", "--db", &db, "--token", TOKEN, "--listen", &addr.to_string()]);
+        command.stdout(writer.try_clone().unwrap()).stderr(writer).kill_on_drop(true);
+        let mut child = command.spawn().unwrap();
+        drop(command); // the parent's copies of the pipe's write end
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut lines = std::io::BufReader::new(reader);
+            lines.read_line(&mut String::new()).unwrap();
+            lines
+        })
+        .await
+        .unwrap();
+        let kept = if stalled { Some(reader) } else { None };
+
+        let serving = async {
+            while tokio::net::TcpStream::connect(addr).await.is_err() {
+                tokio::task::yield_now().await;
+            }
+            // Two log lines of about 160 bytes each per request: far more than a pipe's 64 KiB.
+            for _ in 0..500 {
+                assert_eq!(http_get(addr, "/healthz").await.0, 200);
+            }
+            let (_, mut ws) = connect_url(&format!("ws://{addr}/"), &Connect::cli(), now_ms()).await.hello();
+            assert_eq!(call(&mut ws, "h", "health", json!({})).await["ok"], true);
+        };
+        let served = tokio::time::timeout(START_WAIT, serving).await;
+        assert!(served.is_ok(), "stalled: {stalled}: the server stopped answering while it logged");
+        let pid = child.id().unwrap().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
+        let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        let status = status.unwrap_or_else(|_| panic!("stalled: {stalled}: still running 5 s after SIGTERM")).unwrap();
+        assert!(status.success(), "stalled: {stalled}: {status}");
+        drop(kept);
     }
 }

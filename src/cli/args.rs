@@ -65,6 +65,14 @@ pub enum Command {
         #[command(flatten)]
         db: DbArg,
     },
+    /// The gateway token pairgate keeps when serve runs without --token/--password: its hash in the
+    /// database, its value in a 0600 file beside it (<db>.gateway-token).
+    GatewayToken {
+        #[command(subcommand)]
+        action: GatewayTokenAction,
+        #[command(flatten)]
+        db: DbArg,
+    },
     /// Sub-agent sessions and runs, offline on the database file.
     Sessions {
         #[command(subcommand)]
@@ -304,6 +312,26 @@ pub enum SessionsAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayTokenAction {
+    /// Make a new random gateway token: write it to the token file (0600) and store its hash. The old
+    /// token stops working when serve next starts.
+    New {
+        /// Also print the new token on standard output (the message goes to standard error).
+        #[arg(long)]
+        show: bool,
+    },
+    /// Set the gateway token to a value of your own, read from a file (its first line) or from standard
+    /// input; it is written to the token file (0600) and its hash stored. Never on the command line.
+    Set {
+        /// The file to read the token from; `-` for standard input.
+        #[arg(long, value_name = "FILE")]
+        from_file: PathBuf,
+    },
+    /// Say whether the token file holds the database's gateway token; exits 1 when it does not.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]

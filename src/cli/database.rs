@@ -136,5 +136,9 @@ pub async fn restore(from: &Path, db: &DbArg) -> anyhow::Result<()> {
     if let Some(kept) = kept {
         println!("the database it replaced is kept in {}", kept.display());
     }
-    Ok(())
+    // The restored database brings its own gateway token hash; the token file beside it is left alone.
+    let (restored, _) = Store::open_read_only(&path, false).await?;
+    let told = super::gateway_token::tell(&restored, &path).await;
+    restored.close().await;
+    told
 }

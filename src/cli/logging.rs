@@ -18,14 +18,19 @@ pub fn filter(rust_log: Option<&str>) -> EnvFilter {
     filter
 }
 
-pub fn init() {
+/// Starts logging. Lines are handed to a writer thread of their own, and dropped rather than waited for
+/// when it falls behind: a log reader that stalls or goes away (`pairgate serve 2>&1 | head -1`) can
+/// never block the server, nor keep it from stopping. Hold the guard until the end of `main`; dropping
+/// it writes what is still queued, waiting at most about a second.
+pub fn init() -> tracing_appender::non_blocking::WorkerGuard {
     use std::io::IsTerminal;
     let rust_log = std::env::var("RUST_LOG").ok();
     // Colour only for a person at a terminal, and never when NO_COLOR is set (https://no-color.org).
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter(rust_log.as_deref()))
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .init();
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("pairgate-log")
+        .finish(std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter(rust_log.as_deref())).with_writer(writer).with_ansi(colour).init();
+    guard
 }

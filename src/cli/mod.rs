@@ -1,9 +1,11 @@
 //! The command line: `pairgate <command>`. `args` defines it (clap); `serve` runs the server; `database`
 //! holds the commands on the database file itself (migrate, backup, restore); `offline` the operator
-//! commands that work on the file while a server runs or not, through the same application layer.
+//! commands that work on the file while a server runs or not, through the same application layer;
+//! `gateway_token` the token pairgate keeps when none is configured.
 
 pub mod args;
 mod database;
+mod gateway_token;
 pub mod lock;
 pub mod logging;
 mod offline;
@@ -43,6 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore { from, db } => database::restore(&from, &db).await,
         Command::Devices { action, db } => offline::devices(action, &db).await,
         Command::Tokens { action, db } => offline::tokens(action, &db).await,
+        Command::GatewayToken { action, db } => gateway_token::command(action, &db).await,
         Command::Sessions { action, db } => offline::sessions(action, &db).await,
         Command::Audit { limit, json, db } => offline::audit(limit, json, &db).await,
     }

@@ -296,11 +296,17 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<()> {
                 serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("not JSON: {e}"))?;
             let store = open_or_create(&args.db).await?;
             let counts = store.import_json(&export, args.replace_gateway_token).await;
+            let told = match counts {
+                Ok(counts) => {
+                    for (table, count) in counts {
+                        println!("{table}: {count}");
+                    }
+                    super::gateway_token::tell(&store, &args.db.path()?).await
+                }
+                Err(error) => Err(error.into()),
+            };
             store.close().await;
-            for (table, count) in counts? {
-                println!("{table}: {count}");
-            }
-            Ok(())
+            told
         }
     }
 }

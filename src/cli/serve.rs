@@ -39,7 +39,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let clock: SharedClock = Arc::new(SystemClock);
     let secret = match configured {
         Some(secret) => secret,
-        None => generated_token::load_or_create(&store, &db_path, clock.now_ms()).await?,
+        None => super::gateway_token::load_or_create(&store, &db_path, clock.now_ms()).await?,
     };
     let config = Config {
         policy: PolicyConfig { auto_approve_local: args.auto_approve_local },
@@ -63,8 +63,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         TcpListener::bind(args.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
     let local_addr = listener.local_addr()?;
     tracing::info!(%local_addr, "listening");
-    // One plain line on stdout, for scripts and tests that start pairgate on port 0.
-    println!("pairgate listening on {local_addr} (ws://{local_addr}/)");
+    // One plain line on stdout, for scripts and tests that start pairgate on port 0. Not println!, which
+    // panics when nobody reads stdout: a server never stops for its output.
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout();
+        let _ =
+            writeln!(stdout, "pairgate listening on {local_addr} (ws://{local_addr}/)").and_then(|()| stdout.flush());
+    }
 
     let shutdown = server.app.shutdown.clone();
     server.app.tracker.spawn(async move {
@@ -120,55 +126,5 @@ impl Signals {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
         }
-    }
-}
-
-/// The gateway token pairgate makes when none is configured.
-mod generated_token {
-    use std::io::Write;
-    use std::path::{Path, PathBuf};
-
-    use crate::auth::secrets::{SecretKind, SharedSecret, hash_secret};
-    use crate::clock::Millis;
-    use crate::domain::TokenSecret;
-    use crate::store::{Actor, Store, create_private, sibling_path};
-
-    pub fn token_file(db_path: &Path) -> PathBuf {
-        sibling_path(db_path, ".gateway-token")
-    }
-
-    /// Loads the stored hash, or generates a token, writes it once to a 0600 file and stores its hash.
-    pub async fn load_or_create(store: &Store, db_path: &Path, now_ms: Millis) -> anyhow::Result<SharedSecret> {
-        let file = token_file(db_path);
-        if let Some(phc) = store.gateway_token_hash().await? {
-            tracing::info!(token_file = %file.display(), "gateway token: generated earlier; its value is in the token file");
-            return SharedSecret::from_argon2(SecretKind::Token, phc).map_err(anyhow::Error::msg);
-        }
-        let token = TokenSecret::generate();
-        // The file first: a crash between the two steps leaves a file that the next start replaces,
-        // never a stored hash whose token nobody has.
-        write_private(&file, token.expose())?;
-        let phc = tokio::task::spawn_blocking({
-            let token = token.clone();
-            move || hash_secret(token.expose())
-        })
-        .await?;
-        if !store.init_gateway_token_hash(&phc, &Actor::System, now_ms).await? {
-            anyhow::bail!("another process initialized the gateway token at the same time; start again");
-        }
-        tracing::info!(token_file = %file.display(), "gateway token generated; clients use the value in the token file");
-        SharedSecret::from_argon2(SecretKind::Token, phc).map_err(anyhow::Error::msg)
-    }
-
-    /// Writes the file whole or not at all: a fresh private file beside it (a stale one from a crash, or
-    /// anything planted there, is removed, never written through), then renamed over `path`.
-    fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-        let tmp = sibling_path(path, ".tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut file = create_private(&tmp)?;
-        writeln!(file, "{contents}")?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
     }
 }

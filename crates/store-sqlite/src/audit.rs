@@ -30,9 +30,15 @@ impl Actor {
         }
     }
 
-    /// The OS user running this process, for the offline CLI.
+    /// The OS user running this process, for the offline CLI: the name of its uid's account (or `uid:N`
+    /// when the account has no name), never `USER`/`LOGNAME`, which are unset under cron and systemd and
+    /// which anyone can set to another name.
     pub fn local_cli() -> Actor {
-        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+        let uid = nix::unistd::getuid();
+        let user = match nix::unistd::User::from_uid(uid) {
+            Ok(Some(account)) if !account.name.is_empty() => account.name,
+            _ => format!("uid:{uid}"),
+        };
         Actor::Cli { user }
     }
 }

@@ -52,6 +52,20 @@ impl Store {
         Ok(inserted)
     }
 
+    /// Replaces the gateway token's hash (an operator made or set a new token), with its audit row.
+    pub async fn replace_gateway_token_hash(
+        &self,
+        phc: &str,
+        actor: &super::Actor,
+        now_ms: pairgate_domain::clock::Millis,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        set_on(&mut *tx, GATEWAY_TOKEN_ARGON2, phc).await?;
+        super::audit::record(&mut tx, &super::AuditEvent::new(actor, "gateway_token.replace", now_ms)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn gateway_token_hash(&self) -> StoreResult<Option<String>> {
         self.meta(GATEWAY_TOKEN_ARGON2).await
     }
