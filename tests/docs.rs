@@ -1,6 +1,8 @@
 //! The documents agree with the code: the method tables of the README and of docs/protocol.md are the
 //! method table of `gateway::methods`, and every `docs/protocol.md §N` a source file cites exists.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -74,4 +76,26 @@ fn every_cited_protocol_section_exists() {
         assert!(!text.contains("PROTOCOL.md"), "{} cites PROTOCOL.md, which is not in this repository", file.display());
     }
     assert!(cited > 10, "the code cites the protocol document");
+}
+
+/// Every `curl -s http://127.0.0.1:18789/PATH   # {…}` line of the README shows what the server answers.
+#[tokio::test]
+async fn the_readme_sample_outputs_are_the_servers() {
+    let readme = read("README.md");
+    let samples: Vec<(&str, &str)> = readme
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("curl -s http://127.0.0.1:18789")?;
+            let (path, shown) = rest.split_once('#')?;
+            Some((path.trim(), shown.trim()))
+        })
+        .collect();
+    assert!(!samples.is_empty(), "the README shows at least /readyz");
+    let server = common::Server::start().await;
+    for (path, shown) in samples {
+        let url = format!("http://{}{path}", server.addr);
+        let answer: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        let shown: serde_json::Value = serde_json::from_str(shown).unwrap_or_else(|e| panic!("{path}: {shown}: {e}"));
+        assert_eq!(answer, shown, "the README's sample for {path}");
+    }
 }

@@ -24,7 +24,11 @@ pub enum Refusal {
     /// The device has no approved grant for the role.
     #[error("role {role} of device {device_id} not found")]
     NoGrant { device_id: String, role: Role },
-    #[error("live {role} token of device {device_id} not found")]
+    /// The role's token was already withdrawn (rotated or revoked); the device gets a new one on its next
+    /// connect.
+    #[error(
+        "live {role} token of device {device_id} not found: it was already rotated or revoked (the device gets a new one on its next connect)"
+    )]
     NoLiveToken { device_id: String, role: Role },
     /// A rotation narrowed to a scope the role was never approved for.
     #[error("cannot rotate to {scope}: the {role} role was not approved for it")]
