@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -546,10 +547,15 @@ async fn offline_cli_manages_tokens_devices_and_audit_while_serving() {
     let audit: Value = serde_json::from_str(&out).unwrap();
     let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|row| row["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["device.remove", "token.rotate", "token.revoke"]);
-    // The OS account of the process's uid, though the command ran with no USER or LOGNAME at all.
-    let account = std::process::Command::new("id").arg("-un").output().unwrap();
-    let account = String::from_utf8(account.stdout).unwrap();
-    assert_eq!(audit[0]["actor"], format!("cli:{}", account.trim()));
+    // The OS account of the process's uid, though the command ran with no USER or LOGNAME at all (or
+    // `uid:N` for a uid without an account).
+    let id = |flag: &str| std::process::Command::new("id").arg(flag).output().unwrap();
+    let (named, uid) = (id("-un"), id("-u"));
+    let account = match named.status.success() {
+        true => String::from_utf8(named.stdout).unwrap().trim().to_owned(),
+        false => format!("uid:{}", String::from_utf8(uid.stdout).unwrap().trim()),
+    };
+    assert_eq!(audit[0]["actor"], format!("cli:{account}"));
     let (ok, out, _) = pairgate(home.path(), &["audit", "--db", &db]).await;
     assert!(ok && out.lines().count() >= 4 && out.contains("device.approve.silent"), "{out}");
     server.kill9().await;
@@ -1204,9 +1210,19 @@ async fn a_broken_or_stalled_log_pipe_neither_stops_nor_blocks_the_server() {
             while tokio::net::TcpStream::connect(addr).await.is_err() {
                 tokio::task::yield_now().await;
             }
-            // Two log lines of about 160 bytes each per request: far more than a pipe's 64 KiB.
-            for _ in 0..500 {
-                assert_eq!(http_get(addr, "/healthz").await.0, 200);
+            // Two log lines of about 160 bytes each per request: far more than a pipe's 64 KiB, and, with the
+            // reader stalled, more than the log queue holds (which once made the process hang at exit).
+            let requests = if stalled { pairgate::cli::logging::QUEUED_LINES } else { 500 };
+            let client = reqwest::Client::new();
+            let url = format!("http://{addr}/healthz");
+            let mut pending = futures_util::stream::iter(0..requests)
+                .map(|_| {
+                    let (client, url) = (client.clone(), url.clone());
+                    async move { client.get(&url).send().await.map(|answer| answer.status().as_u16()) }
+                })
+                .buffer_unordered(16);
+            while let Some(status) = pending.next().await {
+                assert_eq!(status.unwrap(), 200);
             }
             let (_, mut ws) = connect_url(&format!("ws://{addr}/"), &Connect::cli(), now_ms()).await.hello();
             assert_eq!(call(&mut ws, "h", "health", json!({})).await["ok"], true);

@@ -350,13 +350,18 @@ async fn the_device_cache_sees_every_commit_from_anywhere() {
     let record = serving.device(&device_id).await.unwrap().expect("approved by the other store");
     assert!(record.live_token(Role::Operator).is_some());
 
-    // Cached, then revoked by the other store: the next lookup sees the revocation.
+    // Cached, then revoked by the other store: the next lookup sees the revocation. The audit mark of each
+    // read says which decisions it saw: from the cache the same as the read that filled it, and after the
+    // revocation that revocation's audit event.
     let before = hits.get();
-    assert_eq!(serving.device(&device_id).await.unwrap().unwrap(), record);
-    assert_eq!(hits.get(), before + 1, "an unchanged database answers from the cache");
+    let (_, mark) = serving.device_as_of(&device_id).await.unwrap();
+    assert_eq!(serving.device_as_of(&device_id).await.unwrap(), (Some(record.clone()), mark));
+    assert_eq!(hits.get(), before + 2, "an unchanged database answers from the cache");
     other.revoke_token(&device_id, Role::Operator, &actor, None, NOW + 1).await.unwrap();
-    let record = serving.device(&device_id).await.unwrap().unwrap();
-    assert!(record.live_token(Role::Operator).is_none(), "revoked elsewhere");
+    let (record, seen) = serving.device_as_of(&device_id).await.unwrap();
+    assert!(record.unwrap().live_token(Role::Operator).is_none(), "revoked elsewhere");
+    let revoked_at = other.last_audit_id().await.unwrap();
+    assert!(mark < revoked_at && seen == revoked_at, "{mark} < {revoked_at} == {seen}");
 
     // A write that bypasses pairgate altogether is seen as well.
     serving.device(&device_id).await.unwrap();

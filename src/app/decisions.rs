@@ -198,13 +198,12 @@ impl App {
                     continue;
                 }
             };
-            for (event_id, at_ms, device) in revoked {
+            for (event_id, _at_ms, device) in revoked {
                 after = event_id;
                 let Ok(device_id) = DeviceId::try_from(device) else { continue };
-                // The sockets that connected before the decision, not those with fresh credentials since
-                // (both times by the wall clock, which the CLI's audit row was written with).
-                let closed =
-                    self.live.close_device_connected_before(&device_id, Disconnect::DeviceRevoked, at_ms).await;
+                // The sockets whose read of the device came before the decision committed, not those
+                // that connected with fresh credentials since.
+                let closed = self.live.close_device_read_before(&device_id, Disconnect::DeviceRevoked, event_id).await;
                 if closed > 0 {
                     tracing::info!(device = %device_id, sockets = closed, "closed the sockets of a device revoked offline");
                 }

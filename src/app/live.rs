@@ -51,10 +51,10 @@ pub struct Registration {
 
 struct Entry {
     device_id: Option<DeviceId>,
-    /// When the socket's handshake began to read its device's credentials (or, for a socket without a
-    /// device, when it registered), by the wall clock (ms): a revocation made by another process (whose
-    /// audit row has a wall-clock time) closes only sockets that read before it.
-    connected_at_ms: i64,
+    /// The newest audit event id the handshake's read of the device saw (`Store::device_as_of`); `None`
+    /// while that read runs, and for a socket registered without one. A revocation made by another
+    /// process closes the sockets whose read came before its audit event, by commit order.
+    read_mark: Option<i64>,
     /// Taken by the first close order.
     close: Option<oneshot::Sender<CloseOrder>>,
     /// A handshake in progress ([`Registry::claim`]): the receiving end of its close order, kept here
@@ -82,12 +82,6 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-/// The wall clock (ms since the epoch): the time base of audit rows written by any process.
-fn wall_clock_ms() -> i64 {
-    use crate::clock::Clock;
-    crate::clock::SystemClock.now_ms()
-}
-
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("registry lock")
@@ -102,7 +96,7 @@ impl Registry {
         let (close, close_order) = oneshot::channel();
         let entry = Entry {
             device_id: Some(device_id.clone()),
-            connected_at_ms: wall_clock_ms(),
+            read_mark: None,
             close: Some(close),
             claimed: Some(close_order),
             events: None,
@@ -114,6 +108,13 @@ impl Registry {
             && earlier != *device_id
         {
             remove_device_conn(&mut inner, &earlier, conn_id);
+        }
+    }
+
+    /// Notes what the handshake's read of its claimed device saw (see `read_mark`).
+    pub fn read(&self, conn_id: &str, mark: i64) {
+        if let Some(entry) = self.lock().conns.get_mut(conn_id) {
+            entry.read_mark = Some(mark);
         }
     }
 
@@ -145,7 +146,7 @@ impl Registry {
         let (close, close_order) = oneshot::channel();
         let entry = Entry {
             device_id: device_id.cloned(),
-            connected_at_ms: wall_clock_ms(),
+            read_mark: None,
             close: Some(close),
             claimed: None,
             events,
@@ -170,10 +171,11 @@ impl Registry {
         self.close_device_sockets(device_id, why, except, None).await
     }
 
-    /// `close_device` for the sockets that connected before `before_ms` (wall clock) only: a revocation
-    /// noticed late must not close a socket that connected with fresh credentials since.
-    pub async fn close_device_connected_before(&self, device_id: &DeviceId, why: Disconnect, before_ms: i64) -> usize {
-        self.close_device_sockets(device_id, why, None, Some(before_ms)).await
+    /// `close_device` for a revocation made by another process, whose audit event is `event_id`: only the
+    /// sockets whose read of the device came before it (a socket that read it since connected with
+    /// whatever credentials are left, and stays).
+    pub async fn close_device_read_before(&self, device_id: &DeviceId, why: Disconnect, event_id: i64) -> usize {
+        self.close_device_sockets(device_id, why, None, Some(event_id)).await
     }
 
     async fn close_device_sockets(
@@ -181,7 +183,7 @@ impl Registry {
         device_id: &DeviceId,
         why: Disconnect,
         except: Option<&str>,
-        before_ms: Option<i64>,
+        before_event: Option<i64>,
     ) -> usize {
         // A socket that was told to close already (its sender taken) is closing: counted, not told twice.
         let (sockets, senders) = {
@@ -192,8 +194,8 @@ impl Registry {
                 .get(device_id)
                 .into_iter()
                 .flatten()
-                .filter(|conn_id| match (before_ms, inner.conns.get(*conn_id)) {
-                    (Some(before_ms), Some(entry)) => entry.connected_at_ms <= before_ms,
+                .filter(|conn_id| match (before_event, inner.conns.get(*conn_id)) {
+                    (Some(event_id), Some(entry)) => entry.read_mark.is_none_or(|mark| mark < event_id),
                     _ => true,
                 })
                 .cloned()
@@ -264,25 +266,30 @@ mod tests {
         DeviceId::try_from("a".repeat(64)).unwrap()
     }
 
-    /// A revocation made by another process, noticed while a handshake runs: the claim's time is when the
-    /// handshake read the credentials, so a decision recorded after that closes it.
+    /// A revocation made by another process, noticed while a handshake runs: it closes the socket whose
+    /// read came before its audit event, and spares one whose read saw it.
     #[tokio::test]
-    async fn an_offline_revocation_after_a_handshake_read_closes_the_socket_once_registered() {
+    async fn an_offline_revocation_closes_the_sockets_that_read_before_it() {
         let registry = Registry::default();
-        registry.claim("c1", &device());
+        registry.claim("stale", &device());
+        registry.read("stale", 41);
+        registry.claim("fresh", &device());
+        registry.read("fresh", 42);
         assert!(!registry.is_connected(&device()), "a claim is not a connected socket");
         assert_eq!(registry.socket_count(), 0);
-        let (decided_at, revoked) = (wall_clock_ms(), device());
-        let closing = registry.close_device_connected_before(&revoked, Disconnect::DeviceRevoked, decided_at);
+        let revoked = device();
+        let closing = registry.close_device_read_before(&revoked, Disconnect::DeviceRevoked, 42);
         // The order waits in the claim and is there once the socket registers; the socket acknowledges it.
         let (closed, ()) = tokio::join!(closing, async {
-            let mut registration = registry.register("c1", Some(&device()), false);
-            let order = registration.close_order.try_recv().expect("the order waited in the claim");
+            let mut stale = registry.register("stale", Some(&device()), false);
+            let order = stale.close_order.try_recv().expect("the order waited in the claim");
             assert_eq!(order.why, Disconnect::DeviceRevoked);
-            registry.unregister("c1");
+            registry.unregister("stale");
             order.ack.send(()).unwrap();
         });
         assert_eq!(closed, 1);
+        let mut fresh = registry.register("fresh", Some(&device()), false);
+        assert!(fresh.close_order.try_recv().is_err(), "the socket that read the revocation stays");
     }
 
     #[test]

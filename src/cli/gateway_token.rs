@@ -10,7 +10,7 @@ use super::args::{DbArg, GatewayTokenAction, SecretArg};
 use crate::auth::secrets::{SecretKind, SharedSecret, hash_secret};
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::domain::TokenSecret;
-use crate::store::{Actor, Store, create_private, sibling_path};
+use crate::store::{Actor, Store, sibling_path};
 
 /// A token of one's own must be at least this long: the REST bearer and every local client's connect
 /// rest on it.
@@ -67,9 +67,14 @@ pub fn advice(state: &FileState, db_path: &Path) -> Option<String> {
 
 /// After a command that brought in another database's state (restore, import): one line on where the
 /// gateway token stands, so that an operator always knows which token works.
-pub async fn tell(store: &Store, db_path: &Path) -> anyhow::Result<()> {
+pub async fn tell(store: &Store, db_path: &Path) {
     let file = token_file(db_path);
-    match file_state(store, db_path).await? {
+    let state = match file_state(store, db_path).await {
+        Ok(state) => state,
+        // The command itself succeeded: say what could not be checked, and do not fail it.
+        Err(error) => return println!("gateway token: cannot check the token file {}: {error:#}", file.display()),
+    };
+    match state {
         FileState::Matches => println!("gateway token: the one in {}", file.display()),
         FileState::NoToken => println!(
             "gateway token: none yet; serve makes one on first start (without --token/--password) and writes it \
@@ -78,7 +83,6 @@ pub async fn tell(store: &Store, db_path: &Path) -> anyhow::Result<()> {
         ),
         state => println!("gateway token: {}", advice(&state, db_path).unwrap_or_default()),
     }
-    Ok(())
 }
 
 /// For `serve`: the stored token, or a new one made on first start (written once to the 0600 file, its
@@ -99,13 +103,12 @@ pub async fn load_or_create(store: &Store, db_path: &Path, now_ms: Millis) -> an
         return SharedSecret::from_argon2(SecretKind::Token, phc).map_err(anyhow::Error::msg);
     }
     let token = TokenSecret::generate();
-    // The file first: a crash between the two steps leaves a file that the next start replaces, never a
-    // stored hash whose token nobody has.
-    write_private(&file, token.expose())?;
+    let staged = Staged::write(&file, token.expose())?;
     let phc = hash(token.expose()).await?;
     if !store.init_gateway_token_hash(&phc, &Actor::System, now_ms).await? {
         anyhow::bail!("another process initialized the gateway token at the same time; start again");
     }
+    staged.publish()?;
     tracing::info!(token_file = %file.display(), "gateway token generated; clients use the value in the token file");
     SharedSecret::from_argon2(SecretKind::Token, phc).map_err(anyhow::Error::msg)
 }
@@ -142,12 +145,10 @@ pub async fn command(action: GatewayTokenAction, db: &DbArg) -> anyhow::Result<(
     let store = super::offline::open(db).await?;
     let file = token_file(&db_path);
     let result = async {
-        // The file first, as on first start: a crash in between leaves the old token working and a file
-        // that `check` reports, never a stored hash whose token nobody has.
-        write_private(&file, &token)?;
+        let staged = Staged::write(&file, &token)?;
         let phc = hash(&token).await?;
         store.replace_gateway_token_hash(&phc, &Actor::local_cli(), SystemClock.now_ms()).await?;
-        anyhow::Ok(())
+        staged.publish()
     }
     .await;
     store.close().await;
@@ -184,14 +185,33 @@ fn read_own_token(from: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// Writes the file whole or not at all: a fresh private file beside it (a stale one from a crash, or
-/// anything planted there, is removed, never written through), then renamed over `path`.
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let tmp = sibling_path(path, ".tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = create_private(&tmp)?;
-    writeln!(file, "{contents}")?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+/// A new token file, written whole to a private file of its own beside the token file, and put in its
+/// place (`publish`) only once the database holds the token's hash: a database that refuses the hash
+/// leaves the old file, and a crash in between leaves the new value in the staged file, never a stored
+/// hash whose token was written nowhere. Dropped unpublished, the staged file is removed.
+struct Staged {
+    file: tempfile::NamedTempFile,
+    path: PathBuf,
+}
+
+impl Staged {
+    fn write(path: &Path, contents: &str) -> anyhow::Result<Staged> {
+        let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        // tempfile creates it 0600 with O_EXCL under a random name: never a planted file or a link.
+        let mut file = tempfile::Builder::new().prefix(&format!(".{name}.")).tempfile_in(dir)?;
+        writeln!(file, "{contents}")?;
+        file.as_file().sync_all()?;
+        Ok(Staged { file, path: path.to_owned() })
+    }
+
+    /// Renames the staged file over the token file, durably (the directory is synced too).
+    fn publish(self) -> anyhow::Result<()> {
+        let Staged { file, path } = self;
+        file.persist(&path).map_err(|error| anyhow::anyhow!("cannot write {}: {}", path.display(), error.error))?;
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
 }

@@ -28,7 +28,7 @@ pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
 /// tools do, instead of panicking on the closed pipe: SIGPIPE gets its default action back (Rust ignores
 /// it). Not for `serve`, which must outlive a broken log pipe.
 pub fn quiet_on_closed_stdout() {
-    // SAFETY: called once at start-up, before any thread writes; SIG_DFL is a valid disposition.
+    // SAFETY: `signal` with SIG_DFL, a valid disposition, is safe to call from any thread at any time.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }

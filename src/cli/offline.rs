@@ -301,7 +301,8 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<()> {
                     for (table, count) in counts {
                         println!("{table}: {count}");
                     }
-                    super::gateway_token::tell(&store, &args.db.path()?).await
+                    super::gateway_token::tell(&store, &args.db.path()?).await;
+                    Ok(())
                 }
                 Err(error) => Err(error.into()),
             };

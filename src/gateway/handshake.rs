@@ -281,7 +281,10 @@ impl Gateway {
             Some(Ok((device_id, _))) => {
                 // Before the read: a revocation that commits after it still finds this socket.
                 self.app.live.claim(&conn.conn_id, device_id);
-                self.app.store.device(device_id).await.map_err(|e| ConnectError::internal(&e))?
+                let (stored, mark) =
+                    self.app.store.device_as_of(device_id).await.map_err(|e| ConnectError::internal(&e))?;
+                self.app.live.read(&conn.conn_id, mark);
+                stored
             }
             _ => None,
         };

@@ -22,6 +22,9 @@ use prometheus_client::metrics::counter::Counter;
 use pairgate_domain::DeviceId;
 use pairgate_domain::DeviceRecord;
 
+/// A lookup and the newest audit event id its read saw.
+pub(super) type Marked = (Option<DeviceRecord>, i64);
+
 /// One copy of the WAL-index header (`WalIndexHdr`).
 const HEADER_COPY: usize = 48;
 
@@ -39,8 +42,9 @@ pub(super) struct DeviceCache {
 
 struct Entries {
     stamp: Option<Stamp>,
-    /// `None` caches "never approved" as well, for clients that keep asking.
-    records: HashMap<DeviceId, Option<DeviceRecord>>,
+    /// `None` caches "never approved" as well, for clients that keep asking; each with the audit mark of
+    /// the read that found it.
+    records: HashMap<DeviceId, Marked>,
 }
 
 impl std::fmt::Debug for DeviceCache {
@@ -89,7 +93,7 @@ impl DeviceCache {
     }
 
     /// The cached lookup of `device_id` made at `stamp`; empties the cache when the database has moved on.
-    pub(super) fn get(&self, stamp: Stamp, device_id: &DeviceId) -> Option<Option<DeviceRecord>> {
+    pub(super) fn get(&self, stamp: Stamp, device_id: &DeviceId) -> Option<Marked> {
         let mut entries = self.entries.lock().expect("device cache lock");
         if entries.stamp != Some(stamp) {
             entries.stamp = Some(stamp);
@@ -105,7 +109,7 @@ impl DeviceCache {
     }
 
     /// Keeps a lookup read after `stamp` was taken, unless the database has moved on meanwhile.
-    pub(super) fn put(&self, stamp: Stamp, device_id: &DeviceId, record: &Option<DeviceRecord>) {
+    pub(super) fn put(&self, stamp: Stamp, device_id: &DeviceId, record: &Marked) {
         let mut entries = self.entries.lock().expect("device cache lock");
         if entries.stamp == Some(stamp) && entries.records.len() < self.capacity.load(Ordering::Relaxed) {
             entries.records.insert(device_id.clone(), record.clone());

@@ -136,33 +136,31 @@ impl Store {
     /// The device, its grants and its newest token per role; `None` when never approved. Answered from
     /// the device cache while nothing has committed since the record was read.
     pub async fn device(&self, device_id: &DeviceId) -> StoreResult<Option<DeviceRecord>> {
+        Ok(self.device_as_of(device_id).await?.0)
+    }
+
+    /// The device, with the newest audit event id its read saw. Audit ids grow in commit order, so a
+    /// decision whose audit event is newer than the mark committed after this read: the connect path
+    /// keeps the mark, and a revocation made by another process closes the sockets that read before it
+    /// (compared by commit order, never by clocks).
+    pub async fn device_as_of(&self, device_id: &DeviceId) -> StoreResult<(Option<DeviceRecord>, i64)> {
         let stamp = self.device_cache.stamp();
         if let Some(stamp) = stamp
             && let Some(cached) = self.device_cache.get(stamp, device_id)
         {
             return Ok(cached);
         }
-        let record = self.read_device(device_id).await?;
+        // One read transaction: the mark and the record come from the same snapshot.
+        let mut tx = self.readers.begin().await?;
+        let mark = sqlx::query_scalar!(r#"SELECT COALESCE(MAX(event_id), 0) AS "id!: i64" FROM audit_events"#)
+            .fetch_one(&mut *tx)
+            .await?;
+        let record = read_device(&mut *tx, device_id).await?;
+        tx.rollback().await?;
         if let Some(stamp) = stamp {
-            self.device_cache.put(stamp, device_id, &record);
+            self.device_cache.put(stamp, device_id, &(record.clone(), mark));
         }
-        Ok(record)
-    }
-
-    async fn read_device(&self, device_id: &DeviceId) -> StoreResult<Option<DeviceRecord>> {
-        let id = device_id.as_str();
-        let row = sqlx::query_as!(
-            DeviceRow,
-            r#"SELECT device_id AS "device_id!", public_key AS "public_key!", client_id, client_mode, platform,
-                      device_family, display_name, remote_ip, approved_via, created_at_ms AS "created_at_ms!",
-                      approved_at_ms, last_seen_at_ms, removed_at_ms, grants AS "grants!: String",
-                      tokens AS "tokens!: String"
-                 FROM device_records WHERE device_id = ?"#,
-            id
-        )
-        .fetch_optional(&self.readers)
-        .await?;
-        row.map(DeviceRow::into_record).transpose()
+        Ok((record, mark))
     }
 
     /// Every device that holds at least one grant, by id.
@@ -578,4 +576,23 @@ impl Store {
         .await?;
         rows.into_iter().map(DeviceRow::into_record).collect()
     }
+}
+
+async fn read_device<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    device_id: &DeviceId,
+) -> StoreResult<Option<DeviceRecord>> {
+    let id = device_id.as_str();
+    let row = sqlx::query_as!(
+        DeviceRow,
+        r#"SELECT device_id AS "device_id!", public_key AS "public_key!", client_id, client_mode, platform,
+                      device_family, display_name, remote_ip, approved_via, created_at_ms AS "created_at_ms!",
+                      approved_at_ms, last_seen_at_ms, removed_at_ms, grants AS "grants!: String",
+                      tokens AS "tokens!: String"
+                 FROM device_records WHERE device_id = ?"#,
+        id
+    )
+    .fetch_optional(executor)
+    .await?;
+    row.map(DeviceRow::into_record).transpose()
 }
