@@ -59,6 +59,8 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// Open TCP connections, upgraded WebSockets included; beyond it new connections are closed at once.
     pub max_connections: usize,
+    /// The OpenClaw gateway behind pairgate (`serve --upstream`), if any.
+    pub upstream: Option<crate::gateway::upstream::UpstreamConfig>,
 }
 
 impl Default for Config {
@@ -79,6 +81,7 @@ impl Default for Config {
             unstarted_run_ttl: app.unstarted_run_ttl,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            upstream: gateway.upstream,
         }
     }
 }
@@ -99,6 +102,7 @@ impl Config {
             max_payload_bytes: self.max_payload_bytes,
             max_buffered_bytes: self.max_buffered_bytes,
             last_seen_flush: self.last_seen_flush,
+            upstream: self.upstream,
         };
         let transport = TransportConfig {
             header_read_timeout: self.header_read_timeout,

@@ -16,7 +16,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway: WebSocket at "/", health at /healthz and /readyz.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Schema migrations.
     Migrate {
         #[command(subcommand)]
@@ -174,6 +174,33 @@ pub struct ServeArgs {
     /// Interval of `tick` events on connected sockets.
     #[arg(long, env = "PAIRGATE_TICK_INTERVAL_MS", default_value_t = 30_000)]
     pub tick_interval_ms: u64,
+    /// The OpenClaw gateway behind pairgate, e.g. ws://127.0.0.1:18790: every connect pairgate allows
+    /// gets a session there, and frames are relayed (the front door). Without it, pairgate stands alone.
+    #[arg(long, env = "PAIRGATE_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// The upstream gateway's token. Prefer --upstream-token-file or the environment.
+    #[arg(long, env = "PAIRGATE_UPSTREAM_TOKEN", hide_env_values = true, requires = "upstream",
+          conflicts_with_all = ["upstream_token_file", "upstream_password", "upstream_password_file"])]
+    pub upstream_token: Option<SecretArg>,
+    /// Read the upstream gateway's token from this file (its first line).
+    #[arg(long, env = "PAIRGATE_UPSTREAM_TOKEN_FILE", requires = "upstream",
+          conflicts_with_all = ["upstream_password", "upstream_password_file"])]
+    pub upstream_token_file: Option<PathBuf>,
+    /// The upstream gateway's password (password auth). Prefer --upstream-password-file.
+    #[arg(
+        long,
+        env = "PAIRGATE_UPSTREAM_PASSWORD",
+        hide_env_values = true,
+        requires = "upstream",
+        conflicts_with = "upstream_password_file"
+    )]
+    pub upstream_password: Option<SecretArg>,
+    /// Read the upstream gateway's password from this file (its first line).
+    #[arg(long, env = "PAIRGATE_UPSTREAM_PASSWORD_FILE", requires = "upstream")]
+    pub upstream_password_file: Option<PathBuf>,
+    /// Upstream handshakes in flight at most; more connects wait in line (OpenClaw refuses a 33rd).
+    #[arg(long, env = "PAIRGATE_UPSTREAM_MAX_HANDSHAKES", default_value_t = 16)]
+    pub upstream_max_handshakes: usize,
     /// Device records kept in memory between database commits, for the connect path (0: none).
     #[arg(long, env = "PAIRGATE_DEVICE_CACHE", default_value_t = crate::store::DEVICE_CACHE_CAPACITY)]
     pub device_cache: usize,

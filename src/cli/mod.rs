@@ -37,7 +37,7 @@ pub fn quiet_on_closed_stdout() {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::serve(args).await,
+        Command::Serve(args) => serve::serve(*args).await,
         Command::Migrate { action, db } => database::migrate(action, &db).await,
         Command::Backup { to, db } => database::backup(&to, &db).await,
         Command::Export { format: _, out, db } => offline::export(out.as_deref(), &db).await,

@@ -55,8 +55,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_concurrent_runs: args.max_concurrent_runs,
         },
         unstarted_run_ttl: Duration::from_secs(args.unstarted_run_timeout_secs),
+        upstream: upstream_config(&args)?,
         ..Config::default()
     };
+    if let Some(upstream) = &config.upstream {
+        tracing::info!(upstream = %upstream.url, "front door: every connect pairgate allows gets a session on this gateway");
+    }
     let server = Server::new(store, clock, Arc::new(secret), config);
 
     let listener =
@@ -102,6 +106,38 @@ fn configured_secret(args: &ServeArgs) -> anyhow::Result<Option<SharedSecret>> {
         (None, Some(password)) => Some(SharedSecret::from_plaintext(SecretKind::Password, password.expose())),
         (None, None) => None,
     })
+}
+
+/// The gateway behind pairgate, with its secret from a flag, a file or the environment.
+fn upstream_config(args: &ServeArgs) -> anyhow::Result<Option<crate::gateway::upstream::UpstreamConfig>> {
+    use crate::gateway::upstream::{UpstreamConfig, UpstreamSecret};
+    let Some(url) = &args.upstream else { return Ok(None) };
+    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+        anyhow::bail!("--upstream {url}: give the gateway's WebSocket URL, e.g. ws://127.0.0.1:18790");
+    }
+    let read = |flag: &Option<SecretArg>, file: &Option<std::path::PathBuf>| -> anyhow::Result<Option<String>> {
+        Ok(match file {
+            Some(path) => Some(SecretArg::from_file(path)?.expose().to_owned()),
+            None => flag.as_ref().map(|secret| secret.expose().to_owned()),
+        })
+    };
+    let secret = match (
+        read(&args.upstream_token, &args.upstream_token_file)?,
+        read(&args.upstream_password, &args.upstream_password_file)?,
+    ) {
+        (Some(token), _) => UpstreamSecret::Token(token),
+        (None, Some(password)) => UpstreamSecret::Password(password),
+        (None, None) => anyhow::bail!(
+            "--upstream needs the gateway's secret: --upstream-token-file, --upstream-password-file, or their \
+             environment variables"
+        ),
+    };
+    Ok(Some(UpstreamConfig {
+        url: url.clone(),
+        secret,
+        max_handshakes: args.upstream_max_handshakes.max(1),
+        handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
+    }))
 }
 
 /// SIGINT and SIGTERM, listened for from the moment they are registered.

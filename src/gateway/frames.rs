@@ -13,6 +13,8 @@ pub mod close {
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// Policy violation: bad frames, failed auth, pairing required.
     pub const POLICY: u16 = 1008;
+    /// Service restart: the gateway behind pairgate ended the session (front door); reconnect.
+    pub const SERVICE_RESTART: u16 = 1012;
     /// Try again later: the server is not ready.
     pub const TRY_AGAIN_LATER: u16 = 1013;
     /// The device was removed, or its token rotated or revoked.

