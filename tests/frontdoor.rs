@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use pairgate::clock::{Clock, SystemClock};
 use pairgate::domain::Role;
-use pairgate::gateway::upstream::{UpstreamConfig, UpstreamSecret};
+use pairgate::gateway::upstream::{MasterKey, UpstreamConfig, UpstreamSecret};
 use pairgate::server::Config;
 use serde_json::{Value, json};
 
@@ -68,7 +68,19 @@ impl RealGateway {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let token = format!("upstream-{}", uuid::Uuid::new_v4().simple());
-        let (home, state) = (dir.path().join("home"), dir.path().join("state"));
+        let child = RealGateway::spawn(tools, dir.path(), port, &token);
+        RealGateway { pgid: child.id(), child, port, token, dir }
+    }
+
+    /// The same gateway again (its state dir, port and token), after `stop` or `kill9`.
+    fn restart(&mut self, tools: &Tools) {
+        assert_eq!(self.pgid, 0, "stopped first");
+        self.child = RealGateway::spawn(tools, self.dir.path(), self.port, &self.token);
+        self.pgid = self.child.id();
+    }
+
+    fn spawn(tools: &Tools, dir: &Path, port: u16, token: &str) -> std::process::Child {
+        let (home, state) = (dir.join("home"), dir.join("state"));
         std::fs::create_dir_all(&home).unwrap();
         std::fs::create_dir_all(&state).unwrap();
         let config = json!({
@@ -78,8 +90,8 @@ impl RealGateway {
             "logging": {"file": state.join("gateway-file.log")},
         });
         std::fs::write(state.join("openclaw.json"), config.to_string()).unwrap();
-        let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
-        let child = std::process::Command::new(&tools.node)
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("gateway.log")).unwrap();
+        std::process::Command::new(&tools.node)
             .arg(&tools.openclaw)
             .args(["gateway", "run", "--port", &port.to_string(), "--bind", "loopback"])
             .env_clear()
@@ -99,8 +111,7 @@ impl RealGateway {
             // A process group of its own (pgid = its pid): stopped as a whole, by id, never by name.
             .process_group(0)
             .spawn()
-            .unwrap();
-        RealGateway { pgid: child.id(), child, port, token, dir }
+            .unwrap()
     }
 
     fn url(&self) -> String {
@@ -125,6 +136,15 @@ impl RealGateway {
             tokio::time::sleep(Duration::from_millis(250)).await; // polling an external process
         }
         panic!("the real gateway was not ready in {GATEWAY_READY_WAIT:?}:\n{}", self.log());
+    }
+
+    /// Kills the whole process group at once (a crash).
+    fn kill9(&mut self) {
+        let group = format!("-{}", self.pgid);
+        let killed = std::process::Command::new("kill").args(["-KILL", "--", &group]).status().unwrap();
+        assert!(killed.success());
+        let _ = self.child.wait();
+        self.pgid = 0;
     }
 
     /// Stops the whole process group: SIGTERM, then SIGKILL if it is still there after 10 s.
@@ -177,6 +197,18 @@ async fn run_cli(tools: &Tools, home: &Path, args: &[&str]) -> (bool, String, St
     )
 }
 
+/// Polls an async condition (an HTTP answer of the server under test) until it holds, for at most 10 s.
+async fn eventually_async<F: std::future::Future<Output = bool>>(mut condition: impl FnMut() -> F) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await; // polling what a background probe reports
+    }
+    false
+}
+
 fn json_of(stdout: &str) -> Value {
     let start = stdout.find('{').unwrap_or_else(|| panic!("no JSON in: {stdout}"));
     serde_json::from_str(&stdout[start..]).unwrap_or_else(|e| panic!("{e}: {stdout}"))
@@ -189,13 +221,16 @@ async fn pairgate_decides_every_connect_and_the_real_gateway_does_the_work() {
     let mut gateway = RealGateway::start(&tools);
     gateway.wait_ready().await;
 
+    let master_key = MasterKey::from_bytes(rand::random());
     let upstream = UpstreamConfig {
         url: gateway.url(),
         secret: UpstreamSecret::Token(gateway.token.clone()),
+        master_key: master_key.clone(),
         max_handshakes: 16,
         handshake_timeout: Duration::from_secs(10),
     };
-    let server = Server::start_with(Config { upstream: Some(upstream), ..Config::default() }).await;
+    let trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    let server = Server::start_with(Config { upstream: Some(upstream), trusted_proxies, ..Config::default() }).await;
     server.clock.set_ms(SystemClock.now_ms());
     let cli_home = tempfile::tempdir().unwrap();
     let url = server.url();
@@ -236,19 +271,65 @@ async fn pairgate_decides_every_connect_and_the_real_gateway_does_the_work() {
     assert_eq!(reply["ok"], false, "the upstream session holds no more than pairgate granted: {reply}");
     assert_eq!(reply["error"]["message"], "missing scope: operator.admin", "{reply}");
 
+    // A node: the gateway sees one stable device per client device and role, derived from the master key.
+    let node_device = Device::new(141);
+    let node =
+        Connect { client_id: "node-host".into(), client_mode: "node".into(), role: "node".into(), ..Connect::cli() };
+    let (hello, _node_ws) = connect(&server, &node.device(&node_device).scopes(&[])).await.hello();
+    assert_eq!(hello["auth"]["role"], "node", "{}", hello["auth"]);
+    let upstream_node = master_key.identity(&node_device.id(), Role::Node).id();
+    let reply = call(&mut ws, "n1", "node.list", json!({})).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert!(reply["payload"].to_string().contains(upstream_node.as_str()), "the node is in node.list: {reply}");
+
+    // A remote device (through a trusted proxy) is paired by a REST approval, then calls a real method.
+    let remote = Device::new(142);
+    let asking = Connect::cli().device(&remote).scopes(&["operator.read"]).via_proxy_for("203.0.113.30");
+    let (error, _) = connect(&server, &asking).await.refused();
+    let request_id = error["details"]["requestId"].as_str().unwrap().to_owned();
+    let approve = format!("http://{}/api/v1/requests/{request_id}/approve", server.addr);
+    let answer = reqwest::Client::new().post(&approve).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
+    let (hello, mut remote_ws) = connect(&server, &asking).await.hello();
+    assert_eq!(hello["auth"]["scopes"], json!(["operator.read"]));
+    let reply = call(&mut remote_ws, "r1", "status", json!({})).await;
+    assert_eq!(reply["payload"]["runtimeVersion"], "2026.9.6", "{reply}");
+
     // Revocation closes the relayed socket with 4001.
     let caller = pairgate::app::Caller::local_cli();
     server.app.revoke_token(&caller, &device.id(), Role::Operator).await.unwrap();
     assert_eq!(expect_close(&mut ws).await.map(|(code, _)| code), Some(4001));
 
-    // The gateway goes away: live relayed sockets get 1012, new connects a fast, retryable 1013.
-    let (_, mut live) = connect(&server, &Connect::cli().scopes(&["operator.read"])).await.hello();
-    gateway.stop();
-    assert_eq!(expect_close(&mut live).await.map(|(code, _)| code), Some(1012));
+    // /readyz says whether the gateway answers.
+    let readyz = format!("http://{}/readyz", server.addr);
+    let upstream_reachable = || async {
+        let ready: Value = reqwest::get(&readyz).await.unwrap().json().await.unwrap();
+        ready["upstream"]["reachable"].as_bool()
+    };
+    assert!(eventually_async(|| async { upstream_reachable().await == Some(true) }).await, "readyz sees the gateway");
+
+    // The gateway crashes: live relayed sockets get 1012, new connects a fast, retryable 1013; REST and
+    // /readyz keep answering.
+    let remote_token = hello["auth"]["deviceToken"].as_str().unwrap().to_owned();
+    gateway.kill9();
+    assert_eq!(expect_close(&mut remote_ws).await.map(|(code, _)| code), Some(1012));
     let started = Instant::now();
     let (error, closed) = connect(&server, &Connect::cli().scopes(&["operator.read"])).await.refused();
     assert_eq!(error["code"], "UNAVAILABLE", "{error}");
     assert_eq!(error["details"]["code"], "UPSTREAM_UNAVAILABLE");
     assert_eq!(closed.map(|(code, _)| code), Some(1013));
     eprintln!("a connect with the gateway down was refused in {:?}", started.elapsed());
+    let devices = reqwest::Client::new().get(format!("http://{}/api/v1/devices", server.addr)).bearer_auth(TOKEN);
+    assert_eq!(devices.send().await.unwrap().status(), 200, "REST answers while the gateway is down");
+    assert!(eventually_async(|| async { upstream_reachable().await == Some(false) }).await, "readyz sees it down");
+
+    // Back again: a paired client reconnects through pairgate with the token it has; nobody re-pairs.
+    gateway.restart(&tools);
+    gateway.wait_ready().await;
+    let returning = Connect::cli().device(&remote).token(None).device_token(&remote_token).scopes(&["operator.read"]);
+    let (_, mut remote_ws) = connect(&server, &returning.via_proxy_for("203.0.113.30")).await.hello();
+    let reply = call(&mut remote_ws, "r2", "status", json!({})).await;
+    assert_eq!(reply["payload"]["runtimeVersion"], "2026.9.6", "{reply}");
+    let pending = server.store.pending_requests(SystemClock.now_ms()).await.unwrap();
+    assert!(pending.is_empty(), "no pairing request after the restart: {pending:?}");
 }

@@ -51,14 +51,20 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "ok": true }))
 }
 
-/// The database answers and its schema is current.
+/// The database answers and its schema is current; in front of a gateway, whether that answers too.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, body = Object), (status = 503, body = Object)))]
 async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<serde_json::Value>) {
     if app.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ok": false, "reason": "shutting down" })));
     }
     if app.store.is_ready().await {
-        (StatusCode::OK, Json(json!({ "ok": true, "schemaVersion": crate::store::latest_known_version() })))
+        let mut ready = json!({ "ok": true, "schemaVersion": crate::store::latest_known_version() });
+        // In front of a gateway: whether it answers. pairgate stays ready without it (REST, the offline CLI
+        // and pairing decisions work); WebSocket connects get a retryable UNAVAILABLE meanwhile.
+        if let Some(seen) = *app.upstream.read().expect("upstream lock") {
+            ready["upstream"] = json!({ "reachable": seen.reachable, "checkedAtMs": seen.checked_at_ms });
+        }
+        (StatusCode::OK, Json(ready))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

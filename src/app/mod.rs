@@ -73,6 +73,15 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Every task that must end before the process does (sockets, flushers, sweeps).
     pub tracker: TaskTracker,
+    /// The gateway behind pairgate (the front door) as last seen by its front end; `None` without one.
+    pub upstream: std::sync::RwLock<Option<UpstreamSeen>>,
+}
+
+/// Whether the gateway behind pairgate answered when last tried, and when (ms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamSeen {
+    pub reachable: bool,
+    pub checked_at_ms: Millis,
 }
 
 impl App {
@@ -90,7 +99,14 @@ impl App {
             runs_version: tokio::sync::watch::Sender::new(0),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            upstream: std::sync::RwLock::new(None),
         }
+    }
+
+    /// Notes what the front end learnt of the gateway behind pairgate.
+    pub fn upstream_seen(&self, reachable: bool) {
+        let seen = UpstreamSeen { reachable, checked_at_ms: self.clock.now_ms() };
+        *self.upstream.write().expect("upstream lock") = Some(seen);
     }
 
     /// The application over a database alone, for the offline CLI: no sockets are live, so decisions

@@ -198,6 +198,11 @@ pub struct ServeArgs {
     /// Read the upstream gateway's password from this file (its first line).
     #[arg(long, env = "PAIRGATE_UPSTREAM_PASSWORD_FILE", requires = "upstream")]
     pub upstream_password_file: Option<PathBuf>,
+    /// The key each client device's upstream identity is derived from (32 random bytes, 0600); made on
+    /// first start when missing. Never in the database or a backup; a fleet shares the file.
+    /// [default: <db>.upstream-key]
+    #[arg(long, env = "PAIRGATE_UPSTREAM_KEY_FILE", requires = "upstream")]
+    pub upstream_key_file: Option<PathBuf>,
     /// Upstream handshakes in flight at most; more connects wait in line (OpenClaw refuses a 33rd).
     #[arg(long, env = "PAIRGATE_UPSTREAM_MAX_HANDSHAKES", default_value_t = 16)]
     pub upstream_max_handshakes: usize,

@@ -55,7 +55,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_concurrent_runs: args.max_concurrent_runs,
         },
         unstarted_run_ttl: Duration::from_secs(args.unstarted_run_timeout_secs),
-        upstream: upstream_config(&args)?,
+        upstream: upstream_config(&args, &db_path)?,
         ..Config::default()
     };
     if let Some(upstream) = &config.upstream {
@@ -109,7 +109,10 @@ fn configured_secret(args: &ServeArgs) -> anyhow::Result<Option<SharedSecret>> {
 }
 
 /// The gateway behind pairgate, with its secret from a flag, a file or the environment.
-fn upstream_config(args: &ServeArgs) -> anyhow::Result<Option<crate::gateway::upstream::UpstreamConfig>> {
+fn upstream_config(
+    args: &ServeArgs,
+    db_path: &std::path::Path,
+) -> anyhow::Result<Option<crate::gateway::upstream::UpstreamConfig>> {
     use crate::gateway::upstream::{UpstreamConfig, UpstreamSecret};
     let Some(url) = &args.upstream else { return Ok(None) };
     if !(url.starts_with("ws://") || url.starts_with("wss://")) {
@@ -132,12 +135,48 @@ fn upstream_config(args: &ServeArgs) -> anyhow::Result<Option<crate::gateway::up
              environment variables"
         ),
     };
+    let key_file = match &args.upstream_key_file {
+        Some(path) => path.clone(),
+        None => crate::store::sibling_path(db_path, ".upstream-key"),
+    };
     Ok(Some(UpstreamConfig {
         url: url.clone(),
         secret,
+        master_key: master_key(&key_file)?,
         max_handshakes: args.upstream_max_handshakes.max(1),
         handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
     }))
+}
+
+/// The upstream master key from its file, made (32 random bytes, `0600`, never over an existing file or
+/// through a link) when the file does not exist. A file others can read is refused.
+fn master_key(path: &std::path::Path) -> anyhow::Result<crate::gateway::upstream::MasterKey> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            if std::fs::metadata(path)?.permissions().mode() & 0o077 != 0 {
+                anyhow::bail!("{shown} holds the upstream master key but others may read it: chmod 600 {shown}");
+            }
+            let bytes = URL_SAFE_NO_PAD.decode(text.trim()).ok().and_then(|bytes| <[u8; 32]>::try_from(bytes).ok());
+            let bytes =
+                bytes.ok_or_else(|| anyhow::anyhow!("{shown} is not an upstream master key (32 bytes, base64url)"))?;
+            Ok(crate::gateway::upstream::MasterKey::from_bytes(bytes))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let bytes: [u8; 32] = rand::random();
+            let mut file =
+                crate::store::create_private(path).map_err(|e| anyhow::anyhow!("cannot create {shown}: {e}"))?;
+            writeln!(file, "{}", URL_SAFE_NO_PAD.encode(bytes))?;
+            file.sync_all()?;
+            tracing::info!(key_file = %shown, "made the upstream master key; keep it with the gateway token, out of backups");
+            Ok(crate::gateway::upstream::MasterKey::from_bytes(bytes))
+        }
+        Err(error) => anyhow::bail!("cannot read {shown}: {error}"),
+    }
 }
 
 /// SIGINT and SIGTERM, listened for from the moment they are registered.

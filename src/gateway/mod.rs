@@ -99,7 +99,25 @@ impl Gateway {
         let last_seen =
             last_seen::LastSeen::start(app.store.clone(), config.last_seen_flush, app.shutdown.clone(), &app.tracker);
         let upstream = config.upstream.clone().map(Upstream::new);
+        if let Some(upstream) = &upstream {
+            app.upstream_seen(false);
+            app.tracker.spawn(watch_upstream(app.clone(), upstream.clone()));
+        }
         Gateway { app, config, last_seen, upstream }
+    }
+}
+
+/// How often the gateway behind pairgate is tried, for `/readyz`.
+const UPSTREAM_PROBE: Duration = Duration::from_secs(2);
+
+/// Tries the gateway behind pairgate now and then, for the rest of the server's life.
+async fn watch_upstream(app: Arc<App>, upstream: Arc<Upstream>) {
+    let mut ticker = tokio::time::interval(UPSTREAM_PROBE);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => app.upstream_seen(upstream.reachable().await),
+            _ = app.shutdown.cancelled() => return,
+        }
     }
 }
 
@@ -342,7 +360,7 @@ async fn handshake(
         Ok((who, hello)) => {
             let (hello, upstream) = match &gateway.upstream {
                 None => (hello.0, None),
-                Some(upstream) => match upstream.open(&who).await {
+                Some(upstream) => match open_upstream(upstream, &who, frame.params.as_deref()).await {
                     Ok((session, upstream_hello)) => {
                         let own = upstream::answered_by_pairgate;
                         let own_methods: Vec<&str> =
@@ -374,6 +392,22 @@ async fn handshake(
             Err((Stop::Close(refused.close_code, refused.close_reason), Some(reply)))
         }
     }
+}
+
+/// The connect params the gateway reads besides identity and auth, passed on as the client sent them.
+const PASSED_UPSTREAM: [&str; 5] = ["caps", "commands", "permissions", "locale", "userAgent"];
+
+/// Opens the upstream session of an allowed connect, with what the client said of itself.
+async fn open_upstream(
+    upstream: &Upstream,
+    who: &Authenticated,
+    params: Option<&serde_json::value::RawValue>,
+) -> Result<(UpstreamSocket, serde_json::Value), upstream::UpstreamError> {
+    let mut params: serde_json::Map<String, serde_json::Value> =
+        params.and_then(|raw| serde_json::from_str(raw.get()).ok()).unwrap_or_default();
+    let client = params.remove("client").unwrap_or_default();
+    params.retain(|field, _| PASSED_UPSTREAM.contains(&field.as_str()));
+    upstream.open(who, &client, &params).await
 }
 
 /// The next pairing event for a subscribed socket; never, for one that is not subscribed.

@@ -19,6 +19,8 @@ use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::handshake::Authenticated;
+use crate::client::{ConnectSpec, DeviceIdentity};
+use crate::clock::Clock;
 
 /// A session on the upstream gateway.
 pub type UpstreamSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -42,11 +44,42 @@ impl std::fmt::Debug for UpstreamSecret {
     }
 }
 
+/// The key every upstream device identity is derived from: 32 random bytes, kept in a `0600` file (never
+/// in the database, an export or a backup); nodes of a fleet share the file. `Debug` never shows it.
+#[derive(Clone)]
+pub struct MasterKey([u8; 32]);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+impl MasterKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> MasterKey {
+        MasterKey(bytes)
+    }
+
+    /// The upstream identity of one (device, role): the gateway sees one stable device per client device
+    /// and role, and pairgate can make it again from the key alone.
+    pub fn identity(&self, device_id: &crate::domain::DeviceId, role: crate::domain::Role) -> DeviceIdentity {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"pairgate upstream identity v1\0");
+        mac.update(device_id.as_str().as_bytes());
+        mac.update(b"\0");
+        mac.update(role.as_str().as_bytes());
+        DeviceIdentity::from_seed(mac.finalize().into_bytes().into())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct UpstreamConfig {
     /// `ws://127.0.0.1:PORT` of the gateway.
     pub url: String,
     pub secret: UpstreamSecret,
+    /// Derives the upstream identity of each client device (see [`MasterKey::identity`]).
+    pub master_key: MasterKey,
     /// Upstream handshakes in flight at most; the others wait in line (OpenClaw refuses a 33rd).
     pub max_handshakes: usize,
     /// How long an upstream handshake may take, waiting in line included.
@@ -85,12 +118,19 @@ impl Upstream {
         &self.config.url
     }
 
-    /// Opens a session for a client pairgate allowed: its role's scopes, never more. Returns the socket
-    /// and the gateway's hello-ok payload.
-    pub async fn open(&self, who: &Authenticated) -> Result<(UpstreamSocket, Value), UpstreamError> {
+    /// Opens a session for a client pairgate allowed: its role's scopes, never more. `client` is the
+    /// client's own `client` object of its connect (its id, mode, platform, version), `extra` the rest of
+    /// its connect params that the gateway reads (`caps`, `commands`, `permissions`). Returns the socket and
+    /// the gateway's hello-ok payload.
+    pub async fn open(
+        &self,
+        who: &Authenticated,
+        client: &Value,
+        extra: &serde_json::Map<String, Value>,
+    ) -> Result<(UpstreamSocket, Value), UpstreamError> {
         tokio::time::timeout(self.config.handshake_timeout, async {
             let _turn = self.pacing.acquire().await.expect("the pacing semaphore is never closed");
-            self.handshake(who).await
+            self.handshake(who, client, extra).await
         })
         .await
         .map_err(|_| UpstreamError::Timeout)?
@@ -102,32 +142,60 @@ impl Upstream {
         matches!(tokio::time::timeout(Duration::from_secs(2), attempt).await, Ok(Ok(_)))
     }
 
-    async fn handshake(&self, who: &Authenticated) -> Result<(UpstreamSocket, Value), UpstreamError> {
+    async fn handshake(
+        &self,
+        who: &Authenticated,
+        client: &Value,
+        extra: &serde_json::Map<String, Value>,
+    ) -> Result<(UpstreamSocket, Value), UpstreamError> {
         let config = WebSocketConfig::default().max_message_size(Some(64 << 20)).max_frame_size(Some(64 << 20));
         let (mut socket, _) =
             tokio_tungstenite::connect_async_with_config(self.config.url.as_str(), Some(config), false)
                 .await
                 .map_err(|error| UpstreamError::Unreachable(error.to_string()))?;
-        // The challenge first; a device-less connect signs nothing, so its nonce is not needed.
-        loop {
+        let nonce = loop {
             let frame = next_json(&mut socket).await?;
             if frame["type"] == "event" && frame["event"] == "connect.challenge" {
-                break;
+                break frame["payload"]["nonce"].as_str().unwrap_or_default().to_owned();
             }
-        }
-        let auth = match &self.config.secret {
-            UpstreamSecret::Token(token) => json!({ "token": token }),
-            UpstreamSecret::Password(password) => json!({ "password": password }),
         };
-        // `cli`/`cli` from loopback with the shared secret: the gateway grants exactly the scopes asked.
-        let connect = json!({
-            "type": "req", "id": "pairgate-connect", "method": "connect",
-            "params": {
-                "minProtocol": UPSTREAM_PROTOCOL, "maxProtocol": UPSTREAM_PROTOCOL,
-                "client": { "id": "cli", "version": env!("CARGO_PKG_VERSION"), "platform": "linux", "mode": "cli" },
-                "role": who.role.as_str(), "scopes": who.scopes.names(), "caps": [], "auth": auth,
-            },
-        });
+        let (token, password) = match &self.config.secret {
+            UpstreamSecret::Token(token) => (Some(token.clone()), None),
+            UpstreamSecret::Password(password) => (None, Some(password.clone())),
+        };
+        let text = |field: &str| client.get(field).and_then(Value::as_str).map(str::to_owned);
+        let mut spec = ConnectSpec {
+            // Without a device, `cli`/`cli` from loopback with the shared secret is granted exactly the
+            // operator scopes it asks for; with one, the client's own id and mode (a node stays a node).
+            client_id: "cli".into(),
+            client_mode: "cli".into(),
+            platform: text("platform").unwrap_or_else(|| "linux".into()),
+            device_family: text("deviceFamily"),
+            role: who.role.as_str().into(),
+            scopes: who.scopes.names().into_iter().map(str::to_owned).collect(),
+            token,
+            password,
+            device_token: None,
+            min_protocol: UPSTREAM_PROTOCOL,
+            max_protocol: UPSTREAM_PROTOCOL,
+        };
+        let identity = who.device_id.as_ref().map(|device_id| self.config.master_key.identity(device_id, who.role));
+        if identity.is_some() {
+            spec.client_id = text("id").unwrap_or(spec.client_id);
+            spec.client_mode = text("mode").unwrap_or(spec.client_mode);
+        }
+        let signed_at = crate::clock::SystemClock.now_ms();
+        let mut connect = spec.request("pairgate-connect", identity.as_ref(), &nonce, signed_at);
+        let params = &mut connect["params"];
+        for (field, value) in extra {
+            params[field.as_str()] = value.clone();
+        }
+        if let Some(version) = text("version") {
+            params["client"]["version"] = json!(version);
+        }
+        if let Some(name) = text("displayName") {
+            params["client"]["displayName"] = json!(name);
+        }
         socket
             .send(Message::Text(connect.to_string().into()))
             .await
