@@ -141,16 +141,84 @@ impl Server {
     }
 }
 
-/// The WebSocket at "/", the HTTP endpoints beside it, and the layers every request passes.
+/// The WebSocket at "/", the HTTP endpoints beside it, and the layers every request passes. In front of a
+/// gateway, every other request goes to the gateway (`front_door`).
 pub fn router(server: &Server) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/", get(gateway::ws_handler))
         .with_state(server.gateway.clone())
         // The WebSocket route's own HTTP refusals (no upgrade, forwarding headers, shutting down) take the
         // one error shape too.
         .layer(axum::middleware::map_response(crate::admin::error::json_errors))
-        .merge(crate::admin::router().with_state(server.app.clone()))
-        .layer(TraceLayer::new_for_http())
+        .merge(crate::admin::router().with_state(server.app.clone()));
+    let router = match &server.gateway.upstream {
+        Some(_) => router.layer(axum::middleware::from_fn_with_state(Arc::new(FrontDoor::new(server)), front_door)),
+        None => router,
+    };
+    router.layer(TraceLayer::new_for_http())
+}
+
+/// What the front door answers itself over HTTP: exact routes, never prefixes (the gateway serves paths
+/// under `/api/v1/` too). Everything else goes to the gateway.
+struct FrontDoor {
+    gateway: Arc<Gateway>,
+    /// pairgate's HTTP routes, from the one list its router and OpenAPI document are built from.
+    owned: matchit::Router<()>,
+}
+
+impl FrontDoor {
+    fn new(server: &Server) -> FrontDoor {
+        let mut owned = matchit::Router::new();
+        for path in crate::admin::openapi().paths.paths.keys() {
+            owned.insert(path.as_str(), ()).expect("the OpenAPI paths are distinct routes");
+        }
+        FrontDoor { gateway: server.gateway.clone(), owned }
+    }
+
+    /// Whether pairgate answers this request: the WebSocket upgrade at `/`, and its own HTTP routes.
+    fn owns(&self, request: &axum::extract::Request) -> bool {
+        let path = request.uri().path();
+        let upgrade = request.headers().get(axum::http::header::UPGRADE);
+        let websocket = upgrade.is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        (path == "/" && websocket) || self.owned.at(path).is_ok()
+    }
+}
+
+/// Sends what pairgate does not own to the gateway, with no more authority than the caller proved: its own
+/// credential untouched, never the gateway's secret. A caller that keeps failing the gateway's auth is
+/// locked out by pairgate's failed-auth limiter (the gateway sees every request as local and would never
+/// lock it out).
+async fn front_door(
+    axum::extract::State(door): axum::extract::State<Arc<FrontDoor>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if door.owns(&request) {
+        return next.run(request).await;
+    }
+    let app = &door.gateway.app;
+    let client = match crate::auth::locality::resolve(peer.ip(), request.headers(), &app.config.trusted_proxies) {
+        Ok(client) => client,
+        Err(refused) => {
+            let body = serde_json::json!({ "code": "forbidden", "message": refused.message(), "details": {} });
+            return (axum::http::StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+        }
+    };
+    let now = app.clock.now_ms();
+    let credentialed = request.headers().contains_key(axum::http::header::AUTHORIZATION);
+    if credentialed && let Some(wait_ms) = app.auth_locked_for(&client, now) {
+        let body = serde_json::json!({ "code": "rate_limited", "message": "too many failed attempts; try again later",
+            "details": { "retryAfterMs": wait_ms } });
+        return (axum::http::StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+    }
+    let upstream = door.gateway.upstream.as_ref().expect("the front door is layered only with an upstream");
+    let response = upstream.forward_http(request).await;
+    if credentialed && response.status() == axum::http::StatusCode::UNAUTHORIZED {
+        app.record_auth_failure(&client, now).await;
+    }
+    response
 }
 
 /// Serves until the application's shutdown is cancelled, then closes every WebSocket with 1001, waits

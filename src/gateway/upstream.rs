@@ -219,6 +219,69 @@ impl Upstream {
     }
 }
 
+/// Headers that belong to one hop, never forwarded (RFC 9110 §7.6.1), and the client's forwarding claims:
+/// pairgate sends none upstream (its own log and audit keep the client's address).
+const NOT_FORWARDED: [&str; 12] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-real-ip",
+];
+
+impl Upstream {
+    /// `host:port` of the gateway, from its WebSocket URL.
+    fn authority(&self) -> Option<String> {
+        let rest = self.config.url.split_once("://")?.1;
+        Some(rest.split('/').next()?.to_owned())
+    }
+
+    /// Forwards an HTTP request that pairgate does not answer itself to the gateway, as the caller sent it
+    /// (its own credential, if any, untouched; never the gateway's secret), and streams the answer back.
+    pub async fn forward_http(&self, request: axum::extract::Request) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let unavailable = |why: String| {
+            tracing::warn!(%why, "cannot forward an HTTP request to the upstream gateway");
+            let body = json!({ "code": "unavailable", "message": "upstream gateway unavailable", "details": {} });
+            (axum::http::StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
+        };
+        let Some(authority) = self.authority() else { return unavailable("no host in the upstream URL".into()) };
+        let stream = match TcpStream::connect(&authority).await {
+            Ok(stream) => stream,
+            Err(error) => return unavailable(error.to_string()),
+        };
+        let (mut sender, connection) =
+            match hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await {
+                Ok(pair) => pair,
+                Err(error) => return unavailable(error.to_string()),
+            };
+        tokio::spawn(connection);
+        let (mut parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        parts.uri = match path.parse() {
+            Ok(uri) => uri,
+            Err(_) => return unavailable("a request path hyper cannot send".into()),
+        };
+        for name in NOT_FORWARDED {
+            parts.headers.remove(name);
+        }
+        if let Ok(host) = authority.parse() {
+            parts.headers.insert(axum::http::header::HOST, host);
+        }
+        match sender.send_request(axum::extract::Request::from_parts(parts, body)).await {
+            Ok(response) => response.map(axum::body::Body::new),
+            Err(error) => unavailable(error.to_string()),
+        }
+    }
+}
+
 /// The next text frame of the upstream handshake, as JSON.
 async fn next_json(socket: &mut UpstreamSocket) -> Result<Value, UpstreamError> {
     loop {
