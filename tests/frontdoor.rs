@@ -300,6 +300,35 @@ async fn pairgate_decides_every_connect_and_the_real_gateway_does_the_work() {
     assert_eq!(reply["ok"], true, "{reply}");
     assert!(reply["payload"].to_string().contains(upstream_node.as_str()), "the node is in node.list: {reply}");
 
+    // A storm: 100 clients at once, more than the gateway takes unauthenticated from one address (32).
+    // Straight at the gateway some are refused (HTTP 503); pairgate paces its upstream handshakes, so through
+    // it every one is served.
+    const STORM: usize = 100;
+    let direct_attempt = Connect::cli().token(Some(&gateway.token)).scopes(&["operator.read"]);
+    let direct = futures_util::future::join_all((0..STORM).map(|_| {
+        let (url, attempt) = (gateway.url(), direct_attempt.clone());
+        async move {
+            let (ws, nonce) = open(&url, &[]).await.ok()?;
+            match connect_on(ws, &nonce, &attempt, SystemClock.now_ms()).await {
+                Outcome::Hello { ws, .. } => Some(ws),
+                Outcome::Refused { .. } => None,
+            }
+        }
+    }))
+    .await;
+    let direct_served = direct.iter().filter(|ws| ws.is_some()).count();
+    drop(direct);
+    let started = Instant::now();
+    let storm_attempt = Connect::cli().scopes(&["operator.read"]);
+    let through = futures_util::future::join_all((0..STORM).map(|_| connect(&server, &storm_attempt))).await;
+    let served = through.iter().filter(|outcome| matches!(outcome, Outcome::Hello { .. })).count();
+    eprintln!(
+        "storm of {STORM}: straight at the gateway {direct_served} served; through pairgate {served} served in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(served, STORM, "every client of the storm is served through pairgate");
+    drop(through);
+
     // A remote device (through a trusted proxy) is paired by a REST approval, then calls a real method.
     let remote = Device::new(142);
     let asking = Connect::cli().device(&remote).scopes(&["operator.read"]).via_proxy_for("203.0.113.30");
