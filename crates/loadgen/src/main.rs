@@ -14,6 +14,13 @@
 //!   process spawn → first `hello-ok` (a signed connect with the gateway token), then stops it.
 //! - `seed` (pairgate only): adds `--count` paired devices, one token each, to the database `--db`
 //!   through the store's import API, 10,000 per transaction (the store-size scenario).
+//! - `rpc`: C sessions, each after one handshake, calling `health` back to back until `--count` calls in
+//!   all; latency per call (the front door's relay against the gateway itself).
+//! - `echo`: the bare-WebSocket baseline: C workers each open a socket, send one frame, read it back and
+//!   close, back to back, against `pairgate-ws-baseline` (no handshake, no gateway).
+//!
+//! A reconnect storm is `--mode rate --rate 1000000 --count N`: every handshake started at once; the
+//! errors say how many were refused, and `latencyMs.max` when the last one was served.
 //!
 //!   pairgate-loadgen --url ws://127.0.0.1:18789/ --token T --devices 64 --concurrency 16 --count 20000
 
@@ -51,7 +58,7 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     max_seconds: u64,
     /// handshakes, rate or approvals (see the top of this file).
-    #[arg(long, value_parser = ["handshakes", "rate", "approvals", "idle", "cold-start", "seed"], default_value = "handshakes")]
+    #[arg(long, value_parser = ["handshakes", "rate", "approvals", "idle", "cold-start", "seed", "rpc", "echo"], default_value = "handshakes")]
     mode: String,
     /// How long `--mode idle` holds its sockets open, seconds.
     #[arg(long, default_value_t = 35)]
@@ -173,6 +180,7 @@ fn report(
         "latencyMs": {
             "p50": percentile(&latencies, 50.0), "p90": percentile(&latencies, 90.0),
             "p99": percentile(&latencies, 99.0), "p99.9": percentile(&latencies, 99.9),
+            "max": percentile(&latencies, 100.0),
         },
         "serverRssKiB": { "before": rss_before, "after": rss_kib(args.server_pid) },
     })
@@ -229,6 +237,101 @@ async fn closed_loop(
                 match handshake(&url, spec, identity).await {
                     Ok(_) => outcome.0.push(t0.elapsed().as_micros() as u64),
                     Err(code) => *outcome.1.entry(code).or_default() += 1,
+                }
+            }
+            outcome
+        }));
+    }
+    let mut all = Outcome::default();
+    for worker in workers {
+        merge(&mut all, worker.await?);
+    }
+    Ok(all)
+}
+
+/// C sessions calling `health` back to back; latency per call.
+async fn rpc_calls(
+    args: &Args,
+    devices: Arc<Vec<(DeviceIdentity, ConnectSpec)>>,
+    deadline: Instant,
+) -> anyhow::Result<Outcome> {
+    let issued = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for worker in 0..args.concurrency {
+        let (identity, spec) = &devices[worker % devices.len()];
+        let mut ws =
+            open_session(&args.url, spec, identity).await.map_err(|code| anyhow::anyhow!("session: {code}"))?;
+        let (issued, count) = (issued.clone(), args.count);
+        workers.push(tokio::spawn(async move {
+            let mut outcome: Outcome = Default::default();
+            loop {
+                let n = issued.fetch_add(1, Ordering::Relaxed);
+                if n >= count || Instant::now() >= deadline {
+                    break;
+                }
+                let id = format!("h{n}");
+                let t0 = Instant::now();
+                let request = json!({ "type": "req", "id": id, "method": "health", "params": {} });
+                if ws.send(Message::text(request.to_string())).await.is_err() {
+                    *outcome.1.entry("send failed".into()).or_default() += 1;
+                    break;
+                }
+                // Events the gateway pushes meanwhile (health, presence) are skipped.
+                let reply = loop {
+                    match next_json(&mut ws).await {
+                        Ok(frame) if frame["type"] == "res" && frame["id"] == id.as_str() => break Ok(frame),
+                        Ok(_) => continue,
+                        Err(error) => break Err(error.to_string()),
+                    }
+                };
+                match reply {
+                    Ok(frame) if frame["ok"] == true => outcome.0.push(t0.elapsed().as_micros() as u64),
+                    Ok(frame) => *outcome.1.entry(refusal_code(&frame)).or_default() += 1,
+                    Err(error) => {
+                        *outcome.1.entry(error).or_default() += 1;
+                        break;
+                    }
+                }
+            }
+            let _ = ws.close(None).await;
+            outcome
+        }));
+    }
+    let mut all = Outcome::default();
+    for worker in workers {
+        merge(&mut all, worker.await?);
+    }
+    Ok(all)
+}
+
+/// The bare-WebSocket baseline: open, one frame there and back, close; C workers back to back.
+async fn echoes(args: &Args, deadline: Instant) -> anyhow::Result<Outcome> {
+    let issued = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (issued, url, count) = (issued.clone(), args.url.clone(), args.count);
+        workers.push(tokio::spawn(async move {
+            let mut outcome: Outcome = Default::default();
+            loop {
+                let n = issued.fetch_add(1, Ordering::Relaxed);
+                if n >= count || Instant::now() >= deadline {
+                    break;
+                }
+                let t0 = Instant::now();
+                let echoed = async {
+                    let (mut ws, _) =
+                        tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| e.to_string())?;
+                    ws.send(Message::text("ping")).await.map_err(|e| e.to_string())?;
+                    match ws.next().await {
+                        Some(Ok(Message::Text(_))) => {}
+                        other => return Err(format!("no echo: {other:?}")),
+                    }
+                    let _ = ws.close(None).await;
+                    Ok::<(), String>(())
+                };
+                match echoed.await {
+                    Ok(()) => outcome.0.push(t0.elapsed().as_micros() as u64),
+                    Err(error) => *outcome.1.entry(error).or_default() += 1,
                 }
             }
             outcome
@@ -556,6 +659,15 @@ async fn main() -> anyhow::Result<()> {
     let rss_before = rss_kib(args.server_pid);
     let (outcome, elapsed) = match args.mode.as_str() {
         "approvals" => approvals(&args).await?,
+        "echo" => {
+            let started = Instant::now();
+            (echoes(&args, deadline).await?, started.elapsed().as_secs_f64())
+        }
+        "rpc" => {
+            let devices = Arc::new(pair_devices(&args).await?);
+            let started = Instant::now();
+            (rpc_calls(&args, devices, deadline).await?, started.elapsed().as_secs_f64())
+        }
         mode => {
             let devices = Arc::new(pair_devices(&args).await?);
             let started = Instant::now();
