@@ -140,6 +140,17 @@ async fn pairgate_decides_every_connect_and_the_real_gateway_does_the_work() {
     let reply = call(&mut remote_ws, "r1", "status", json!({})).await;
     assert_eq!(reply["payload"]["runtimeVersion"], "2026.9.6", "{reply}");
 
+    // Another remote device, approved with the real CLI through pairgate: `devices approve` is pairgate's.
+    let other = Device::new(143);
+    let other_asks = Connect::cli().device(&other).scopes(&["operator.read"]).via_proxy_for("203.0.113.31");
+    let (error, _) = connect(&server, &other_asks).await.refused();
+    let other_request = error["details"]["requestId"].as_str().unwrap().to_owned();
+    let args = ["devices", "approve", &other_request, "--url", &url, "--token", TOKEN, "--json"];
+    let (ok, out, err) = run_cli(&tools, cli_home.path(), &args).await;
+    assert!(ok, "devices approve through pairgate: {out}\n{err}");
+    assert_eq!(json_of(&out)["device"]["deviceId"], other.id().as_str(), "{out}");
+    connect(&server, &other_asks).await.hello();
+
     // Revocation closes the relayed socket with 4001.
     let caller = pairgate::app::Caller::local_cli();
     server.app.revoke_token(&caller, &device.id(), Role::Operator).await.unwrap();

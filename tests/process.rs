@@ -1243,3 +1243,35 @@ async fn a_broken_or_stalled_log_pipe_neither_stops_nor_blocks_the_server() {
         drop(kept);
     }
 }
+
+/// A backup file whose last commits are still in its `-wal` (taken by copying a live database, say) is
+/// restored whole: the restore reads it through SQLite, not by copying its main file.
+#[tokio::test]
+async fn a_restore_takes_what_is_still_in_the_backups_wal() {
+    use pairgate::domain::{ClientMeta, DeviceId, PairingReason, PublicKey, Role, ScopeSet};
+    use pairgate::store::{Actor, NewGrant, Store};
+    let home = tempfile::tempdir().unwrap();
+    let (source, target) = (home.path().join("source.db"), home.path().join("target.db"));
+    let (store, _) = Store::open(&source).await.unwrap();
+    let key = PublicKey::from_bytes([77; 32]);
+    let device_id = DeviceId::from_public_key(&key);
+    let grant = NewGrant {
+        device_id: device_id.clone(),
+        public_key: key,
+        meta: ClientMeta { client_id: Some("cli".into()), ..ClientMeta::default() },
+        remote_ip: None,
+        role: Role::Operator,
+        scopes: ScopeSet::parse(&["operator.read"]).unwrap(),
+    };
+    store.approve_silently(&grant, PairingReason::NotPaired, true, &Actor::System, now_ms()).await.unwrap();
+    // The store stays open: the approval is in source.db-wal, not yet in source.db.
+    assert!(std::fs::metadata(pairgate::store::sibling_path(&source, "-wal")).unwrap().len() > 0);
+
+    let (from, db) = (source.display().to_string(), target.display().to_string());
+    let (ok, out, err) = pairgate(home.path(), &["restore", "--from", &from, "--db", &db]).await;
+    assert!(ok, "{out}\n{err}");
+    store.close().await;
+    let (ok, listing, err) = pairgate(home.path(), &["devices", "list", "--json", "--db", &db]).await;
+    assert!(ok, "{err}");
+    assert!(listing.contains(device_id.as_str()), "the approval that was only in the -wal is restored: {listing}");
+}

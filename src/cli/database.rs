@@ -103,13 +103,15 @@ pub async fn restore(from: &Path, db: &DbArg) -> anyhow::Result<()> {
     let _lock = ServerLock::acquire(&path).map_err(|e| anyhow::anyhow!("cannot restore: {e}"))?;
     // The backup must be a sound pairgate database this binary can open: check a scratch copy of it.
     let scratch = tempfile::Builder::new().prefix("pairgate-restore-").tempdir()?;
-    // The file as given, looked at read-only first, so that an error names it (not the scratch copy).
+    // The file as given, opened read-only, so that an error names it (not the scratch copy); the scratch
+    // copy is taken through SQLite (`VACUUM INTO`), so that what is still in the file's `-wal` comes too.
     let (given, _) = Store::open_read_only(from, true)
         .await
         .map_err(|e| anyhow::anyhow!("{} is not a usable backup: {e}", from.display()))?;
-    given.close().await;
     let probe = scratch.path().join("probe.db");
-    std::fs::copy(from, &probe).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", from.display()))?;
+    let copied = given.backup_to(&probe).await;
+    given.close().await;
+    copied.map_err(|e| anyhow::anyhow!("cannot read {}: {e}", from.display()))?;
     let (store, _) =
         Store::open(&probe).await.map_err(|e| anyhow::anyhow!("{} is not a usable backup: {e}", from.display()))?;
     let problems = store.verify().await?;
