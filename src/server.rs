@@ -207,15 +207,23 @@ async fn front_door(
         }
     };
     let now = app.clock.now_ms();
-    let credentialed = request.headers().contains_key(axum::http::header::AUTHORIZATION);
+    let bearer = request.headers().get(axum::http::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    let credentialed = bearer.is_some();
+    // pairgate's own token (the Control UI sends it on its HTTP calls) is no failed guess when the gateway
+    // refuses it: the caller proved what pairgate asks.
+    let pairgates_own =
+        match bearer.and_then(|value| value.get(7..).filter(|_| value[..7].eq_ignore_ascii_case("bearer "))) {
+            Some(token) => app.secret.verify(token.trim()).await,
+            None => false,
+        };
     if credentialed && let Some(wait_ms) = app.auth_locked_for(&client, now) {
         let body = serde_json::json!({ "code": "rate_limited", "message": "too many failed attempts; try again later",
             "details": { "retryAfterMs": wait_ms } });
         return (axum::http::StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
     }
     let upstream = door.gateway.upstream.as_ref().expect("the front door is layered only with an upstream");
-    let response = upstream.forward_http(request).await;
-    if credentialed && response.status() == axum::http::StatusCode::UNAUTHORIZED {
+    let response = upstream.forward_http(request, (!client.local).then_some(client.ip)).await;
+    if credentialed && !pairgates_own && response.status() == axum::http::StatusCode::UNAUTHORIZED {
         app.record_auth_failure(&client, now).await;
     }
     response

@@ -115,8 +115,12 @@ fn upstream_config(
 ) -> anyhow::Result<Option<crate::gateway::upstream::UpstreamConfig>> {
     use crate::gateway::upstream::{UpstreamConfig, UpstreamSecret};
     let Some(url) = &args.upstream else { return Ok(None) };
-    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-        anyhow::bail!("--upstream {url}: give the gateway's WebSocket URL, e.g. ws://127.0.0.1:18790");
+    // The gateway listens on loopback beside pairgate: plain ws:// with a port (no TLS is built in).
+    let authority = url.strip_prefix("ws://").map(|rest| rest.split('/').next().unwrap_or_default());
+    let with_port =
+        authority.and_then(|authority| authority.rsplit_once(':')).is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+    if !with_port {
+        anyhow::bail!("--upstream {url}: give the gateway's WebSocket URL with its port, e.g. ws://127.0.0.1:18790");
     }
     let read = |flag: &Option<SecretArg>, file: &Option<std::path::PathBuf>| -> anyhow::Result<Option<String>> {
         Ok(match file {
@@ -148,17 +152,24 @@ fn upstream_config(
     }))
 }
 
-/// The upstream master key from its file, made (32 random bytes, `0600`, never over an existing file or
-/// through a link) when the file does not exist. A file others can read is refused.
+/// The upstream master key from its file, made (32 random bytes, `0600`) when the file does not exist. The
+/// file is never read or written through a link, and a file others can read is refused.
 fn master_key(path: &std::path::Path) -> anyhow::Result<crate::gateway::upstream::MasterKey> {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let shown = path.display();
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            if std::fs::metadata(path)?.permissions().mode() & 0o077 != 0 {
+    let read = || -> std::io::Result<(String, u32)> {
+        let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+        let mode = file.metadata()?.permissions().mode();
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        Ok((text, mode))
+    };
+    match read() {
+        Ok((text, mode)) => {
+            if mode & 0o077 != 0 {
                 anyhow::bail!("{shown} holds the upstream master key but others may read it: chmod 600 {shown}");
             }
             let bytes = URL_SAFE_NO_PAD.decode(text.trim()).ok().and_then(|bytes| <[u8; 32]>::try_from(bytes).ok());
@@ -168,10 +179,17 @@ fn master_key(path: &std::path::Path) -> anyhow::Result<crate::gateway::upstream
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let bytes: [u8; 32] = rand::random();
-            let mut file =
-                crate::store::create_private(path).map_err(|e| anyhow::anyhow!("cannot create {shown}: {e}"))?;
-            writeln!(file, "{}", URL_SAFE_NO_PAD.encode(bytes))?;
-            file.sync_all()?;
+            // Written whole under a private random name, then linked into place (never over a file): a fleet
+            // node starting at the same moment either wins the link or reads the winner's whole key.
+            let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let mut staged = tempfile::Builder::new().prefix(".upstream-key.").tempfile_in(dir)?;
+            writeln!(staged, "{}", URL_SAFE_NO_PAD.encode(bytes))?;
+            staged.as_file().sync_all()?;
+            match std::fs::hard_link(staged.path(), path) {
+                Ok(()) => std::fs::File::open(dir)?.sync_all()?,
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => return master_key(path),
+                Err(error) => anyhow::bail!("cannot create {shown}: {error}"),
+            }
             tracing::info!(key_file = %shown, "made the upstream master key; keep it with the gateway token, out of backups");
             Ok(crate::gateway::upstream::MasterKey::from_bytes(bytes))
         }

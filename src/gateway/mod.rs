@@ -107,6 +107,9 @@ impl Gateway {
     }
 }
 
+/// How long a client's frame may wait for the gateway behind pairgate to take it.
+const UPSTREAM_WRITE_WAIT: Duration = Duration::from_secs(10);
+
 /// How often the gateway behind pairgate is tried, for `/readyz`.
 const UPSTREAM_PROBE: Duration = Duration::from_secs(2);
 
@@ -360,7 +363,10 @@ async fn handshake(
         Ok((who, hello)) => {
             let (hello, upstream) = match &gateway.upstream {
                 None => (hello.0, None),
-                Some(upstream) => match open_upstream(upstream, &who, conn, frame.params.as_deref()).await {
+                Some(upstream) => match tokio::select! {
+                    opened = open_upstream(upstream, &who, conn, frame.params.as_deref()) => opened,
+                    _ = app.shutdown.cancelled() => return Err((Stop::Shutdown, None)),
+                } {
                     Ok((session, upstream_hello)) => {
                         let own = upstream::answered_by_pairgate;
                         let own_methods: Vec<&str> =
@@ -369,8 +375,9 @@ async fn handshake(
                     }
                     Err(error) => {
                         tracing::warn!(conn = %conn.conn_id, %error, "no upstream session for an allowed connect");
-                        let refused = ErrorShape::unavailable(format!("upstream gateway unavailable: {error}"))
+                        let mut refused = ErrorShape::unavailable(error.client_message())
                             .with_details(json!({ "code": "UPSTREAM_UNAVAILABLE" }));
+                        refused.retryable = Some(error.retryable());
                         let reply = frames::response_error(&frame.id, &refused);
                         return Err((
                             Stop::Close(close::TRY_AGAIN_LATER, "upstream gateway unavailable".into()),
@@ -464,6 +471,8 @@ impl Connected {
         let relaying = self.upstream.is_some();
         loop {
             let wake = tokio::select! {
+                // Shutdown and close orders first: no frame is relayed once either is in.
+                biased;
                 _ = app.shutdown.cancelled() => return Err((Stop::Shutdown, None)),
                 order = recv_once(&mut self.close_order) => return Err((order.map_or(Stop::Gone, Stop::Order), None)),
                 Some(()) = recv_once(&mut self.overflowed) => return Err((Stop::SlowConsumer, None)),
@@ -493,15 +502,12 @@ impl Connected {
                 Wake::Upstream(Some(Ok(_))) => {} // pings are answered by tungstenite
                 Wake::Frame(text) => {
                     let frame = RequestFrame::parse(&text).map_err(|reason| (Stop::policy(reason), None))?;
-                    if let Some(upstream) = self.upstream.as_mut()
+                    if self.upstream.is_some()
                         && frame.method != "connect"
                         && !upstream::answered_by_pairgate(&frame.method)
                     {
                         // The gateway's method: the frame goes on as the client sent it.
-                        if upstream.send(Message::Text(text)).await.is_err() {
-                            let reason = "upstream gateway closed the session".into();
-                            return Err((Stop::Close(close::SERVICE_RESTART, reason), None));
-                        }
+                        self.send_upstream(text).await?;
                         continue;
                     }
                     drop(text);
@@ -519,21 +525,41 @@ impl Connected {
         }
     }
 
+    /// Sends a client's frame to the gateway. A gateway that stops reading gives way to shutdown, a close
+    /// order or an overflow at once, and ends the session (1012) after `UPSTREAM_WRITE_WAIT`.
+    async fn send_upstream(&mut self, text: Utf8Bytes) -> Result<(), Stopped> {
+        let Connected { upstream, close_order, overflowed, gateway, .. } = self;
+        let Some(upstream) = upstream.as_mut() else { return Ok(()) };
+        let gone = || Stop::Close(close::SERVICE_RESTART, "upstream gateway closed the session".into());
+        let stop = tokio::select! {
+            biased;
+            _ = gateway.app.shutdown.cancelled() => Stop::Shutdown,
+            order = recv_once(close_order) => order.map_or(Stop::Gone, Stop::Order),
+            Some(()) = recv_once(overflowed) => Stop::SlowConsumer,
+            sent = timeout(UPSTREAM_WRITE_WAIT, upstream.send(Message::Text(text))) => match sent {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(_)) => gone(),
+                Err(_elapsed) => Stop::Close(close::SERVICE_RESTART, "upstream gateway stopped reading".into()),
+            },
+        };
+        Err((stop, None))
+    }
+
     /// An upstream frame as the client gets it: responses unchanged; events renumbered into this socket's
     /// one `seq` (pairgate's own pairing events share it), the gateway's pairing events withheld.
     fn relayed(&mut self, text: &str) -> Option<String> {
         #[derive(serde::Deserialize)]
         struct Head<'a> {
-            #[serde(rename = "type")]
-            kind: &'a str,
-            #[serde(default)]
-            event: Option<&'a str>,
+            #[serde(rename = "type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+            #[serde(default, borrow)]
+            event: Option<std::borrow::Cow<'a, str>>,
         }
         let Ok(head) = serde_json::from_str::<Head>(text) else { return Some(text.to_owned()) };
         if head.kind != "event" {
             return Some(text.to_owned());
         }
-        if head.event.is_some_and(upstream::withheld_event) {
+        if head.event.as_deref().is_some_and(upstream::withheld_event) {
             return None;
         }
         let mut event: serde_json::Value = serde_json::from_str(text).ok()?;

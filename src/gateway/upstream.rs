@@ -117,6 +117,25 @@ pub enum UpstreamError {
     Refused { code: String, message: String, retryable: bool },
 }
 
+impl UpstreamError {
+    /// Whether a client may simply connect again: the gateway was away or busy, not refusing.
+    pub fn retryable(&self) -> bool {
+        match self {
+            UpstreamError::Unreachable(_) | UpstreamError::Timeout => true,
+            UpstreamError::Refused { retryable, .. } => *retryable,
+        }
+    }
+
+    /// What the client is told: the kind of failure, never the gateway's own words.
+    pub fn client_message(&self) -> String {
+        match self {
+            UpstreamError::Unreachable(_) => "upstream gateway unavailable".to_owned(),
+            UpstreamError::Timeout => "upstream gateway unavailable: it did not answer in time".to_owned(),
+            UpstreamError::Refused { code, .. } => format!("upstream gateway refused the session ({code})"),
+        }
+    }
+}
+
 pub struct Upstream {
     config: UpstreamConfig,
     pacing: Semaphore,
@@ -153,7 +172,16 @@ impl Upstream {
             let _turn = self.pacing.acquire().await.expect("the pacing semaphore is never closed");
             let stable = who.device_id.as_ref().map(|device_id| self.config.master_key.identity(device_id, who.role));
             let asked = who.scopes.names();
+            let over_granted = |hello: &Value| UpstreamError::Refused {
+                code: "UPSTREAM_OVER_GRANT".into(),
+                message: format!("the gateway granted {} beyond {asked:?}", hello["auth"]),
+                retryable: false,
+            };
             match self.handshake(who, client, extra, origin, stable).await {
+                Ok((mut socket, hello)) if !within(&hello, who.role.as_str(), &asked) => {
+                    let _ = socket.close(None).await;
+                    return Err(over_granted(&hello));
+                }
                 Ok((socket, hello)) if covers(&hello, &asked) => return Ok((socket, hello)),
                 // A gateway that grants a device-less session nothing, or refuses a device's scope upgrade
                 // (OpenClaw 2026.4): the grant's own identity is a first ask, which it pairs silently.
@@ -164,7 +192,11 @@ impl Upstream {
                 Err(error) => return Err(error),
             }
             let for_grant = self.config.master_key.identity_for_grant(who.device_id.as_ref(), who.role, &asked);
-            let (socket, hello) = self.handshake(who, client, extra, origin, Some(for_grant)).await?;
+            let (mut socket, hello) = self.handshake(who, client, extra, origin, Some(for_grant)).await?;
+            if !within(&hello, who.role.as_str(), &asked) {
+                let _ = socket.close(None).await;
+                return Err(over_granted(&hello));
+            }
             if !covers(&hello, &asked) {
                 return Err(UpstreamError::Refused {
                     code: "SCOPES_NOT_GRANTED".into(),
@@ -298,9 +330,25 @@ fn covers(hello: &Value, asked: &[&str]) -> bool {
         && (asked.is_empty() || hello["auth"].is_object())
 }
 
-/// Headers that belong to one hop, never forwarded (RFC 9110 §7.6.1), and the client's forwarding claims:
-/// pairgate sends none upstream (its own log and audit keep the client's address).
-const NOT_FORWARDED: [&str; 12] = [
+/// Whether an upstream hello-ok grants nothing beyond what was asked (an upstream session never holds
+/// more than pairgate granted) and the role asked. A gateway that sends no `auth` granted nothing.
+fn within(hello: &Value, role: &str, asked: &[&str]) -> bool {
+    let auth = &hello["auth"];
+    if !auth.is_object() {
+        return true;
+    }
+    let implied = |scope: &str| {
+        asked.contains(&scope)
+            || asked.contains(&"operator.admin")
+            || (scope == "operator.read" && asked.contains(&"operator.write"))
+    };
+    auth["role"].as_str().is_none_or(|granted| granted == role)
+        && auth["scopes"].as_array().into_iter().flatten().filter_map(Value::as_str).all(implied)
+}
+
+/// Headers that belong to one hop, never forwarded (RFC 9110 §7.6.1), with any the `Connection` header
+/// names.
+const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -309,11 +357,35 @@ const NOT_FORWARDED: [&str; 12] = [
     "trailer",
     "transfer-encoding",
     "upgrade",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-real-ip",
 ];
+
+/// Whether a request header is a claim about the client or its identity that only a proxy may make:
+/// forwarding (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`) and identity headers (`X-Forwarded-User`,
+/// Tailscale's, `Remote-User`). pairgate drops what the client sent and says itself who the client is.
+fn is_client_claim(name: &str) -> bool {
+    name == "forwarded"
+        || name == "x-real-ip"
+        || name == "remote-user"
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("tailscale-")
+}
+
+/// Removes the hop-by-hop headers (and those `Connection` names) from a request or response.
+fn strip_hop_by_hop(headers: &mut axum::http::HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(axum::http::header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(',').map(|name| name.trim().to_ascii_lowercase()))
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in HOP_BY_HOP.iter().copied().chain(named.iter().map(String::as_str)) {
+        headers.remove(name);
+    }
+}
+
+/// How long the gateway may take to answer a forwarded HTTP request with its head.
+const HTTP_ANSWER_WAIT: Duration = Duration::from_secs(30);
 
 impl Upstream {
     /// `host:port` of the gateway, from its WebSocket URL.
@@ -324,7 +396,15 @@ impl Upstream {
 
     /// Forwards an HTTP request that pairgate does not answer itself to the gateway, as the caller sent it
     /// (its own credential, if any, untouched; never the gateway's secret), and streams the answer back.
-    pub async fn forward_http(&self, request: axum::extract::Request) -> axum::response::Response {
+    /// A caller that is not local is named in `X-Forwarded-For`, so that the gateway (with pairgate's
+    /// address in its `gateway.trustedProxies`) never takes it for a local client, and refuses it
+    /// (`proxy_attribution_required`) until it is told to trust pairgate; a local caller is sent as what
+    /// it is, local.
+    pub async fn forward_http(
+        &self,
+        request: axum::extract::Request,
+        client: Option<std::net::IpAddr>,
+    ) -> axum::response::Response {
         use axum::response::IntoResponse;
         let unavailable = |why: String| {
             tracing::warn!(%why, "cannot forward an HTTP request to the upstream gateway");
@@ -348,15 +428,32 @@ impl Upstream {
             Ok(uri) => uri,
             Err(_) => return unavailable("a request path hyper cannot send".into()),
         };
-        for name in NOT_FORWARDED {
+        strip_hop_by_hop(&mut parts.headers);
+        let claims: Vec<axum::http::HeaderName> =
+            parts.headers.keys().filter(|name| is_client_claim(name.as_str())).cloned().collect();
+        for name in claims {
             parts.headers.remove(name);
+        }
+        if let Some(ip) = client
+            && let Ok(value) = ip.to_string().parse()
+        {
+            parts.headers.insert("x-forwarded-for", value);
         }
         if let Ok(host) = authority.parse() {
             parts.headers.insert(axum::http::header::HOST, host);
         }
-        match sender.send_request(axum::extract::Request::from_parts(parts, body)).await {
-            Ok(response) => response.map(axum::body::Body::new),
-            Err(error) => unavailable(error.to_string()),
+        let answer = tokio::time::timeout(
+            HTTP_ANSWER_WAIT,
+            sender.send_request(axum::extract::Request::from_parts(parts, body)),
+        );
+        match answer.await {
+            Ok(Ok(response)) => {
+                let mut response = response.map(axum::body::Body::new);
+                strip_hop_by_hop(response.headers_mut());
+                response
+            }
+            Ok(Err(error)) => unavailable(error.to_string()),
+            Err(_) => unavailable("no answer in time".into()),
         }
     }
 }
@@ -386,10 +483,11 @@ pub fn answered_by_pairgate(method: &str) -> bool {
     method.starts_with("device.pair.") || method.starts_with("device.token.")
 }
 
-/// Whether an upstream event stays upstream: the gateway's pairing events are about pairgate's own
-/// upstream sessions, never the client's business (pairgate sends its own).
+/// Whether an upstream event stays upstream: the gateway's device-pairing events are about pairgate's own
+/// upstream identities, never the client's business (pairgate sends its own). Node pairing (`node.pair.*`)
+/// stays the gateway's, like everything else about nodes.
 pub fn withheld_event(event: &str) -> bool {
-    event.starts_with("device.pair.") || event.starts_with("node.pair.")
+    event.starts_with("device.pair.")
 }
 
 /// The client's hello-ok: the gateway's, with pairgate's `auth` (role, granted scopes, pairgate's device
@@ -405,6 +503,9 @@ pub fn merge_hello(mut upstream: Value, own: &Value, own_methods: &[&str]) -> Va
         }
     }
     if let Some(methods) = upstream.pointer_mut("/features/methods").and_then(Value::as_array_mut) {
+        // The pairing and token methods are pairgate's: only those it serves are announced.
+        methods
+            .retain(|name| name.as_str().is_none_or(|name| !answered_by_pairgate(name) || own_methods.contains(&name)));
         for name in own_methods {
             if !methods.iter().any(|known| known == name) {
                 methods.push(json!(name));
@@ -421,7 +522,7 @@ mod tests {
     #[test]
     fn the_merged_hello_is_the_gateways_with_pairgates_auth_and_methods() {
         let upstream = json!({
-            "type": "hello-ok", "protocol": 4, "features": {"methods": ["status", "device.pair.list"]},
+            "type": "hello-ok", "protocol": 4, "features": {"methods": ["status", "device.pair.list", "device.pair.setup"]},
             "auth": {"method": "token", "role": "operator", "scopes": ["operator.read"], "deviceToken": "upstream's"},
             "policy": {"maxPayload": 26214400, "maxBufferedBytes": 52428800, "tickIntervalMs": 30000},
         });
@@ -451,6 +552,17 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_is_within_what_was_asked_only_if_it_grants_no_more() {
+        let hello = |role: &str, scopes: Value| json!({"auth": {"role": role, "scopes": scopes}});
+        assert!(within(&hello("operator", json!(["operator.read"])), "operator", &["operator.read"]));
+        assert!(within(&hello("operator", json!(["operator.read"])), "operator", &["operator.write"]));
+        assert!(within(&hello("operator", json!(["operator.pairing"])), "operator", &["operator.admin"]));
+        assert!(!within(&hello("operator", json!(["operator.admin"])), "operator", &["operator.read"]));
+        assert!(!within(&hello("node", json!([])), "operator", &[]), "another role");
+        assert!(within(&json!({"type": "hello-ok"}), "operator", &["operator.read"]), "no auth grants nothing");
+    }
+
+    #[test]
     fn every_grant_has_its_own_upstream_identity_and_each_is_stable() {
         use crate::domain::{DeviceId, Role};
         let key = MasterKey::from_bytes([7; 32]);
@@ -473,7 +585,7 @@ mod tests {
     fn pairing_and_device_tokens_are_pairgates() {
         assert!(answered_by_pairgate("device.pair.approve") && answered_by_pairgate("device.token.revoke"));
         assert!(!answered_by_pairgate("status") && !answered_by_pairgate("sessions.list"));
-        assert!(withheld_event("device.pair.resolved") && withheld_event("node.pair.requested"));
+        assert!(withheld_event("device.pair.resolved") && !withheld_event("node.pair.requested"));
         assert!(!withheld_event("tick") && !withheld_event("presence"));
     }
 }

@@ -101,6 +101,8 @@ impl RealGateway {
         // 2026.4 refuses a configuration key it does not know, and has no remote model catalog to turn off.
         if tools.version == Version::V2026_9 {
             config["models"] = json!({"catalogRefresh": {"enabled": false}});
+            // pairgate on loopback names remote HTTP callers in X-Forwarded-For (README, front door).
+            config["gateway"]["trustedProxies"] = json!(["127.0.0.1"]);
         }
         std::fs::write(state.join("openclaw.json"), config.to_string()).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("gateway.log")).unwrap();
@@ -166,20 +168,23 @@ impl RealGateway {
             return;
         }
         let group = format!("-{}", self.pgid);
-        let signal = |name: &str| {
-            std::process::Command::new("kill")
-                .args([name, "--", &group])
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if signal("-TERM") {
+        let signal =
+            |name: &str| std::process::Command::new("kill").args([name, "--", &group]).stderr(Stdio::null()).status();
+        if signal("-TERM").is_ok_and(|status| status.success()) {
+            // Until the leader has exited: it stays a zombie, unreaped, so its id (the group's) cannot be
+            // taken by another process before the SIGKILL below.
+            let exited = || {
+                let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pgid)).unwrap_or_default();
+                stat.rsplit_once(") ").is_none_or(|(_, rest)| rest.starts_with('Z'))
+            };
             let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && signal("-0") {
-                std::thread::sleep(Duration::from_millis(100)); // waiting for an external process to exit
+            while Instant::now() < deadline && !exited() {
+                std::thread::sleep(Duration::from_millis(50)); // waiting for an external process to exit
             }
-            signal("-KILL");
         }
+        // Whatever of the group is left (a child that outlived the leader) goes too; then the leader is
+        // reaped.
+        let _ = signal("-KILL");
         let _ = self.child.wait();
         self.pgid = 0;
     }
