@@ -164,7 +164,13 @@ struct FrontDoor {
     gateway: Arc<Gateway>,
     /// pairgate's HTTP routes, from the one list its router and OpenAPI document are built from.
     owned: matchit::Router<()>,
+    /// Requests being forwarded to the gateway: a slow gateway (or slow callers) can hold at most this many
+    /// of pairgate's connections; beyond it, 503 at once.
+    forwarding: Arc<Semaphore>,
 }
+
+/// HTTP requests forwarded to the gateway at once, at most.
+const MAX_FORWARDED_REQUESTS: usize = 256;
 
 impl FrontDoor {
     fn new(server: &Server) -> FrontDoor {
@@ -172,7 +178,11 @@ impl FrontDoor {
         for path in crate::admin::openapi().paths.paths.keys() {
             owned.insert(path.as_str(), ()).expect("the OpenAPI paths are distinct routes");
         }
-        FrontDoor { gateway: server.gateway.clone(), owned }
+        FrontDoor {
+            gateway: server.gateway.clone(),
+            owned,
+            forwarding: Arc::new(Semaphore::new(MAX_FORWARDED_REQUESTS)),
+        }
     }
 
     /// Whether pairgate answers this request: the WebSocket upgrade at `/`, and its own HTTP routes.
@@ -221,6 +231,10 @@ async fn front_door(
             "details": { "retryAfterMs": wait_ms } });
         return (axum::http::StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
     }
+    let Ok(_slot) = door.forwarding.clone().try_acquire_owned() else {
+        let body = serde_json::json!({ "code": "unavailable", "message": "too many requests to the upstream gateway at once; try again", "details": {} });
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    };
     let upstream = door.gateway.upstream.as_ref().expect("the front door is layered only with an upstream");
     let response = upstream.forward_http(request, (!client.local).then_some(client.ip)).await;
     if credentialed && !pairgates_own && response.status() == axum::http::StatusCode::UNAUTHORIZED {

@@ -25,6 +25,9 @@ use crate::clock::Clock;
 /// A session on the upstream gateway.
 pub type UpstreamSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// How long to wait before opening a session again on a gateway that answered 503 (busy).
+const BUSY_RETRY: Duration = Duration::from_millis(100);
+
 /// The protocol versions offered to the upstream gateway: OpenClaw 2026.9 picks 4, 2026.4 picks 3.
 const UPSTREAM_PROTOCOLS: (i64, i64) = (3, 4);
 
@@ -252,9 +255,19 @@ impl Upstream {
             let origin = origin.parse().map_err(|_| unreachable(&"an Origin that is not a header value"))?;
             request.headers_mut().insert(axum::http::header::ORIGIN, origin);
         }
-        let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false)
-            .await
-            .map_err(|error| unreachable(&error))?;
+        // Other loopback clients of the gateway share its limit of unfinished handshakes per address: a
+        // 503 at the upgrade means "busy", and is tried again shortly (within the caller's timeout).
+        let mut socket = loop {
+            match tokio_tungstenite::connect_async_with_config(request.clone(), Some(config), false).await {
+                Ok((socket, _)) => break socket,
+                Err(tokio_tungstenite::tungstenite::Error::Http(answer))
+                    if answer.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE =>
+                {
+                    tokio::time::sleep(BUSY_RETRY).await;
+                }
+                Err(error) => return Err(unreachable(&error)),
+            }
+        };
         let nonce = loop {
             let frame = next_json(&mut socket).await?;
             if frame["type"] == "event" && frame["event"] == "connect.challenge" {
