@@ -91,12 +91,31 @@ async fn pairgate_decides_every_connect_and_the_real_gateway_does_the_work() {
     let node_device = Device::new(141);
     let node =
         Connect { client_id: "node-host".into(), client_mode: "node".into(), role: "node".into(), ..Connect::cli() };
-    let (hello, _node_ws) = connect(&server, &node.device(&node_device).scopes(&[])).await.hello();
+    let (hello, mut node_ws) = connect(&server, &node.device(&node_device).scopes(&[])).await.hello();
     assert_eq!(hello["auth"]["role"], "node", "{}", hello["auth"]);
     let upstream_node = master_key.identity(&node_device.id(), Role::Node).id();
     let reply = call(&mut ws, "n1", "node.list", json!({})).await;
     assert_eq!(reply["ok"], true, "{reply}");
     assert!(reply["payload"].to_string().contains(upstream_node.as_str()), "the node is in node.list: {reply}");
+    let node_connected = |reply: &Value| {
+        let nodes = reply["payload"]["nodes"].as_array().cloned().unwrap_or_default();
+        nodes.iter().find(|node| node["nodeId"] == upstream_node.as_str()).map(|node| node["connected"] == true)
+    };
+    assert_eq!(node_connected(&reply), Some(true), "{reply}");
+
+    // Revoking the node's token closes its socket (4001) and its upstream session: the gateway sees it go.
+    let caller = pairgate::app::Caller::local_cli();
+    server.app.revoke_token(&caller, &node_device.id(), Role::Node).await.unwrap();
+    assert_eq!(expect_close(&mut node_ws).await.map(|(code, _)| code), Some(4001));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = call(&mut ws, "n2", "node.list", json!({})).await;
+        if node_connected(&reply) != Some(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the gateway still has the revoked node's session: {reply}");
+        tokio::time::sleep(Duration::from_millis(100)).await; // polling the gateway's view
+    }
 
     // A storm: 100 clients at once, more than the gateway takes unauthenticated from one address (32).
     // Straight at the gateway some are refused (HTTP 503); pairgate paces its upstream handshakes, so through
