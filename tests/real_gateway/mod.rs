@@ -1,6 +1,7 @@
-//! A real OpenClaw gateway (npm package) for the front-door tests: started in a temp state dir on a free
-//! loopback port, in a process group of its own, and stopped by that group's id (never by name) from a
-//! guard that also runs on panic. One per test binary: it takes 3–25 s to start.
+//! The real OpenClaw packages (npm) for the compatibility and front-door tests: finding Node 24 and both
+//! CLIs, running a CLI, and a real gateway started in a temp state dir on a free loopback port, in a
+//! process group of its own, and stopped by that group's id (never by name) from a guard that also runs on
+//! panic. One gateway per test binary: it takes 2–25 s to start.
 #![allow(dead_code)]
 
 use std::os::unix::process::CommandExt;
@@ -36,7 +37,7 @@ impl Tools {
     /// required.
     pub fn find(version: Version) -> Option<Tools> {
         if let Ok(reason) = std::env::var("PAIRGATE_COMPAT_SKIP_REASON") {
-            eprintln!("front-door test skipped: {reason}");
+            eprintln!("real-OpenClaw test skipped: {reason}");
             return None;
         }
         let dir = std::env::var_os("PAIRGATE_COMPAT_DIR")
@@ -55,7 +56,7 @@ impl Tools {
                 panic!("PAIRGATE_REQUIRE_COMPAT=1 but Node 24 / openclaw are not installed in {}", dir.display());
             }
             eprintln!(
-                "front-door test skipped: Node 24 and openclaw are not installed in {} (run scripts/test)",
+                "real-OpenClaw test skipped: Node 24 and openclaw are not installed in {} (run scripts/test)",
                 dir.display()
             );
             return None;

@@ -215,38 +215,59 @@ async fn pair_devices(args: &Args) -> anyhow::Result<Vec<(DeviceIdentity, Connec
     Ok(devices)
 }
 
-/// C workers handshaking back to back.
-async fn closed_loop(
-    args: &Args,
-    devices: Arc<Vec<(DeviceIdentity, ConnectSpec)>>,
-    deadline: Instant,
-) -> anyhow::Result<Outcome> {
+/// C workers, each running `op(n)` for the next `n` back to back until `count` in all or the deadline;
+/// the latency of each success, and the errors by text.
+async fn back_to_back<F, Fut>(concurrency: usize, count: u64, deadline: Instant, op: F) -> anyhow::Result<Outcome>
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
     let issued = Arc::new(AtomicU64::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
-        let (devices, issued, url, count) = (devices.clone(), issued.clone(), args.url.clone(), args.count);
-        workers.push(tokio::spawn(async move {
+    let workers = (0..concurrency).map(|_| {
+        let (issued, op) = (issued.clone(), op.clone());
+        tokio::spawn(async move {
             let mut outcome: Outcome = Default::default();
             loop {
                 let n = issued.fetch_add(1, Ordering::Relaxed);
                 if n >= count || Instant::now() >= deadline {
                     break;
                 }
-                let (identity, spec) = &devices[n as usize % devices.len()];
                 let t0 = Instant::now();
-                match handshake(&url, spec, identity).await {
-                    Ok(_) => outcome.0.push(t0.elapsed().as_micros() as u64),
+                match op(n).await {
+                    Ok(()) => outcome.0.push(t0.elapsed().as_micros() as u64),
                     Err(code) => *outcome.1.entry(code).or_default() += 1,
                 }
             }
             outcome
-        }));
-    }
+        })
+    });
+    merged(workers.collect()).await
+}
+
+/// The outcomes of workers, together.
+async fn merged(workers: Vec<tokio::task::JoinHandle<Outcome>>) -> anyhow::Result<Outcome> {
     let mut all = Outcome::default();
     for worker in workers {
         merge(&mut all, worker.await?);
     }
     Ok(all)
+}
+
+/// C workers handshaking back to back.
+async fn closed_loop(
+    args: &Args,
+    devices: Arc<Vec<(DeviceIdentity, ConnectSpec)>>,
+    deadline: Instant,
+) -> anyhow::Result<Outcome> {
+    let url = args.url.clone();
+    back_to_back(args.concurrency, args.count, deadline, move |n| {
+        let (devices, url) = (devices.clone(), url.clone());
+        async move {
+            let (identity, spec) = &devices[n as usize % devices.len()];
+            handshake(&url, spec, identity).await.map(|_| ())
+        }
+    })
+    .await
 }
 
 /// C sessions calling `health` back to back; latency per call.
@@ -297,51 +318,26 @@ async fn rpc_calls(
             outcome
         }));
     }
-    let mut all = Outcome::default();
-    for worker in workers {
-        merge(&mut all, worker.await?);
-    }
-    Ok(all)
+    merged(workers).await
 }
 
 /// The bare-WebSocket baseline: open, one frame there and back, close; C workers back to back.
 async fn echoes(args: &Args, deadline: Instant) -> anyhow::Result<Outcome> {
-    let issued = Arc::new(AtomicU64::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
-        let (issued, url, count) = (issued.clone(), args.url.clone(), args.count);
-        workers.push(tokio::spawn(async move {
-            let mut outcome: Outcome = Default::default();
-            loop {
-                let n = issued.fetch_add(1, Ordering::Relaxed);
-                if n >= count || Instant::now() >= deadline {
-                    break;
-                }
-                let t0 = Instant::now();
-                let echoed = async {
-                    let (mut ws, _) =
-                        tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| e.to_string())?;
-                    ws.send(Message::text("ping")).await.map_err(|e| e.to_string())?;
-                    match ws.next().await {
-                        Some(Ok(Message::Text(_))) => {}
-                        other => return Err(format!("no echo: {other:?}")),
-                    }
-                    let _ = ws.close(None).await;
-                    Ok::<(), String>(())
-                };
-                match echoed.await {
-                    Ok(()) => outcome.0.push(t0.elapsed().as_micros() as u64),
-                    Err(error) => *outcome.1.entry(error).or_default() += 1,
-                }
+    let url = args.url.clone();
+    back_to_back(args.concurrency, args.count, deadline, move |_| {
+        let url = url.clone();
+        async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| e.to_string())?;
+            ws.send(Message::text("ping")).await.map_err(|e| e.to_string())?;
+            match ws.next().await {
+                Some(Ok(Message::Text(_))) => {}
+                other => return Err(format!("no echo: {other:?}")),
             }
-            outcome
-        }));
-    }
-    let mut all = Outcome::default();
-    for worker in workers {
-        merge(&mut all, worker.await?);
-    }
-    Ok(all)
+            let _ = ws.close(None).await;
+            Ok(())
+        }
+    })
+    .await
 }
 
 /// Handshakes started on a fixed schedule; latency from the scheduled start.
@@ -413,11 +409,7 @@ async fn approvals(args: &Args) -> anyhow::Result<(Outcome, f64)> {
             outcome
         }));
     }
-    let mut all = Outcome::default();
-    for worker in workers {
-        merge(&mut all, worker.await?);
-    }
-    Ok((all, started.elapsed().as_secs_f64()))
+    Ok((merged(workers).await?, started.elapsed().as_secs_f64()))
 }
 
 /// The server's CPU time (user + system) in seconds, from /proc/PID/stat (in clock ticks of 1/100 s,
