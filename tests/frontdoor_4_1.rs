@@ -3,7 +3,9 @@
 //! asks, and refuses every later loopback scope upgrade (`NOT_PAIRED` / `PAIRING_REQUIRED`, close 1008),
 //! which is how a sub-agent spawn asking `operator.read → operator.admin` gets stuck for ever. Behind
 //! pairgate, pairgate decides, and every grant gets an upstream identity of its own, which the gateway pairs
-//! as a first ask. One gateway for this test binary.
+//! as a first ask. The gateway's own clients (the sub-agent spawn among them) are sent to pairgate too
+//! (`OPENCLAW_GATEWAY_URL`), and a stub model provider makes its agent spawn sub-agents for real. One gateway
+//! for this test binary.
 
 mod common;
 mod real_gateway;
@@ -14,13 +16,51 @@ use common::*;
 use pairgate::clock::{Clock, SystemClock};
 use pairgate::gateway::upstream::{MasterKey, UpstreamConfig, UpstreamSecret};
 use pairgate::server::Config;
+use real_gateway::stub_model::StubModel;
 use real_gateway::*;
 use serde_json::json;
+
+/// The first agent run of a new gateway warms its runtime up (about 4 s here); a spawn follows at once.
+const SPAWN_WAIT: Duration = Duration::from_secs(90);
+
+/// pairgate's count of connects it let in, from its `/metrics`.
+async fn connects_let_in(server: &Server) -> u64 {
+    let answer =
+        reqwest::Client::new().get(format!("http://{}/metrics", server.addr)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let metrics = answer.text().await.unwrap();
+    metrics
+        .lines()
+        .filter(|line| line.contains("connects_total{") && line.contains(r#"outcome="ok""#))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_2026_4_gateway_behind_pairgate_serves_clients_and_the_seed_spawn_is_never_stuck() {
     let Some(tools) = Tools::find(Version::V2026_4) else { return };
-    let gateway = RealGateway::start(&tools);
+    // pairgate first (its URL is where the gateway's own clients go), then the gateway it stands before.
+    let (port, token) = (free_port(), format!("upstream-{}", uuid::Uuid::new_v4().simple()));
+    let upstream = UpstreamConfig {
+        url: format!("ws://127.0.0.1:{port}"),
+        secret: UpstreamSecret::Token(token.clone()),
+        master_key: MasterKey::from_bytes(rand::random()),
+        max_handshakes: 16,
+        handshake_timeout: Duration::from_secs(10),
+    };
+    let server = Server::start_with(Config { upstream: Some(upstream), ..Config::default() }).await;
+    server.clock.set_ms(SystemClock.now_ms());
+    let stub = StubModel::start().await;
+    let options = GatewayOptions {
+        port: Some(port),
+        token: Some(token),
+        config: stub.gateway_config().as_object().unwrap().clone(),
+        env: vec![
+            ("OPENCLAW_GATEWAY_URL".into(), format!("ws://{}", server.addr)),
+            ("OPENCLAW_GATEWAY_TOKEN".into(), TOKEN.into()),
+        ],
+    };
+    let gateway = RealGateway::start_with(&tools, options);
     gateway.wait_ready().await;
 
     // The bug itself, straight at the gateway: a loopback backend device paired at operator.read asks
@@ -35,15 +75,40 @@ async fn a_2026_4_gateway_behind_pairgate_serves_clients_and_the_seed_spawn_is_n
         assert_eq!(closed.map(|(code, _)| code), Some(1008));
     }
 
-    let upstream = UpstreamConfig {
-        url: gateway.url(),
-        secret: UpstreamSecret::Token(gateway.token.clone()),
-        master_key: MasterKey::from_bytes(rand::random()),
-        max_handshakes: 16,
-        handshake_timeout: Duration::from_secs(10),
-    };
-    let server = Server::start_with(Config { upstream: Some(upstream), ..Config::default() }).await;
-    server.clock.set_ms(SystemClock.now_ms());
+    // The gateway's own sub-agent spawn, through pairgate. Its internal client opens a connect per call, with
+    // the scope that call needs: `operator.admin` first (`sessions.patch`), then `operator.write`, then
+    // `operator.read`. 2026.4.1 names the scopes of an identity's device token in hello-ok, not those of
+    // the session: once pairgate's identity for that device is paired at admin, a later narrower ask looks
+    // granted more; pairgate then opens the session with the grant's own identity. A plain spawn first
+    // (the internal client's first ask is admin), then the seed's order (read first, then admin).
+    let let_in = connects_let_in(&server).await;
+    let agent = Connect { protocol: (3, 3), ..Connect::cli() }
+        .device(&Device::new(152))
+        .token(Some(&gateway.token))
+        .scopes(&["operator.admin", "operator.read", "operator.write"]);
+    let (_, mut operator) = connect_url(&gateway.url(), &agent, SystemClock.now_ms()).await.hello();
+    for (spawned, plan) in [(1, "PLAN:sessions_spawn"), (2, "PLAN:sessions_list,sessions_spawn")] {
+        let params = json!({"message": format!("hi {plan}"), "sessionKey": "agent:main:main",
+            "idempotencyKey": uuid::Uuid::new_v4().to_string(), "deliver": false});
+        let accepted = call(&mut operator, plan, "agent", params).await;
+        assert_eq!(accepted["payload"]["status"], "accepted", "{accepted}");
+        let done = tokio::time::timeout(SPAWN_WAIT, async {
+            loop {
+                let frame = next_json(&mut operator).await.expect("the agent's answer");
+                if frame["type"] == "res" && frame["id"] == plan {
+                    return frame;
+                }
+            }
+        });
+        let done = done.await.expect("the agent run ends");
+        assert_eq!(done["payload"]["status"], "ok", "{plan}: {}", done["payload"]["summary"]);
+        assert!(
+            stub.wait_for("[Subagent Task]", spawned, SPAWN_WAIT).await,
+            "{plan}: no sub-agent ran (its first model request never came):\n{}",
+            gateway.log()
+        );
+    }
+    assert!(connects_let_in(&server).await > let_in, "the gateway's own clients came through pairgate");
 
     // Through pairgate the same spawn passes: read, then admin, then read again, and admin calls work.
     let spawner = Device::new(151);

@@ -307,10 +307,19 @@ impl Drop for Forget<'_> {
     }
 }
 
-/// Writes one frame of the handshake, bounded by the handshake timeout and shutdown.
+/// Writes one message of the handshake, bounded by the handshake timeout and shutdown. A long one (a
+/// front door's hello-ok) goes in fragments, so that it leaves no large write buffer behind; a socket
+/// whose write fails or is cut here ends (only a close frame may follow, which may come between
+/// fragments).
 async fn handshake_send(gateway: &Gateway, socket: &mut Socket, text: String) -> Result<(), Stop> {
+    let send_all = async {
+        for fragment in transport::fragments(text) {
+            socket.send(fragment).await?;
+        }
+        Ok::<(), tungstenite::Error>(())
+    };
     tokio::select! {
-        sent = timeout(gateway.config.handshake_timeout, socket.send(Message::Text(text.into()))) => match sent {
+        sent = timeout(gateway.config.handshake_timeout, send_all) => match sent {
             Ok(Ok(())) => Ok(()),
             _ => Err(Stop::Gone),
         },
@@ -641,7 +650,10 @@ impl Connected {
             }
         }
         let (code, reason, ack) = match stop {
-            Stop::Gone => return None,
+            Stop::Gone => {
+                self.close_upstream().await;
+                return None;
+            }
             Stop::Shutdown => (close::GOING_AWAY, "server shutting down".to_owned(), None),
             Stop::Order(order) => {
                 let (code, reason) = disconnect_close(order.why);
@@ -651,12 +663,17 @@ impl Connected {
             Stop::Close(code, reason) => (code, reason, None),
         };
         close_before(&mut self.socket, deadline, owed, code, &reason).await;
+        self.close_upstream().await;
+        ack
+    }
+
+    /// Ends the upstream session with the client's socket, however that ended, with a close frame (the
+    /// gateway logs a session dropped without one as abnormal, 1006); a gateway that does not take it in
+    /// time is dropped all the same.
+    async fn close_upstream(&mut self) {
         if let Some(mut upstream) = self.upstream.take() {
-            // The session ends with the client's socket; a gateway that does not take the close in time is
-            // dropped all the same.
             let _ = timeout(CLOSE_WRITE_TIMEOUT, upstream.close(None)).await;
         }
-        ack
     }
 
     /// A slow consumer's last frames: the reply it is owed and the events already queued (nothing more is

@@ -207,6 +207,99 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for LimitedFrames<S> {
     }
 }
 
+/// The largest frame a long message is sent in (see [`fragments`]).
+pub const FRAGMENT_BYTES: usize = 4096;
+
+/// A text message as frames of at most [`FRAGMENT_BYTES`] (RFC 6455 §5.4): tungstenite writes each
+/// frame whole into a buffer that keeps its size for the socket's life, so a 20 KB hello-ok sent in one
+/// frame would leave every idle socket holding 20 KB. Receivers (browsers, Node's `ws`) join the
+/// fragments; the message may be cut inside a UTF-8 character, since only the whole message must be
+/// valid. A short message is one frame.
+pub fn fragments(text: String) -> impl Iterator<Item = tokio_tungstenite::tungstenite::Message> {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+    let bytes = tokio_tungstenite::tungstenite::Bytes::from(text);
+    let count = bytes.len().div_ceil(FRAGMENT_BYTES).max(1);
+    (0..count).map(move |index| {
+        let piece = bytes.slice(index * FRAGMENT_BYTES..((index + 1) * FRAGMENT_BYTES).min(bytes.len()));
+        let opcode = if index == 0 { Data::Text } else { Data::Continue };
+        tokio_tungstenite::tungstenite::Message::Frame(Frame::message(piece, OpCode::Data(opcode), index + 1 == count))
+    })
+}
+
+/// A byte stream that can keep a copy of what it read, until [`Recording::stop`]. The upstream handshake
+/// reads through one, so that its socket can be made again without the buffer the gateway's 20 KB hello-ok
+/// grew (see [`unread_after`]).
+#[derive(Debug)]
+pub struct Recording<S> {
+    inner: S,
+    recorded: Option<Vec<u8>>,
+}
+
+impl<S> Recording<S> {
+    /// A stream that records from its first byte.
+    pub fn new(inner: S) -> Recording<S> {
+        Recording { inner, recorded: Some(Vec::new()) }
+    }
+
+    /// Stops recording; returns what was read, if it was recording.
+    pub fn stop(&mut self) -> Option<Vec<u8>> {
+        self.recorded.take()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recording<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if let Some(recorded) = this.recorded.as_mut() {
+            recorded.extend_from_slice(&buf.filled()[before..]);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recording<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, bytes)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// What a client socket had read but not yet handed out, given everything it read (the HTTP 101
+/// response, then frames) and how many messages it handed out: the bytes after the 101 and after
+/// `messages` frames. `None` unless each of those was a whole unmasked text message in one frame (a
+/// fragmented message, a ping or anything unexpected: the socket is kept as it is).
+pub fn unread_after(recorded: &[u8], messages: usize) -> Option<&[u8]> {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        FrameHeader,
+        coding::{Data, OpCode},
+    };
+    let end_of_response = recorded.windows(4).position(|window| window == b"\r\n\r\n")? + 4;
+    let mut rest = &recorded[end_of_response..];
+    for _ in 0..messages {
+        let mut cursor = io::Cursor::new(rest);
+        let (header, length) = FrameHeader::parse(&mut cursor).ok()??;
+        let whole_text = header.is_final && header.opcode == OpCode::Data(Data::Text) && header.mask.is_none();
+        if !whole_text || header.rsv1 || header.rsv2 || header.rsv3 {
+            return None;
+        }
+        let end = usize::try_from(cursor.position()).ok()?.checked_add(usize::try_from(length).ok()?)?;
+        rest = rest.get(end..)?;
+    }
+    Some(rest)
+}
+
 /// A valid WebSocket upgrade request (HTTP/1.1, RFC 6455 §4.2.1), ready to be accepted.
 pub struct WsUpgrade {
     key: HeaderValue,
@@ -378,5 +471,65 @@ mod tests {
         assert_eq!(MessageTooBig::of(&error), Some(too_big));
         assert_eq!(MessageTooBig::of(&io::Error::other("x")), None);
         assert_eq!(too_big.to_string(), "message too big: the limit before connect is 65536 bytes");
+    }
+
+    /// A frame as a server sends it (unmasked), whole.
+    fn server_frame(
+        opcode: tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+        let header = FrameHeader { is_final: true, opcode, ..FrameHeader::default() };
+        let mut bytes = Vec::new();
+        Frame::from_payload(header, payload.to_vec().into()).format(&mut bytes).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn the_unread_bytes_are_those_after_the_101_and_the_messages_handed_out() {
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+        let text = OpCode::Data(Data::Text);
+        let mut recorded = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec();
+        recorded.extend(server_frame(text, b"{\"challenge\":1}"));
+        recorded.extend(server_frame(text, &[b'x'; 20_000]));
+        let behind = server_frame(text, b"{\"event\":\"tick\"}");
+        recorded.extend(&behind[..7]); // an event read in part
+        assert_eq!(unread_after(&recorded, 2), Some(&behind[..7]));
+        assert_eq!(unread_after(&recorded[..recorded.len() - 7], 2), Some(&[][..]));
+        assert_eq!(unread_after(&recorded, 3), None, "a message handed out is never cut short");
+        let after_101 = recorded.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(unread_after(&recorded, 0), Some(&recorded[after_101..]));
+
+        // A ping among them, or no end of the HTTP answer: the socket is kept as it is.
+        let mut with_ping = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
+        with_ping.extend(server_frame(OpCode::Control(Control::Ping), b""));
+        with_ping.extend(server_frame(text, b"{}"));
+        assert_eq!(unread_after(&with_ping, 2), None);
+        assert_eq!(unread_after(b"HTTP/1.1 101 Switching Protocols\r\n", 0), None);
+        // A masked frame is a client's, never a gateway's.
+        let mut masked = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
+        masked.extend(frame(1, true, 3));
+        assert_eq!(unread_after(&masked, 1), None);
+    }
+
+    #[tokio::test]
+    async fn a_long_message_goes_in_small_fragments_that_the_receiver_joins() {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::{Message, protocol::Role};
+        // Multi-byte characters, so that some fragments end inside one.
+        let long: String = "é€🦀x".repeat(2_000);
+        let frames: Vec<Message> = fragments(long.clone()).collect();
+        assert_eq!(frames.len(), long.len().div_ceil(FRAGMENT_BYTES));
+        assert!(frames.iter().all(|frame| frame.clone().into_data().len() <= FRAGMENT_BYTES));
+        assert_eq!(fragments("short".into()).count(), 1);
+
+        let (near, far) = tokio::io::duplex(1 << 20);
+        let mut server = WebSocketStream::from_raw_socket(near, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(far, Role::Client, None).await;
+        for frame in fragments(long.clone()).chain(fragments("after".into())) {
+            server.send(frame).await.unwrap();
+        }
+        assert_eq!(client.next().await.unwrap().unwrap(), Message::Text(long.into()));
+        assert_eq!(client.next().await.unwrap().unwrap(), Message::Text("after".into()));
     }
 }

@@ -9,21 +9,26 @@
 //! `max_handshakes` at once and the rest wait in line; the upstream speaks protocol 4 only.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{
+    Message,
+    protocol::{Role, WebSocketConfig},
+};
 
 use super::handshake::Authenticated;
+use super::transport::{Recording, unread_after};
 use crate::client::{ConnectSpec, DeviceIdentity};
 use crate::clock::Clock;
 
-/// A session on the upstream gateway.
-pub type UpstreamSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A session on the upstream gateway (`ws://` only: it is on loopback).
+pub type UpstreamSocket = WebSocketStream<Recording<TcpStream>>;
 
 /// How long to wait before opening a session again on a gateway that answered 503 (busy).
 const BUSY_RETRY: Duration = Duration::from_millis(100);
@@ -142,6 +147,9 @@ impl UpstreamError {
 pub struct Upstream {
     config: UpstreamConfig,
     pacing: Semaphore,
+    /// Each grant opens its session with an identity of its own (see [`Upstream::open`]): set once the
+    /// gateway showed it does not pair one identity per device at the scopes of each ask.
+    grant_identities: AtomicBool,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -153,7 +161,7 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     pub fn new(config: UpstreamConfig) -> Arc<Upstream> {
         let pacing = Semaphore::new(config.max_handshakes.max(1));
-        Arc::new(Upstream { config, pacing })
+        Arc::new(Upstream { config, pacing, grant_identities: AtomicBool::new(false) })
     }
 
     pub fn url(&self) -> &str {
@@ -173,37 +181,45 @@ impl Upstream {
     ) -> Result<(UpstreamSocket, Value), UpstreamError> {
         tokio::time::timeout(self.config.handshake_timeout, async {
             let _turn = self.pacing.acquire().await.expect("the pacing semaphore is never closed");
-            let stable = who.device_id.as_ref().map(|device_id| self.config.master_key.identity(device_id, who.role));
             let asked = who.scopes.names();
-            let over_granted = |hello: &Value| UpstreamError::Refused {
-                code: "UPSTREAM_OVER_GRANT".into(),
-                message: format!("the gateway granted {} beyond {asked:?}", hello["auth"]),
-                retryable: false,
-            };
-            match self.handshake(who, client, extra, origin, stable).await {
-                Ok((mut socket, hello)) if !within(&hello, who.role.as_str(), &asked) => {
-                    let _ = socket.close(None).await;
-                    return Err(over_granted(&hello));
+            let stable = who.device_id.as_ref().map(|device_id| self.config.master_key.identity(device_id, who.role));
+            if !self.grant_identities.load(Ordering::Relaxed) {
+                match self.handshake(who, client, extra, origin, stable).await {
+                    Ok((socket, hello)) if covers(&hello, &asked) && within(&hello, who.role.as_str(), &asked) => {
+                        return Ok((socket, hello));
+                    }
+                    // A hello-ok that grants less, or more, than was asked (OpenClaw 2026.4 names the scopes
+                    // of the identity's device token there, not the session's, so it cannot be checked), or
+                    // a refused scope upgrade (2026.4 again): from now on each grant has its own identity,
+                    // a first ask, which such a gateway pairs silently with exactly what it asks.
+                    Ok((mut socket, _)) => {
+                        let _ = socket.close(None).await;
+                    }
+                    Err(UpstreamError::Refused { code, .. }) if code == "PAIRING_REQUIRED" => {}
+                    Err(error) => return Err(error),
                 }
-                Ok((socket, hello)) if covers(&hello, &asked) => return Ok((socket, hello)),
-                // A gateway that grants a device-less session nothing, or refuses a device's scope upgrade
-                // (OpenClaw 2026.4): the grant's own identity is a first ask, which it pairs silently.
-                Ok((mut socket, _)) => {
-                    let _ = socket.close(None).await;
+                if !self.grant_identities.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        "the upstream gateway does not pair one identity per device at the scopes of each ask \
+                         (OpenClaw 2026.4): each grant has an identity of its own from now on"
+                    );
                 }
-                Err(UpstreamError::Refused { code, .. }) if code == "PAIRING_REQUIRED" => {}
-                Err(error) => return Err(error),
             }
             let for_grant = self.config.master_key.identity_for_grant(who.device_id.as_ref(), who.role, &asked);
             let (mut socket, hello) = self.handshake(who, client, extra, origin, Some(for_grant)).await?;
             if !within(&hello, who.role.as_str(), &asked) {
                 let _ = socket.close(None).await;
-                return Err(over_granted(&hello));
+                return Err(UpstreamError::Refused {
+                    code: "UPSTREAM_OVER_GRANT".into(),
+                    message: format!("the gateway granted {} beyond {asked:?}", granted_scopes(&hello)),
+                    retryable: false,
+                });
             }
             if !covers(&hello, &asked) {
+                let _ = socket.close(None).await;
                 return Err(UpstreamError::Refused {
                     code: "SCOPES_NOT_GRANTED".into(),
-                    message: format!("the gateway granted {} of {asked:?}", hello["auth"]["scopes"]),
+                    message: format!("the gateway granted {} of {asked:?}", granted_scopes(&hello)),
                     retryable: false,
                 });
             }
@@ -257,8 +273,12 @@ impl Upstream {
         }
         // Other loopback clients of the gateway share its limit of unfinished handshakes per address: a
         // 503 at the upgrade means "busy", and is tried again shortly (within the caller's timeout).
+        let authority = self.authority().ok_or_else(|| unreachable(&"no host:port in the upstream URL"))?;
         let mut socket = loop {
-            match tokio_tungstenite::connect_async_with_config(request.clone(), Some(config), false).await {
+            let stream = TcpStream::connect(&authority).await.map_err(|e| unreachable(&e))?;
+            match tokio_tungstenite::client_async_with_config(request.clone(), Recording::new(stream), Some(config))
+                .await
+            {
                 Ok((socket, _)) => break socket,
                 Err(tokio_tungstenite::tungstenite::Error::Http(answer))
                     if answer.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE =>
@@ -268,8 +288,10 @@ impl Upstream {
                 Err(error) => return Err(unreachable(&error)),
             }
         };
+        // Every text message handed out so far, for `unread_after`; any other kind stops the remake.
+        let mut received = Received::default();
         let nonce = loop {
-            let frame = next_json(&mut socket).await?;
+            let frame = next_json(&mut socket, &mut received).await?;
             if frame["type"] == "event" && frame["event"] == "connect.challenge" {
                 break frame["payload"]["nonce"].as_str().unwrap_or_default().to_owned();
             }
@@ -315,13 +337,13 @@ impl Upstream {
             .await
             .map_err(|error| UpstreamError::Unreachable(error.to_string()))?;
         loop {
-            let frame = next_json(&mut socket).await?;
+            let mut frame = next_json(&mut socket, &mut received).await?;
             if frame["type"] != "res" || frame["id"] != "pairgate-connect" {
                 continue;
             }
             if frame["ok"] == true {
-                let hello = frame.get("payload").cloned().unwrap_or(Value::Null);
-                return Ok((socket, hello));
+                let hello = frame.get_mut("payload").map(Value::take).unwrap_or(Value::Null);
+                return Ok((remade(socket, received, config).await, hello));
             }
             let error = &frame["error"];
             return Err(UpstreamError::Refused {
@@ -331,6 +353,12 @@ impl Upstream {
             });
         }
     }
+}
+
+/// The scopes a hello-ok grants, for a message: only the list (its `auth` also holds the gateway's device
+/// token for pairgate's identity, which no log line may show).
+fn granted_scopes(hello: &Value) -> String {
+    hello["auth"]["scopes"].to_string()
 }
 
 /// Whether an upstream hello-ok grants every scope asked (`operator.admin` covers all; so does
@@ -471,10 +499,38 @@ impl Upstream {
     }
 }
 
+/// What the upstream handshake's socket handed out: how many text messages, and whether anything else.
+#[derive(Default)]
+struct Received {
+    texts: usize,
+    other: bool,
+}
+
+/// The socket of a session whose handshake is done, made again over the same connection with nothing of
+/// the handshake's buffers: the read buffer grew to the gateway's hello-ok (about 20 KB from 2026.9.6)
+/// and would keep that size for the session's life. What the old socket had read and not yet handed out
+/// (an event right behind hello-ok) is given to the new one. A handshake that saw anything but whole
+/// text messages keeps its socket.
+async fn remade(mut socket: UpstreamSocket, received: Received, config: WebSocketConfig) -> UpstreamSocket {
+    let Some(recorded) = socket.get_mut().stop() else { return socket };
+    let unread = match unread_after(&recorded, received.texts) {
+        Some(unread) if !received.other => unread.to_vec(),
+        _ => return socket,
+    };
+    drop(recorded);
+    WebSocketStream::from_partially_read(socket.into_inner(), unread, Role::Client, Some(config)).await
+}
+
 /// The next text frame of the upstream handshake, as JSON.
-async fn next_json(socket: &mut UpstreamSocket) -> Result<Value, UpstreamError> {
+async fn next_json(socket: &mut UpstreamSocket, received: &mut Received) -> Result<Value, UpstreamError> {
     loop {
-        match socket.next().await {
+        let next = socket.next().await;
+        match &next {
+            Some(Ok(Message::Text(_))) => received.texts += 1,
+            Some(Ok(_)) => received.other = true,
+            _ => {}
+        }
+        match next {
             Some(Ok(Message::Text(text))) => {
                 return serde_json::from_str(&text)
                     .map_err(|error| UpstreamError::Unreachable(format!("not a gateway frame: {error}")));
@@ -600,5 +656,116 @@ mod tests {
         assert!(!answered_by_pairgate("status") && !answered_by_pairgate("sessions.list"));
         assert!(withheld_event("device.pair.resolved") && !withheld_event("node.pair.requested"));
         assert!(!withheld_event("tick") && !withheld_event("presence"));
+    }
+
+    /// A gateway on a loopback port that sends a challenge, answers the connect with a 20 KB hello-ok and
+    /// an event right behind it in the same write, then a second event later.
+    async fn chatty_gateway() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let serve = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut socket = tokio_tungstenite::accept_async(stream).await.unwrap();
+            let challenge = json!({"type": "event", "event": "connect.challenge", "payload": {"nonce": "n"}});
+            socket.send(Message::Text(challenge.to_string().into())).await.unwrap();
+            let _connect = socket.next().await.unwrap().unwrap();
+            let hello =
+                json!({"type": "res", "id": "pairgate-connect", "ok": true, "payload": {"pad": "x".repeat(20_000)}});
+            socket.feed(Message::Text(hello.to_string().into())).await.unwrap();
+            socket.feed(Message::Text(r#"{"type":"event","event":"presence","seq":1}"#.into())).await.unwrap();
+            socket.flush().await.unwrap();
+            socket.send(Message::Text(r#"{"type":"event","event":"tick","seq":2}"#.into())).await.unwrap();
+            let _ = socket.next().await; // until the client closes
+        });
+        (address, serve)
+    }
+
+    #[tokio::test]
+    async fn a_remade_session_socket_keeps_what_arrived_behind_hello_ok() {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let (address, serve) = chatty_gateway().await;
+        let config = WebSocketConfig::default().read_buffer_size(4096);
+        let request = format!("ws://{address}").into_client_request().unwrap();
+        let stream = TcpStream::connect(address).await.unwrap();
+        let (mut socket, _) =
+            tokio_tungstenite::client_async_with_config(request, Recording::new(stream), Some(config)).await.unwrap();
+        let mut received = Received::default();
+        let challenge = next_json(&mut socket, &mut received).await.unwrap();
+        assert_eq!(challenge["event"], "connect.challenge");
+        socket.send(Message::Text("{}".into())).await.unwrap();
+        let hello = next_json(&mut socket, &mut received).await.unwrap();
+        assert_eq!(hello["id"], "pairgate-connect");
+        assert_eq!((received.texts, received.other), (2, false));
+
+        let mut socket = remade(socket, received, config).await;
+        assert!(socket.get_mut().stop().is_none(), "the remade socket records nothing");
+        for expected in ["presence", "tick"] {
+            let next = tokio::time::timeout(Duration::from_secs(10), socket.next()).await;
+            let Ok(Some(Ok(Message::Text(text)))) = next else { panic!("no {expected} event") };
+            assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["event"], expected);
+        }
+        socket.close(None).await.unwrap();
+        serve.await.unwrap();
+    }
+
+    /// A gateway that grants every connect `operator.admin` and a device token, whatever it asks, and
+    /// counts the connects.
+    async fn over_granting_gateway() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        let connects = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connects.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let mut socket = tokio_tungstenite::accept_async(stream).await.unwrap();
+                    let challenge = json!({"type": "event", "event": "connect.challenge", "payload": {"nonce": "n"}});
+                    socket.send(Message::Text(challenge.to_string().into())).await.unwrap();
+                    let Some(Ok(Message::Text(_connect))) = socket.next().await else { return };
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let auth =
+                        json!({"role": "operator", "scopes": ["operator.admin"], "deviceToken": "DEVICE-TOKEN-SECRET"});
+                    let hello = json!({"type": "res", "id": "pairgate-connect", "ok": true, "payload": {"auth": auth}});
+                    let _ = socket.send(Message::Text(hello.to_string().into())).await;
+                    while let Some(Ok(_)) = socket.next().await {}
+                });
+            }
+        });
+        (url, connects)
+    }
+
+    #[tokio::test]
+    async fn a_gateway_that_grants_more_than_asked_is_refused_after_the_grants_own_identity_and_its_token_is_never_told()
+     {
+        let (url, connects) = over_granting_gateway().await;
+        let upstream = Upstream::new(UpstreamConfig {
+            url,
+            secret: UpstreamSecret::Token("gateway-secret".into()),
+            master_key: MasterKey::from_bytes([7; 32]),
+            max_handshakes: 4,
+            handshake_timeout: Duration::from_secs(10),
+        });
+        let device = crate::client::DeviceIdentity::from_seed([1; 32]).id();
+        let who = Authenticated {
+            conn_id: "c".into(),
+            client_ip: "127.0.0.1".into(),
+            role: crate::domain::Role::Operator,
+            scopes: crate::domain::ScopeSet::parse(&["operator.read"]).unwrap(),
+            device_id: Some(device),
+            client_id: "cli".into(),
+        };
+        let client = json!({"id": "cli", "mode": "cli"});
+        let refused = upstream.open(&who, &client, &Default::default(), None).await.unwrap_err();
+        let UpstreamError::Refused { code, message, retryable } = &refused else { panic!("{refused}") };
+        assert_eq!((code.as_str(), *retryable), ("UPSTREAM_OVER_GRANT", false));
+        assert_eq!(message, r#"the gateway granted ["operator.admin"] beyond ["operator.read"]"#);
+        for told in [refused.to_string(), format!("{refused:?}"), refused.client_message()] {
+            assert!(!told.contains("DEVICE-TOKEN-SECRET"), "{told}");
+        }
+        // The device's own identity, then the grant's; after that, the grant's alone.
+        assert_eq!(connects.load(Ordering::SeqCst), 2);
+        upstream.open(&who, &client, &Default::default(), None).await.unwrap_err();
+        assert_eq!(connects.load(Ordering::SeqCst), 3);
     }
 }

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod stub_model;
+
 pub const GATEWAY_READY_WAIT: Duration = Duration::from_secs(120);
 pub const CLI_WAIT: Duration = Duration::from_secs(120);
 
@@ -72,25 +74,48 @@ pub struct RealGateway {
     pub port: u16,
     pub token: String,
     dir: tempfile::TempDir,
+    options: GatewayOptions,
+}
+
+/// What a test adds to the gateway's start.
+#[derive(Clone, Default)]
+pub struct GatewayOptions {
+    /// Its port and token, when the test must know them before the start (a free port and a new token
+    /// otherwise).
+    pub port: Option<u16>,
+    pub token: Option<String>,
+    /// Top-level keys of its configuration (a model provider, agents).
+    pub config: serde_json::Map<String, Value>,
+    /// More environment (where its own clients connect: `OPENCLAW_GATEWAY_URL`, `OPENCLAW_GATEWAY_TOKEN`).
+    pub env: Vec<(String, String)>,
+}
+
+/// A free loopback port (for a server started later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl RealGateway {
     pub fn start(tools: &Tools) -> RealGateway {
+        RealGateway::start_with(tools, GatewayOptions::default())
+    }
+
+    pub fn start_with(tools: &Tools, options: GatewayOptions) -> RealGateway {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let token = format!("upstream-{}", uuid::Uuid::new_v4().simple());
-        let child = RealGateway::spawn(tools, dir.path(), port, &token);
-        RealGateway { pgid: child.id(), child, port, token, dir }
+        let port = options.port.unwrap_or_else(free_port);
+        let token = options.token.clone().unwrap_or_else(|| format!("upstream-{}", uuid::Uuid::new_v4().simple()));
+        let child = RealGateway::spawn(tools, dir.path(), port, &token, &options);
+        RealGateway { pgid: child.id(), child, port, token, dir, options }
     }
 
     /// The same gateway again (its state dir, port and token), after `stop` or `kill9`.
     pub fn restart(&mut self, tools: &Tools) {
         assert_eq!(self.pgid, 0, "stopped first");
-        self.child = RealGateway::spawn(tools, self.dir.path(), self.port, &self.token);
+        self.child = RealGateway::spawn(tools, self.dir.path(), self.port, &self.token, &self.options);
         self.pgid = self.child.id();
     }
 
-    fn spawn(tools: &Tools, dir: &Path, port: u16, token: &str) -> std::process::Child {
+    fn spawn(tools: &Tools, dir: &Path, port: u16, token: &str, options: &GatewayOptions) -> std::process::Child {
         let (home, state) = (dir.join("home"), dir.join("state"));
         std::fs::create_dir_all(&home).unwrap();
         std::fs::create_dir_all(&state).unwrap();
@@ -104,6 +129,9 @@ impl RealGateway {
             config["models"] = json!({"catalogRefresh": {"enabled": false}});
             // pairgate on loopback names remote HTTP callers in X-Forwarded-For (README, front door).
             config["gateway"]["trustedProxies"] = json!(["127.0.0.1"]);
+        }
+        for (key, value) in &options.config {
+            config[key] = value.clone();
         }
         std::fs::write(state.join("openclaw.json"), config.to_string()).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("gateway.log")).unwrap();
@@ -121,6 +149,7 @@ impl RealGateway {
             .env("OPENCLAW_SKIP_CHANNELS", "1")
             .env("OPENCLAW_NO_AUTO_UPDATE", "1")
             .env("NO_COLOR", "1")
+            .envs(options.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
