@@ -326,6 +326,7 @@ async fn a_revocation_that_lands_during_a_handshake_closes_that_socket() {
         conn_id: conn_id.to_owned(),
         peer: std::net::SocketAddr::new(loopback, 40_000),
         client: ClientAddr { ip: loopback, local: true, browser: false, origin: None },
+        reached_at: None,
     };
     let (who, _hello) = server.gateway.connect(&conn, nonce, params).await.expect("the connect is allowed");
 

@@ -78,6 +78,10 @@ async fn pairgate_decides_every_connect_and_the_real_gateway_does_the_work() {
     assert!(methods.iter().any(|m| m == "device.token.rotate"));
     assert!(hello["auth"]["deviceToken"].is_string(), "pairgate's device token: {}", hello["auth"]);
     assert_eq!(hello["auth"]["scopes"], json!(["operator.read", "operator.write"]));
+    // The gateway's canvas URL (a capability URL on its own loopback port) points through pairgate.
+    let canvas = hello["pluginSurfaceUrls"]["canvas"].as_str().unwrap_or_default();
+    let through = format!("http://{}/__openclaw__/", server.addr);
+    assert!(canvas.starts_with(&through), "the canvas through pairgate: {}", hello["pluginSurfaceUrls"]);
 
     // A relayed call, then a method above the granted scopes: the gateway refuses it.
     let reply = call(&mut ws, "s1", "status", json!({})).await;

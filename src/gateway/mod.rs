@@ -83,6 +83,9 @@ pub struct ConnInfo {
     pub conn_id: String,
     pub peer: SocketAddr,
     pub client: ClientAddr,
+    /// `scheme://host[:port]` the client reached pairgate at (its `Host`; `https` when a trusted proxy
+    /// says so), for the gateway's URLs in a front door's hello-ok; `None` without a usable `Host`.
+    pub reached_at: Option<String>,
 }
 
 /// The WebSocket front end's state.
@@ -149,7 +152,13 @@ pub async fn ws_handler(
     if app.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    let conn = ConnInfo { conn_id: uuid::Uuid::new_v4().to_string(), peer, client };
+    let via_proxy = app.config.trusted_proxies.contains(&peer.ip());
+    let conn = ConnInfo {
+        conn_id: uuid::Uuid::new_v4().to_string(),
+        peer,
+        client,
+        reached_at: upstream::reached_at(&headers, via_proxy),
+    };
     let (response, upgraded) = ws.accept();
     let tracker = app.tracker.clone();
     tracker.spawn(async move {
@@ -380,7 +389,9 @@ async fn handshake(
                         let own = upstream::answered_by_pairgate;
                         let own_methods: Vec<&str> =
                             methods::Method::names().into_iter().filter(|name| own(name)).collect();
-                        (upstream::merge_hello(upstream_hello, &hello.0, &own_methods), Some(session))
+                        let mut merged = upstream::merge_hello(upstream_hello, &hello.0, &own_methods);
+                        upstream.rebase_surface_urls(&mut merged, conn.reached_at.as_deref());
+                        (merged, Some(session))
                     }
                     Err(error) => {
                         tracing::warn!(conn = %conn.conn_id, %error, "no upstream session for an allowed connect");

@@ -559,6 +559,47 @@ pub fn withheld_event(event: &str) -> bool {
     event.starts_with("device.pair.")
 }
 
+/// `scheme://host[:port]` a client reached pairgate at: its `Host` (only the characters of a host and
+/// port), with `https` when a trusted proxy in front says `X-Forwarded-Proto: https`.
+pub fn reached_at(headers: &axum::http::HeaderMap, via_trusted_proxy: bool) -> Option<String> {
+    let host = headers.get(axum::http::header::HOST)?.to_str().ok()?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
+    if host.is_empty() || host.len() > 255 || !host.chars().all(plain) {
+        return None;
+    }
+    let forwarded_https = headers
+        .get("x-forwarded-proto")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
+    let scheme = if via_trusted_proxy && forwarded_https { "https" } else { "http" };
+    Some(format!("{scheme}://{host}"))
+}
+
+impl Upstream {
+    /// The gateway's URLs in hello-ok's `pluginSurfaceUrls` (OpenClaw 2026.9: the canvas, a capability URL
+    /// on the gateway's own loopback port) as the client reaches them: through pairgate, which passes
+    /// those paths on to the gateway. One that cannot be rebased (no usable `Host`) is left out: a URL
+    /// past pairgate is never handed to a client.
+    pub fn rebase_surface_urls(&self, hello: &mut Value, reached_at: Option<&str>) {
+        let Some(urls) = hello.get_mut("pluginSurfaceUrls").and_then(Value::as_object_mut) else { return };
+        let gateway = self.authority().map(|authority| format!("http://{authority}"));
+        urls.retain(|_, url| {
+            let rebased = url.as_str().and_then(|text| {
+                let path = text.strip_prefix(gateway.as_deref()?)?;
+                let origin = reached_at.filter(|_| path.is_empty() || path.starts_with('/'))?;
+                Some(format!("{origin}{path}"))
+            });
+            match rebased {
+                Some(rebased) => {
+                    *url = Value::String(rebased);
+                    true
+                }
+                None => false,
+            }
+        });
+    }
+}
+
 /// The client's hello-ok: the gateway's, with pairgate's `auth` (role, granted scopes, pairgate's device
 /// token) and pairgate's methods added to the gateway's.
 pub fn merge_hello(mut upstream: Value, own: &Value, own_methods: &[&str]) -> Value {
@@ -767,5 +808,56 @@ mod tests {
         assert_eq!(connects.load(Ordering::SeqCst), 2);
         upstream.open(&who, &client, &Default::default(), None).await.unwrap_err();
         assert_eq!(connects.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn the_gateways_surface_urls_point_through_pairgate_or_are_left_out() {
+        let upstream = Upstream::new(UpstreamConfig {
+            url: "ws://127.0.0.1:18790".into(),
+            secret: UpstreamSecret::Token("t".into()),
+            master_key: MasterKey::from_bytes([0; 32]),
+            max_handshakes: 1,
+            handshake_timeout: Duration::from_secs(1),
+        });
+        let hello = || {
+            json!({"pluginSurfaceUrls": {
+                "canvas": "http://127.0.0.1:18790/__openclaw__/cap/abc",
+                "elsewhere": "https://example.com/x",
+                "lookalike": "http://127.0.0.1:187901/x",
+            }})
+        };
+        let mut rebased = hello();
+        upstream.rebase_surface_urls(&mut rebased, Some("https://gw.example.org"));
+        assert_eq!(
+            rebased["pluginSurfaceUrls"],
+            json!({"canvas": "https://gw.example.org/__openclaw__/cap/abc"}),
+            "only the gateway's own URLs are kept, rebased"
+        );
+        let mut unknown = hello();
+        upstream.rebase_surface_urls(&mut unknown, None);
+        assert_eq!(unknown["pluginSurfaceUrls"], json!({}));
+        let mut none = json!({"auth": {}});
+        upstream.rebase_surface_urls(&mut none, Some("http://h"));
+        assert_eq!(none, json!({"auth": {}}));
+    }
+
+    #[test]
+    fn a_client_reached_pairgate_at_its_host_with_https_only_from_a_trusted_proxy() {
+        use axum::http::{HeaderMap, HeaderValue};
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, HeaderValue::from_str(value).unwrap());
+            }
+            map
+        };
+        let plain = headers(&[("host", "127.0.0.1:18789")]);
+        assert_eq!(reached_at(&plain, false).as_deref(), Some("http://127.0.0.1:18789"));
+        let proxied = headers(&[("host", "gw.example.org"), ("x-forwarded-proto", "https")]);
+        assert_eq!(reached_at(&proxied, true).as_deref(), Some("https://gw.example.org"));
+        assert_eq!(reached_at(&proxied, false).as_deref(), Some("http://gw.example.org"), "only a trusted proxy");
+        assert_eq!(reached_at(&headers(&[("host", "evil.example/path?")]), false), None);
+        assert_eq!(reached_at(&HeaderMap::new(), false), None);
+        assert_eq!(reached_at(&headers(&[("host", "[::1]:18789")]), false).as_deref(), Some("http://[::1]:18789"));
     }
 }
