@@ -565,29 +565,9 @@ impl Connected {
         Err((stop, None))
     }
 
-    /// An upstream frame as the client gets it: responses unchanged; events renumbered into this socket's
-    /// one `seq` (pairgate's own pairing events share it), the gateway's pairing events withheld.
+    /// An upstream frame as the client gets it (see [`upstream::relayed`]).
     fn relayed(&mut self, text: &str) -> Option<String> {
-        #[derive(serde::Deserialize)]
-        struct Head<'a> {
-            #[serde(rename = "type", borrow)]
-            kind: std::borrow::Cow<'a, str>,
-            #[serde(default, borrow)]
-            event: Option<std::borrow::Cow<'a, str>>,
-        }
-        let Ok(head) = serde_json::from_str::<Head>(text) else { return Some(text.to_owned()) };
-        if head.kind != "event" {
-            return Some(text.to_owned());
-        }
-        if head.event.as_deref().is_some_and(upstream::withheld_event) {
-            return None;
-        }
-        let mut event: serde_json::Value = serde_json::from_str(text).ok()?;
-        if event.get("seq").is_some() {
-            self.seq += 1;
-            event["seq"] = json!(self.seq);
-        }
-        Some(event.to_string())
+        upstream::relayed(text, &mut self.seq)
     }
 
     fn event_frame(&mut self, event: &Event) -> String {

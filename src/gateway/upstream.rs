@@ -600,6 +600,31 @@ impl Upstream {
     }
 }
 
+/// An upstream frame as the client gets it: responses unchanged; events renumbered into the socket's one
+/// `seq` (pairgate's own pairing events share it), the gateway's device-pairing events withheld.
+pub fn relayed(text: &str, seq: &mut u64) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+        #[serde(default, borrow)]
+        event: Option<std::borrow::Cow<'a, str>>,
+    }
+    let Ok(head) = serde_json::from_str::<Head>(text) else { return Some(text.to_owned()) };
+    if head.kind != "event" {
+        return Some(text.to_owned());
+    }
+    if head.event.as_deref().is_some_and(withheld_event) {
+        return None;
+    }
+    let mut event: Value = serde_json::from_str(text).ok()?;
+    if event.get("seq").is_some() {
+        *seq += 1;
+        event["seq"] = json!(*seq);
+    }
+    Some(event.to_string())
+}
+
 /// The client's hello-ok: the gateway's, with pairgate's `auth` (role, granted scopes, pairgate's device
 /// token) and pairgate's methods added to the gateway's.
 pub fn merge_hello(mut upstream: Value, own: &Value, own_methods: &[&str]) -> Value {
@@ -859,5 +884,21 @@ mod tests {
         assert_eq!(reached_at(&headers(&[("host", "evil.example/path?")]), false), None);
         assert_eq!(reached_at(&HeaderMap::new(), false), None);
         assert_eq!(reached_at(&headers(&[("host", "[::1]:18789")]), false).as_deref(), Some("http://[::1]:18789"));
+    }
+
+    #[test]
+    fn relayed_events_share_the_sockets_seq_and_the_gateways_device_pairing_events_stay_upstream() {
+        let mut seq = 7; // pairgate's own events took 1..=7
+        let response = r#"{"type":"res","id":"1","ok":true,"payload":{"seq":99}}"#;
+        assert_eq!(relayed(response, &mut seq).as_deref(), Some(response), "responses pass unchanged");
+        let event = relayed(r#"{"type":"event","event":"presence","seq":41,"payload":{}}"#, &mut seq).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&event).unwrap()["seq"], 8);
+        assert_eq!(relayed(r#"{"type":"event","event":"device.pair.requested","seq":42}"#, &mut seq), None);
+        let node = relayed(r#"{"type":"event","event":"node.pair.requested","seq":43}"#, &mut seq).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&node).unwrap()["seq"], 9, "node pairing stays the gateway's");
+        let unnumbered = r#"{"type":"event","event":"tick","payload":{"ts":1}}"#;
+        assert_eq!(serde_json::from_str::<Value>(&relayed(unnumbered, &mut seq).unwrap()).unwrap()["seq"], Value::Null);
+        assert_eq!(seq, 9);
+        assert_eq!(relayed("not json", &mut seq).as_deref(), Some("not json"));
     }
 }
