@@ -406,9 +406,12 @@ async fn handshake(
                     }
                 },
             };
-            handshake_send(gateway, socket, frames::response_ok(&frame.id, hello))
-                .await
-                .map_err(|stop| (stop, None))?;
+            if let Err(stop) = handshake_send(gateway, socket, frames::response_ok(&frame.id, hello)).await {
+                if let Some(mut session) = upstream {
+                    let _ = timeout(CLOSE_WRITE_TIMEOUT, session.close(None)).await;
+                }
+                return Err((stop, None));
+            }
             Ok((who, upstream))
         }
         Err(refused) => {

@@ -232,10 +232,16 @@ pub fn fragments(text: String) -> impl Iterator<Item = tokio_tungstenite::tungst
 /// A byte stream that can keep a copy of what it read, until [`Recording::stop`]. The upstream handshake
 /// reads through one, so that its socket can be made again without the buffer the gateway's 20 KB hello-ok
 /// grew (see [`unread_after`]).
-#[derive(Debug)]
 pub struct Recording<S> {
     inner: S,
     recorded: Option<Vec<u8>>,
+}
+
+/// What it recorded (a hello-ok holds the gateway's device token for pairgate's identity) is never shown.
+impl<S> std::fmt::Debug for Recording<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recording").field("recording", &self.recorded.is_some()).finish_non_exhaustive()
+    }
 }
 
 impl<S> Recording<S> {

@@ -183,7 +183,10 @@ impl Upstream {
             let _turn = self.pacing.acquire().await.expect("the pacing semaphore is never closed");
             let asked = who.scopes.names();
             let stable = who.device_id.as_ref().map(|device_id| self.config.master_key.identity(device_id, who.role));
-            if !self.grant_identities.load(Ordering::Relaxed) {
+            // A device-less session always tries without an identity first: it says nothing of how the
+            // gateway pairs devices.
+            let has_device = stable.is_some();
+            if !has_device || !self.grant_identities.load(Ordering::Relaxed) {
                 match self.handshake(who, client, extra, origin, stable).await {
                     Ok((socket, hello)) if covers(&hello, &asked) && within(&hello, who.role.as_str(), &asked) => {
                         return Ok((socket, hello));
@@ -198,7 +201,7 @@ impl Upstream {
                     Err(UpstreamError::Refused { code, .. }) if code == "PAIRING_REQUIRED" => {}
                     Err(error) => return Err(error),
                 }
-                if !self.grant_identities.swap(true, Ordering::Relaxed) {
+                if has_device && !self.grant_identities.swap(true, Ordering::Relaxed) {
                     tracing::info!(
                         "the upstream gateway does not pair one identity per device at the scopes of each ask \
                          (OpenClaw 2026.4): each grant has an identity of its own from now on"
@@ -343,7 +346,7 @@ impl Upstream {
             }
             if frame["ok"] == true {
                 let hello = frame.get_mut("payload").map(Value::take).unwrap_or(Value::Null);
-                return Ok((remade(socket, received, config).await, hello));
+                return Ok((remade(socket, received, config).await.unwrap_or_else(|kept| kept), hello));
             }
             let error = &frame["error"];
             return Err(UpstreamError::Refused {
@@ -510,15 +513,19 @@ struct Received {
 /// the handshake's buffers: the read buffer grew to the gateway's hello-ok (about 20 KB from 2026.9.6)
 /// and would keep that size for the session's life. What the old socket had read and not yet handed out
 /// (an event right behind hello-ok) is given to the new one. A handshake that saw anything but whole
-/// text messages keeps its socket.
-async fn remade(mut socket: UpstreamSocket, received: Received, config: WebSocketConfig) -> UpstreamSocket {
-    let Some(recorded) = socket.get_mut().stop() else { return socket };
+/// text messages keeps its socket (`Err`).
+async fn remade(
+    mut socket: UpstreamSocket,
+    received: Received,
+    config: WebSocketConfig,
+) -> Result<UpstreamSocket, UpstreamSocket> {
+    let Some(recorded) = socket.get_mut().stop() else { return Err(socket) };
     let unread = match unread_after(&recorded, received.texts) {
         Some(unread) if !received.other => unread.to_vec(),
-        _ => return socket,
+        _ => return Err(socket),
     };
     drop(recorded);
-    WebSocketStream::from_partially_read(socket.into_inner(), unread, Role::Client, Some(config)).await
+    Ok(WebSocketStream::from_partially_read(socket.into_inner(), unread, Role::Client, Some(config)).await)
 }
 
 /// The next text frame of the upstream handshake, as JSON.
@@ -763,7 +770,7 @@ mod tests {
         assert_eq!(hello["id"], "pairgate-connect");
         assert_eq!((received.texts, received.other), (2, false));
 
-        let mut socket = remade(socket, received, config).await;
+        let mut socket = remade(socket, received, config).await.expect("the socket is made again");
         assert!(socket.get_mut().stop().is_none(), "the remade socket records nothing");
         for expected in ["presence", "tick"] {
             let next = tokio::time::timeout(Duration::from_secs(10), socket.next()).await;
