@@ -3,24 +3,8 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use common::*;
 use pairgate::server::Config;
-
-/// Parses the text exposition into `name{labels}` → value, checking every line's shape.
-fn parse(text: &str) -> HashMap<String, f64> {
-    assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
-    let mut samples = HashMap::new();
-    for line in text.lines().filter(|line| !line.starts_with('#') && !line.is_empty()) {
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("malformed line: {line}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("malformed value: {line}"));
-        let name = series.split('{').next().unwrap();
-        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "bad metric name in {line}");
-        samples.insert(series.to_owned(), value);
-    }
-    samples
-}
 
 #[tokio::test]
 async fn counters_match_a_scripted_mix_of_connects() {
@@ -51,7 +35,7 @@ async fn counters_match_a_scripted_mix_of_connects() {
     let response = http.get(format!("{base}/metrics")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
-    let samples = parse(&text);
+    let samples = metric_samples(&text);
     let get = |series: &str| samples.get(series).copied().unwrap_or_else(|| panic!("{series} missing in:\n{text}"));
 
     assert_eq!(get(r#"pairgate_connects_total{outcome="ok",code="none"}"#), 4.0);

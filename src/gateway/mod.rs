@@ -512,7 +512,7 @@ impl Connected {
                 Wake::Event(None) => return Err((Stop::SlowConsumer, None)),
                 Wake::Tick => self.write(frames::event("tick", json!({ "ts": app.clock.now_ms() }), None)).await?,
                 Wake::Upstream(Some(Ok(Message::Text(text)))) => {
-                    if let Some(frame) = self.relayed(&text) {
+                    if let Some(frame) = upstream::relayed(&text, &mut self.seq) {
                         self.write(frame).await?;
                     }
                 }
@@ -566,11 +566,6 @@ impl Connected {
             },
         };
         Err((stop, None))
-    }
-
-    /// An upstream frame as the client gets it (see [`upstream::relayed`]).
-    fn relayed(&mut self, text: &str) -> Option<String> {
-        upstream::relayed(text, &mut self.seq)
     }
 
     fn event_frame(&mut self, event: &Event) -> String {

@@ -395,3 +395,17 @@ pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) ->
     }
     true
 }
+
+/// Parses the text exposition into `name{labels}` → value, checking every line's shape.
+pub fn metric_samples(text: &str) -> std::collections::HashMap<String, f64> {
+    assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
+    let mut samples = std::collections::HashMap::new();
+    for line in text.lines().filter(|line| !line.starts_with('#') && !line.is_empty()) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("malformed line: {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("malformed value: {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "bad metric name in {line}");
+        samples.insert(series.to_owned(), value);
+    }
+    samples
+}
