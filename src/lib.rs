@@ -3,7 +3,7 @@
 //! # Layout
 //! `ARCHITECTURE.md` has the map; in one breath, from the bottom up:
 //! - [`domain`] (crate `pairgate-domain`): plain types and rules, the clock, the typed refusals. No I/O.
-//! - [`store`] (crate `pairgate-store-sqlite`): the only SQL. One transaction per change, with its audit row.
+//! - [`store`]: the store boundary; behind it, crate `pairgate-store-sqlite` has the only SQL. One transaction per change, with its audit row.
 //! - [`auth`]: device identity, shared secrets, locality, the failed-auth limiter, and the pure pairing
 //!   policy.
 //! - [`app`]: the operator decisions and run control every front end shares; the live-socket registry.
@@ -22,7 +22,7 @@ pub mod gateway;
 pub mod importer;
 pub mod metrics;
 pub mod server;
+pub mod store;
 
 pub use pairgate_domain as domain;
 pub use pairgate_domain::clock;
-pub use pairgate_store_sqlite as store;

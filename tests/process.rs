@@ -252,6 +252,45 @@ async fn serve_refuses_bad_databases_with_one_clear_line() {
     assert!(stdout.contains("0001 initial schema") && stdout.contains("applied"), "{stdout}");
 }
 
+/// A database URL this pairgate cannot serve is refused by every command with one clear line: nothing is
+/// made (a path would have made a directory named `postgres:`), and the URL's password is never shown.
+#[tokio::test]
+async fn a_database_url_pairgate_cannot_serve_is_refused_and_nothing_is_made() {
+    let home = tempfile::tempdir().unwrap();
+    let password = "pw-never-shown-7731";
+    let postgres = format!("postgres://pairgate:{password}@127.0.0.1:9/pairgate");
+    let mysql = format!("mysql://root:{password}@127.0.0.1/pairgate");
+    let token = ["--token", "t"];
+    let commands: &[&[&str]] = &[
+        &["serve", "--listen", "127.0.0.1:0", token[0], token[1]],
+        &["migrate", "up"],
+        &["migrate", "status"],
+        &["devices", "list"],
+        &["export"],
+        &["backup", "--to", "b.db"],
+        &["import", "openclaw", "--state-dir", "."],
+    ];
+    for url in [&postgres, &mysql] {
+        for args in commands {
+            let mut command = command(home.path());
+            command.current_dir(home.path()).args(*args).args(["--db", url.as_str()]);
+            let output = command.output().await.unwrap();
+            let stderr = String::from_utf8(output.stderr).unwrap();
+            assert!(!output.status.success(), "{args:?} {url}");
+            let wanted = if url == &postgres {
+                "pairgate: --db postgres://pairgate:***@127.0.0.1:9/pairgate: PostgreSQL is not supported by this \
+                 pairgate yet"
+            } else {
+                "pairgate: --db mysql://root:***@127.0.0.1/pairgate: pairgate does not know the URL scheme `mysql:`"
+            };
+            assert!(stderr.lines().last().unwrap_or("").starts_with(wanted), "{args:?}: {stderr}");
+            assert!(!stderr.contains(password), "{args:?}: the password is shown: {stderr}");
+            let made: Vec<_> = std::fs::read_dir(home.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert!(made.is_empty(), "{args:?} {url} made {made:?}");
+        }
+    }
+}
+
 /// Looking changes nothing: on an older schema, `migrate status` and `migrate verify` report what is
 /// pending and every other reading command refuses with one line, the file's bytes unchanged and no file
 /// beside it; a mistyped path is an error naming it; a newer database refused by `serve` stays

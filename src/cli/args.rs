@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::store::Location;
+
 #[derive(Debug, Parser)]
 #[command(name = "pairgate", version, about = "Durable pairing and session store for OpenClaw-compatible gateways")]
 pub struct Cli {
@@ -92,20 +94,42 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct DbArg {
-    /// The database file; created and migrated when it does not exist.
+    /// The database file (or a sqlite: URL); created and migrated when it does not exist.
     /// [default: the platform data directory, e.g. ~/.local/share/pairgate/pairgate.db]
     #[arg(long, env = "PAIRGATE_DB", global = true)]
     pub db: Option<PathBuf>,
 }
 
 impl DbArg {
-    pub fn path(&self) -> anyhow::Result<PathBuf> {
+    /// What `--db` names: a SQLite file (the default's too) or a database URL.
+    pub fn location(&self) -> anyhow::Result<Location> {
         match &self.db {
-            Some(path) => Ok(path.clone()),
-            None => default_db_path(),
+            // A URL is text; a path that is not UTF-8 is a path.
+            Some(given) => match given.to_str() {
+                Some(text) => Ok(Location::parse(text)?),
+                None => Ok(Location::Sqlite(given.clone())),
+            },
+            None => Ok(Location::Sqlite(default_db_path()?)),
         }
+    }
+
+    /// The SQLite database file; a URL of an engine this pairgate cannot serve is refused.
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        Ok(self.location()?.sqlite_path()?.to_path_buf())
+    }
+}
+
+/// Shows a database URL's password as `***`.
+impl std::fmt::Debug for DbArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = self.db.as_ref().map(|db| match db.to_str().map(Location::parse) {
+            Some(Ok(location)) => location.to_string(),
+            Some(Err(_)) => crate::store::location::redact_url(&db.to_string_lossy()),
+            None => db.display().to_string(),
+        });
+        f.debug_struct("DbArg").field("db", &shown).finish()
     }
 }
 
@@ -406,5 +430,10 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         let Command::Serve(args) = cli.command else { panic!("serve") };
         assert_eq!(args.token.unwrap().expose(), "hunter2-token");
+        for db in ["postgres://pairgate:hunter3@db/pairgate", "mysql://root:hunter3@db/x"] {
+            let cli = Cli::parse_from(["pairgate", "devices", "list", "--db", db]);
+            let shown = format!("{cli:?}");
+            assert!(!shown.contains("hunter3") && shown.contains("***"), "{shown}");
+        }
     }
 }
