@@ -181,6 +181,19 @@ fn crates_depend_only_downward() {
     for forbidden in ["sqlx", "tokio", "pairgate-store-sqlite", "pairgate"] {
         assert!(!domain.contains(forbidden), "pairgate-domain depends on {forbidden}: it does no I/O");
     }
+    let types = dependencies("crates/store-types/Cargo.toml");
+    for forbidden in ["pairgate-store-sqlite", "pairgate", "tokio"] {
+        assert!(!types.contains(forbidden), "pairgate-store-types depends on {forbidden}: it has no engine");
+    }
+    let types_manifest = std::fs::read_to_string(Path::new(ROOT).join("crates/store-types/Cargo.toml")).unwrap();
+    let sqlx_line = types_manifest.lines().find(|line| line.starts_with("sqlx")).unwrap();
+    assert!(sqlx_line.contains("default-features = false") && !sqlx_line.contains("features = ["), "{sqlx_line}");
+    for file in rust_files(&Path::new(ROOT).join("crates/store-types/src")) {
+        let code = code(&file);
+        for macro_name in ["query!", "query_as!", "query_scalar!", "migrate!", "sqlx::query"] {
+            assert!(!code.contains(macro_name), "{} has SQL: it belongs to an engine", file.display());
+        }
+    }
     let store = dependencies("crates/store-sqlite/Cargo.toml");
     assert!(!store.contains("pairgate"), "the store must not depend on the server crate");
     let server = dependencies("Cargo.toml");

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::clock::Millis;
 use crate::domain::{ClientMeta, TokenInfo};
 use crate::domain::{DeviceId, PAIRING_REQUEST_TTL_MS, PublicKey, Role, RunState, Scope, ScopeSet, TokenSecret};
-use crate::store::imports::{ImportCounts, ImportedDevice, ImportedRequest};
+use crate::store::{ImportCounts, ImportedDevice, ImportedRequest};
 use crate::store::{Run, Store};
 
 /// An entry left out, and why.

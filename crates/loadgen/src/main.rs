@@ -552,8 +552,8 @@ async fn stop_group(mut child: std::process::Child) -> anyhow::Result<std::proce
 async fn seed(args: &Args) -> anyhow::Result<Value> {
     use pairgate::domain::{ClientMeta, TokenInfo};
     use pairgate::domain::{DeviceId, PublicKey, Role, ScopeSet, TokenDigest};
+    use pairgate::store::ImportedDevice;
     use pairgate::store::Store;
-    use pairgate::store::imports::ImportedDevice;
     use sha2::{Digest, Sha256};
     let path = args.db.as_deref().context("--mode seed needs --db <pairgate database>")?;
     let (store, _) = Store::open(path).await?;

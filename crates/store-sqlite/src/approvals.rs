@@ -23,9 +23,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::requests::{PairingRequest, approve_on};
+use super::requests::approve_on;
 use super::{StoreError, StoreResult, begin_write_on};
-use crate::Actor;
+use crate::{Actor, PairingRequest};
 use pairgate_domain::ScopeSet;
 use pairgate_domain::clock::Millis;
 

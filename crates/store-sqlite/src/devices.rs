@@ -3,24 +3,14 @@
 use serde::Deserialize;
 use sqlx::SqliteConnection;
 
-use super::audit::{self, Actor, AuditEvent};
+use super::audit;
 use super::{Store, StoreError, StoreResult};
+use crate::{Actor, AuditEvent, DeviceFilter, NewGrant, SeenNote, TokenChange};
 use pairgate_domain::clock::Millis;
 use pairgate_domain::{
     ClientMeta, DeviceId, DeviceRecord, Grant, PairingReason, PublicKey, Refusal, Role, ScopeSet, TokenDigest,
     TokenInfo, TokenSecret,
 };
-
-/// An approval to record: the device as it presented itself, and the role and scopes approved.
-#[derive(Clone, Debug)]
-pub struct NewGrant {
-    pub device_id: DeviceId,
-    pub public_key: PublicKey,
-    pub meta: ClientMeta,
-    pub remote_ip: Option<String>,
-    pub role: Role,
-    pub scopes: ScopeSet,
-}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -354,15 +344,6 @@ pub(super) async fn mint_token_on(
     Ok(token)
 }
 
-/// A device was seen at `at_ms` (and used its token for `role`, when `token_used`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SeenNote {
-    pub device_id: DeviceId,
-    pub role: Role,
-    pub token_used: bool,
-    pub at_ms: Millis,
-}
-
 impl Store {
     /// Records a batch of last-seen times in one transaction. Bookkeeping, not a decision: no audit row.
     pub async fn record_last_seen(&self, notes: &[SeenNote]) -> StoreResult<()> {
@@ -392,16 +373,6 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
-}
-
-/// What a token rotation or revocation did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TokenChange {
-    pub device_id: DeviceId,
-    pub role: Role,
-    /// The grant's scopes after the change.
-    pub scopes: ScopeSet,
-    pub at_ms: Millis,
 }
 
 impl Store {
@@ -513,34 +484,6 @@ impl Store {
         audit::record(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(TokenChange { device_id: device_id.clone(), role, scopes, at_ms: now_ms })
-    }
-}
-
-/// Which devices a listing shows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeviceFilter {
-    /// Holding at least one grant and not removed.
-    Paired,
-    Removed,
-    All,
-}
-
-impl DeviceFilter {
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "paired" => Some(DeviceFilter::Paired),
-            "removed" => Some(DeviceFilter::Removed),
-            "all" => Some(DeviceFilter::All),
-            _ => None,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            DeviceFilter::Paired => "paired",
-            DeviceFilter::Removed => "removed",
-            DeviceFilter::All => "all",
-        }
     }
 }
 

@@ -9,23 +9,23 @@ mod approvals;
 mod audit;
 mod cache;
 mod devices;
-mod files;
-pub mod imports;
+mod imports;
 mod meta;
 mod requests;
 mod sessions;
 mod transfer;
 
-pub use audit::{Actor, AuditEvent, AuditRow};
-pub use devices::{DeviceFilter, NewGrant, SeenNote, TokenChange};
-pub use files::{create_private, make_private, remove_database_files, sibling_path};
-pub use requests::{NewPairingRequest, PairingRequest, RequestOutcome};
-pub use sessions::{NewRun, Run, RunEnd, SessionEntry, SessionPatch, SpawnLimits};
+pub use pairgate_store_types::files::{create_private, make_private, remove_database_files, sibling_path};
+pub use pairgate_store_types::{
+    ARCHIVE_AFTER_MS, Actor, AppliedMigration, AuditEvent, AuditRow, DEVICE_CACHE_CAPACITY, DeviceFilter, ImportCounts,
+    ImportedDevice, ImportedRequest, NewGrant, NewPairingRequest, NewRun, PairingRequest, RequestOutcome, Run, RunEnd,
+    SeenNote, SessionEntry, SessionPatch, SpawnLimits, StoreError, StoreMetrics, StoreResult, TokenChange, expect_one,
+    latency_histogram,
+};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pairgate_domain::Refusal;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, Transaction};
 
@@ -92,54 +92,10 @@ impl OpenError {
     }
 }
 
-/// What can go wrong in the store once it is open. A [`Refusal`] is an outcome the caller branches on;
-/// every other variant is a failure of the store itself.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Refused(#[from] Refusal),
-    #[error("the database is busy (another process holds a write lock); try again")]
-    Busy,
-    #[error("the store is shutting down; nothing was recorded")]
-    ShuttingDown,
-    #[error("constraint violated: {0}")]
-    Constraint(String),
-    #[error("stored data is invalid: {0}")]
-    InvalidData(String),
-    /// An export that `import --format json` cannot load, and why.
-    #[error("{0}")]
-    BadImport(String),
-    #[error("{} exists already; choose another file", .0.display())]
-    TargetExists(PathBuf),
-    #[error("{} is not a UTF-8 path", .0.display())]
-    PathNotUtf8(PathBuf),
-    #[error("database error: {0}")]
-    Database(sqlx::Error),
-}
-
 /// SQLite's primary result code (the low byte of the extended code) of a database error.
 fn sqlite_primary_code(error: &sqlx::Error) -> Option<i32> {
     let db = error.as_database_error()?;
     db.code().and_then(|code| code.parse::<i32>().ok()).map(|code| code & 0xff)
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(error: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &error {
-            use sqlx::error::ErrorKind;
-            match db.kind() {
-                ErrorKind::UniqueViolation
-                | ErrorKind::ForeignKeyViolation
-                | ErrorKind::CheckViolation
-                | ErrorKind::NotNullViolation => return StoreError::Constraint(db.message().to_owned()),
-                _ => {}
-            }
-        }
-        match sqlite_primary_code(&error) {
-            Some(5) | Some(6) => StoreError::Busy,
-            _ => StoreError::Database(error),
-        }
-    }
 }
 
 impl OpenError {
@@ -151,18 +107,6 @@ impl OpenError {
         }
     }
 }
-
-impl StoreError {
-    /// The refusal, when this is one.
-    pub fn refusal(&self) -> Option<&Refusal> {
-        match self {
-            StoreError::Refused(refusal) => Some(refusal),
-            _ => None,
-        }
-    }
-}
-
-pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The pairgate database.
 #[derive(Clone, Debug)]
@@ -178,14 +122,6 @@ pub struct Store {
     approvals: approvals::Approvals,
     /// Caps on pending pairing requests: per client address, and in all.
     pending_caps: std::sync::Arc<[std::sync::atomic::AtomicI64; 2]>,
-}
-
-/// The store's own metrics, registered by the gateway's registry.
-pub struct StoreMetrics {
-    pub write_latency: prometheus_client::metrics::histogram::Histogram,
-    pub device_cache_hits: prometheus_client::metrics::counter::Counter,
-    pub device_cache_misses: prometheus_client::metrics::counter::Counter,
-    pub approval_commits: prometheus_client::metrics::counter::Counter,
 }
 
 /// A write transaction that records its latency when committed. Derefs to the connection, so queries
@@ -228,20 +164,6 @@ pub struct OpenReport {
     pub sqlite_version: String,
 }
 
-/// One row of `_sqlx_migrations`, checked against the embedded migrations.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AppliedMigration {
-    pub version: i64,
-    pub description: String,
-    pub checksum: String,
-    pub success: bool,
-    pub checksum_matches: bool,
-    /// Applied in an earlier form that was replaced in place (see [`SUPERSEDED_MIGRATIONS`]); the next
-    /// upgrade reconciles it.
-    pub earlier_form: bool,
-}
-
 /// A migration that landed on main in one form and was then replaced in place: its version, and the
 /// description and checksum (SHA-384 of its SQL, hex) of the form that was replaced.
 pub struct SupersededMigration {
@@ -275,9 +197,6 @@ pub enum MigratePolicy {
 }
 
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
-
-/// Device records kept between commits (about half a kilobyte each), unless set otherwise.
-pub const DEVICE_CACHE_CAPACITY: usize = 10_000;
 
 impl Store {
     /// Opens (creating and migrating when needed) the database at `path`.
@@ -557,12 +476,6 @@ impl Store {
     }
 }
 
-/// Buckets from 50 µs to ~1.6 s.
-pub fn latency_histogram() -> prometheus_client::metrics::histogram::Histogram {
-    use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
-}
-
 /// `Store::begin_write` for holders of the writer pool alone (the approvals committer).
 async fn begin_write_on(
     writer: &SqlitePool,
@@ -819,9 +732,4 @@ pub fn latest_backup(path: &Path) -> Option<PathBuf> {
         .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
         .max_by_key(|entry| entry.metadata().and_then(|m| m.modified()).ok())
         .map(|entry| entry.path())
-}
-
-/// Maps an empty update to the refusal `refused` makes.
-fn expect_one(rows_affected: u64, refused: impl FnOnce() -> Refusal) -> StoreResult<()> {
-    if rows_affected == 0 { Err(StoreError::Refused(refused())) } else { Ok(()) }
 }

@@ -1,0 +1,91 @@
+//! Who changed what: the audit trail's records.
+
+use serde::Serialize;
+
+use pairgate_domain::clock::Millis;
+
+/// Who made a change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// pairgate itself (silent local approvals, expiry, start-up recovery).
+    System,
+    /// A WebSocket connection, by connection id, and the device behind it when known.
+    Socket { conn_id: String, device_id: Option<String> },
+    /// The offline CLI, by OS user.
+    Cli { user: String },
+    /// A REST caller, by token id.
+    Rest { token_id: String },
+}
+impl Actor {
+    pub fn label(&self) -> String {
+        match self {
+            Actor::System => "system".to_owned(),
+            Actor::Socket { conn_id, device_id: Some(device) } => format!("socket:{conn_id}/device:{device}"),
+            Actor::Socket { conn_id, device_id: None } => format!("socket:{conn_id}"),
+            Actor::Cli { user } => format!("cli:{user}"),
+            Actor::Rest { token_id } => format!("rest:{token_id}"),
+        }
+    }
+
+    /// The OS user running this process, for the offline CLI: the name of its uid's account (or `uid:N`
+    /// when the account has no name), never `USER`/`LOGNAME`, which are unset under cron and systemd and
+    /// which anyone can set to another name.
+    pub fn local_cli() -> Actor {
+        let uid = nix::unistd::getuid();
+        let user = match nix::unistd::User::from_uid(uid) {
+            Ok(Some(account)) if !account.name.is_empty() => account.name,
+            _ => format!("uid:{uid}"),
+        };
+        Actor::Cli { user }
+    }
+}
+/// One audit row to write.
+#[derive(Clone, Debug)]
+pub struct AuditEvent {
+    pub at_ms: Millis,
+    pub actor: String,
+    pub action: String,
+    pub subject: Option<String>,
+    pub remote_addr: Option<String>,
+    pub details: serde_json::Value,
+}
+impl AuditEvent {
+    pub fn new(actor: &Actor, action: &str, at_ms: Millis) -> Self {
+        AuditEvent {
+            at_ms,
+            actor: actor.label(),
+            action: action.to_owned(),
+            subject: None,
+            remote_addr: None,
+            details: serde_json::json!({}),
+        }
+    }
+
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
+        self
+    }
+
+    pub fn remote(mut self, remote_addr: Option<&str>) -> Self {
+        self.remote_addr = remote_addr.map(str::to_owned);
+        self
+    }
+
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+}
+/// A stored audit row.
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRow {
+    pub event_id: i64,
+    pub at_ms: Millis,
+    pub actor: String,
+    pub action: String,
+    pub subject: Option<String>,
+    pub remote_addr: Option<String>,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
