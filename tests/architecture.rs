@@ -194,8 +194,12 @@ fn crates_depend_only_downward() {
             assert!(!code.contains(macro_name), "{} has SQL: it belongs to an engine", file.display());
         }
     }
-    let store = dependencies("crates/store-sqlite/Cargo.toml");
-    assert!(!store.contains("pairgate"), "the store must not depend on the server crate");
+    for engine in ["crates/store-sqlite/Cargo.toml", "crates/store-postgres/Cargo.toml"] {
+        let store = dependencies(engine);
+        assert!(!store.contains("pairgate"), "{engine}: a store must not depend on the server crate");
+        let other = if engine.contains("sqlite") { "pairgate-store-postgres" } else { "pairgate-store-sqlite" };
+        assert!(!store.contains(other), "{engine}: one engine never depends on the other");
+    }
     let server = dependencies("Cargo.toml");
     assert!(!server.contains("reqwest"), "reqwest is for the load generator and tests only");
 }

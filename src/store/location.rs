@@ -8,6 +8,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use pairgate_store_types::redact_url;
+
 /// The database `--db` names.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Location {
@@ -113,28 +115,6 @@ fn url_scheme(text: &str) -> Option<(&str, &str)> {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
     let known = ["sqlite", "postgres", "postgresql"].iter().any(|known| scheme.eq_ignore_ascii_case(known));
     (well_formed && (rest.starts_with("//") || known)).then_some((scheme, rest))
-}
-
-/// The URL with any password (in its user information or a `password=` parameter) shown as `***`.
-pub fn redact_url(text: &str) -> String {
-    let Ok(mut url) = url::Url::parse(text) else {
-        // Not parseable: show the scheme alone, as anything after it may be a secret.
-        let scheme = text.split(':').next().unwrap_or("");
-        return format!("{scheme}://***");
-    };
-    if url.password().is_some() {
-        let _ = url.set_password(Some("***"));
-    }
-    let pairs: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-    if pairs.iter().any(|(key, _)| key.eq_ignore_ascii_case("password")) {
-        let mut query = url.query_pairs_mut();
-        query.clear();
-        for (key, value) in &pairs {
-            let value = if key.eq_ignore_ascii_case("password") { "***" } else { value };
-            query.append_pair(key, value);
-        }
-    }
-    url.to_string()
 }
 
 #[cfg(test)]

@@ -119,6 +119,28 @@ pub fn expect_one(rows_affected: u64, refused: impl FnOnce() -> Refusal) -> Stor
     if rows_affected == 0 { Err(StoreError::Refused(refused())) } else { Ok(()) }
 }
 
+/// The URL with any password (in its user information or a `password=` parameter) shown as `***`.
+pub fn redact_url(text: &str) -> String {
+    let Ok(mut url) = url::Url::parse(text) else {
+        // Not parseable: show the scheme alone, as anything after it may be a secret.
+        let scheme = text.split(':').next().unwrap_or("");
+        return format!("{scheme}://***");
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    let pairs: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    if pairs.iter().any(|(key, _)| key.eq_ignore_ascii_case("password")) {
+        let mut query = url.query_pairs_mut();
+        query.clear();
+        for (key, value) in &pairs {
+            let value = if key.eq_ignore_ascii_case("password") { "***" } else { value };
+            query.append_pair(key, value);
+        }
+    }
+    url.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
