@@ -292,7 +292,7 @@ async fn offline_decisions_close_live_sockets() {
     let (mut device_ws, _) = live_device(&server, &device).await;
 
     // The offline CLI: its own store handle, its own application, no sockets of its own.
-    let (offline_store, _) = pairgate::store::Store::open(&server.dir.path().join("pairgate.db")).await.unwrap();
+    let (offline_store, _) = common::open_test_store(server.dir.path()).await;
     let offline = pairgate::app::App::offline(offline_store);
     offline.revoke_token(&pairgate::app::Caller::local_cli(), &device.id(), Role::Operator).await.unwrap();
     // Right after the decision (most likely before the server notices it), the device connects again with

@@ -9,6 +9,7 @@ mod common;
 
 use common::*;
 use pairgate::server::Config;
+use pairgate::store::Location;
 use serde_json::{Value, json};
 
 const MAIN: &str = "agent:main:main";
@@ -1576,17 +1577,37 @@ async fn store_failure_errors() {
     let unknown_device = "0".repeat(64);
     snap.placeholder(&unknown_device, "<unknownDevice>");
 
-    // Another writer holds the lock past the store's busy timeout (5 s).
-    let url = format!("sqlite://{}", server.dir.path().join("pairgate.db").display());
-    let mut holder = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
-    // One writer connection: the two wait their turn, 5 s each.
+    // Another writer holds the write lock past the store's busy timeout (5 s): SQLite's, or the fleet's
+    // advisory lock on PostgreSQL. The answers are the same on both engines.
     let device_path = format!("/api/v1/devices/{unknown_device}");
-    let (kill, remove) = tokio::join!(rest.post("/api/v1/runs/nope/kill", None), rest.delete(&device_path));
+    let busy = || async {
+        // SQLite has one writer connection: the two wait their turn, 5 s each; PostgreSQL's wait together.
+        let (kill, remove) = tokio::join!(rest.post("/api/v1/runs/nope/kill", None), rest.delete(&device_path));
+        (kill, remove)
+    };
+    let (kill, remove) = match test_location(server.dir.path()) {
+        Location::Sqlite(path) => {
+            let mut holder = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
+            let answers = busy().await;
+            sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+            holder.close().await.unwrap();
+            answers
+        }
+        Location::Postgres(url) => {
+            let mut holder = sqlx::PgConnection::connect(url.expose()).await.unwrap();
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(pairgate::store::postgres::WRITE_LOCK)
+                .execute(&mut holder)
+                .await
+                .unwrap();
+            let answers = busy().await;
+            holder.close().await.unwrap();
+            answers
+        }
+    };
     snap.record("REST busy: kill run", kill);
     snap.record("REST busy: remove device", remove);
-    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
-    holder.close().await.unwrap();
 
     server.store.close().await;
     snap.record("WS: device.pair.list", ws_error(&mut ws, "device.pair.list", json!({})).await);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use pairgate::domain::ClientMeta;
 use pairgate::domain::{DeviceId, PairingReason, PublicKey, Role, ScopeSet};
-use pairgate::store::{Actor, NewGrant, NewPairingRequest, NewRun, SessionPatch, SpawnLimits, Store};
+use pairgate::store::sqlite::{Actor, NewGrant, NewPairingRequest, NewRun, SessionPatch, SpawnLimits, Store};
 use serde_json::Value;
 
 const NOW: i64 = 1_800_000_000_000;
@@ -99,7 +99,7 @@ fn assert_rows_intact(snapshot: &Value, now: &Value) {
 
 #[tokio::test]
 async fn every_released_schema_upgrades_with_every_row_intact() {
-    let current = pairgate::store::latest_known_version();
+    let current = pairgate::store::sqlite::latest_known_version();
     if std::env::var("PAIRGATE_WRITE_FIXTURES").as_deref() == Ok("1") {
         let db = fixtures_dir().join(format!("schema-{current:04}.db"));
         let _ = std::fs::remove_file(&db);

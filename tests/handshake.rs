@@ -9,7 +9,7 @@ use common::*;
 use futures_util::SinkExt;
 use pairgate::domain::{RequestStatus, Role, ScopeSet};
 use pairgate::server::Config;
-use pairgate::store::Actor;
+use pairgate::store::{Actor, Location};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -172,9 +172,16 @@ async fn local_device_is_approved_silently_and_its_token_works_alone() {
     assert_eq!(record.approved_via.as_deref(), Some("silent"));
     let live = record.live_token(Role::Operator).unwrap();
     assert!(live.digest.ct_eq(&pairgate::domain::TokenSecret::from_presented(token.clone()).digest()));
-    let db_bytes = std::fs::read(server.dir.path().join("pairgate.db-wal")).unwrap_or_default();
-    let db_bytes = [db_bytes, std::fs::read(server.dir.path().join("pairgate.db")).unwrap()].concat();
-    assert!(!db_bytes.windows(token.len()).any(|w| w == token.as_bytes()), "the token value is not in the database");
+    let stored = match test_location(server.dir.path()) {
+        // Every byte of the file and its WAL, free pages included.
+        Location::Sqlite(path) => {
+            let wal = std::fs::read(pairgate::store::sibling_path(&path, "-wal")).unwrap_or_default();
+            [wal, std::fs::read(&path).unwrap()].concat()
+        }
+        // Every row of every table.
+        Location::Postgres(_) => server.store.export_json(server.now()).await.unwrap().to_string().into_bytes(),
+    };
+    assert!(!stored.windows(token.len()).any(|w| w == token.as_bytes()), "the token value is not in the database");
     let audit = server.store.audit_page(None, 10).await.unwrap();
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].action, "device.approve.silent");
@@ -548,7 +555,7 @@ async fn last_seen_is_recorded_off_the_connect_path_in_batches() {
 
     // Shutting down flushes what is pending.
     let dir = server.stop().await;
-    let (store, _) = pairgate::store::Store::open(&dir.path().join("pairgate.db")).await.unwrap();
+    let (store, _) = common::open_test_store(dir.path()).await;
     let record = store.device(&device.id()).await.unwrap().unwrap();
     assert_eq!(record.last_seen_at_ms, Some(seen_at));
     assert_eq!(record.live_token(Role::Operator).map(|t| t.last_used_at_ms), Some(Some(seen_at)), "{record:?}");

@@ -252,17 +252,18 @@ async fn serve_refuses_bad_databases_with_one_clear_line() {
     assert!(stdout.contains("0001 initial schema") && stdout.contains("applied"), "{stdout}");
 }
 
-/// A database URL this pairgate cannot serve is refused by every command with one clear line: nothing is
-/// made (a path would have made a directory named `postgres:`), and the URL's password is never shown.
+/// A database URL is never taken for a path (before PostgreSQL support, `postgres://…` made a directory
+/// named `postgres:`): a PostgreSQL that cannot be reached, and a scheme pairgate does not know, are
+/// refused by every command with one clear line; nothing is made, and the URL's password is never shown.
 #[tokio::test]
-async fn a_database_url_pairgate_cannot_serve_is_refused_and_nothing_is_made() {
+async fn a_database_url_is_never_a_path_and_its_password_never_shows() {
     let home = tempfile::tempdir().unwrap();
     let password = "pw-never-shown-7731";
+    // Port 9 (discard): nothing listens there.
     let postgres = format!("postgres://pairgate:{password}@127.0.0.1:9/pairgate");
     let mysql = format!("mysql://root:{password}@127.0.0.1/pairgate");
-    let token = ["--token", "t"];
     let commands: &[&[&str]] = &[
-        &["serve", "--listen", "127.0.0.1:0", token[0], token[1]],
+        &["serve", "--listen", "127.0.0.1:0", "--token", "t-for-every-node"],
         &["migrate", "up"],
         &["migrate", "status"],
         &["devices", "list"],
@@ -277,11 +278,15 @@ async fn a_database_url_pairgate_cannot_serve_is_refused_and_nothing_is_made() {
             let output = command.output().await.unwrap();
             let stderr = String::from_utf8(output.stderr).unwrap();
             assert!(!output.status.success(), "{args:?} {url}");
-            let wanted = if url == &postgres {
-                "pairgate: --db postgres://pairgate:***@127.0.0.1:9/pairgate: PostgreSQL is not supported by this \
-                 pairgate yet"
-            } else {
-                "pairgate: --db mysql://root:***@127.0.0.1/pairgate: pairgate does not know the URL scheme `mysql:`"
+            let wanted = match (url == &postgres, args[0]) {
+                (true, "backup") => {
+                    "pairgate: postgres://pairgate:***@127.0.0.1:9/pairgate: pairgate does not copy a \
+                                     PostgreSQL database; back it up with PostgreSQL's own tools: pg_dump"
+                }
+                (true, _) => "pairgate: cannot reach postgres://pairgate:***@127.0.0.1:9/pairgate: ",
+                (false, _) => {
+                    "pairgate: --db mysql://root:***@127.0.0.1/pairgate: pairgate does not know the URL scheme `mysql:`"
+                }
             };
             assert!(stderr.lines().last().unwrap_or("").starts_with(wanted), "{args:?}: {stderr}");
             assert!(!stderr.contains(password), "{args:?}: the password is shown: {stderr}");
@@ -690,7 +695,7 @@ async fn backup_while_serving_and_restore_after_stopping() {
     let (ok, _, err) = pairgate(home.path(), &["restore", "--from", &backup, "--db", &db]).await;
     assert!(!ok && err.contains("another pairgate serve is running"), "{err}");
     let (ok, out, _) = pairgate(home.path(), &["migrate", "verify", "--db", &db]).await;
-    assert!(ok && out.contains("ok (checksums, integrity_check, foreign_key_check)"), "{out}");
+    assert!(ok && out.contains("ok (checksums, integrity_check, foreign_key_check, schema objects)"), "{out}");
     server.terminate().await;
 
     let (ok, out, err) = pairgate(home.path(), &["restore", "--from", &backup, "--db", &db]).await;
@@ -1288,10 +1293,10 @@ async fn a_broken_or_stalled_log_pipe_neither_stops_nor_blocks_the_server() {
 #[tokio::test]
 async fn a_restore_takes_what_is_still_in_the_backups_wal() {
     use pairgate::domain::{ClientMeta, DeviceId, PairingReason, PublicKey, Role, ScopeSet};
-    use pairgate::store::{Actor, NewGrant, Store};
+    use pairgate::store::{Actor, NewGrant};
     let home = tempfile::tempdir().unwrap();
     let (source, target) = (home.path().join("source.db"), home.path().join("target.db"));
-    let (store, _) = Store::open(&source).await.unwrap();
+    let store = open_sqlite(&source).await;
     let key = PublicKey::from_bytes([77; 32]);
     let device_id = DeviceId::from_public_key(&key);
     let grant = NewGrant {

@@ -1,12 +1,18 @@
-//! The store over real temp-file databases: migrations, refusals, every operation, constraints and
-//! rollback.
+//! The store: its operations over the engine the suite runs on (`PAIRGATE_TEST_ENGINE`: SQLite, or
+//! PostgreSQL), and what only the SQLite engine does over real temp-file databases: migrations, refusals
+//! of bad files, the device cache, constraints and rollback injected with SQLite triggers. (The
+//! PostgreSQL engine's own tests are in `crates/store-postgres/tests`.)
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::open_test_store;
 use pairgate::domain::ClientMeta;
 use pairgate::domain::Refusal;
 use pairgate::domain::{DeviceId, PairingReason, PublicKey, RequestStatus, Role, ScopeSet};
-use pairgate::store::{Actor, NewGrant, NewPairingRequest, OpenError, RequestOutcome, Store, StoreError};
+use pairgate::store::sqlite::{OpenError, Store};
+use pairgate::store::{Actor, NewGrant, NewPairingRequest, RequestOutcome, StoreError};
 
 const NOW: i64 = 1_800_000_000_000;
 
@@ -60,9 +66,9 @@ async fn opens_creates_migrates_and_a_reopen_applies_nothing() {
     let path = dir.path().join("nested/dir/pairgate.db");
     let (store, report) = Store::open(&path).await.unwrap();
     assert!(report.created);
-    let every_migration: Vec<i64> = (1..=pairgate::store::latest_known_version()).collect();
+    let every_migration: Vec<i64> = (1..=pairgate::store::sqlite::latest_known_version()).collect();
     assert_eq!(report.applied_migrations, every_migration);
-    assert_eq!(report.schema_version, pairgate::store::latest_known_version());
+    assert_eq!(report.schema_version, pairgate::store::sqlite::latest_known_version());
     assert!(store.is_ready().await);
     assert_eq!(store.settings().await.unwrap(), ("wal".to_owned(), 2, true), "WAL, synchronous=FULL, foreign keys on");
     assert_eq!(store.meta("last_migrated_by").await.unwrap().as_deref(), Some(env!("CARGO_PKG_VERSION")));
@@ -134,7 +140,7 @@ async fn a_newer_schema_is_refused_with_both_versions_and_nothing_changes() {
     let error = Store::open(&path).await.unwrap_err();
     let message = error.to_string();
     assert!(
-        matches!(error, OpenError::NewerSchema { found: 9999, known, .. } if known == pairgate::store::latest_known_version()),
+        matches!(error, OpenError::NewerSchema { found: 9999, known, .. } if known == pairgate::store::sqlite::latest_known_version()),
         "{message}"
     );
     assert!(message.contains("9.9.9") && message.contains(env!("CARGO_PKG_VERSION")), "{message}");
@@ -145,7 +151,7 @@ async fn a_newer_schema_is_refused_with_both_versions_and_nothing_changes() {
 #[tokio::test]
 async fn pairing_requests_dedupe_supersede_approve_and_reject() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(&db_in(&dir)).await.unwrap();
+    let (store, _) = open_test_store(dir.path()).await;
     let actor = Actor::System;
 
     let (first, outcome) =
@@ -196,7 +202,7 @@ async fn pairing_requests_dedupe_supersede_approve_and_reject() {
 #[tokio::test]
 async fn silent_approval_unions_scopes_and_tokens_rotate() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(&db_in(&dir)).await.unwrap();
+    let (store, _) = open_test_store(dir.path()).await;
     let actor = Actor::System;
     let first = store
         .approve_silently(&grant(3, &["operator.read"]), PairingReason::NotPaired, true, &actor, NOW)
@@ -316,7 +322,7 @@ async fn constraints_are_enforced_and_mapped() {
 #[tokio::test]
 async fn audit_pages_newest_first() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(&db_in(&dir)).await.unwrap();
+    let (store, _) = open_test_store(dir.path()).await;
     for seed in 10..15 {
         store
             .record_pairing_request(&ask(seed, Role::Operator, &[]), &Actor::System, NOW + i64::from(seed))
@@ -460,7 +466,7 @@ async fn concurrent_approvals_commit_together_and_a_failure_stays_with_its_own_a
 #[tokio::test]
 async fn pending_requests_are_capped_and_dead_ones_purged() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(&dir.path().join("caps.db")).await.unwrap();
+    let (store, _) = open_test_store(dir.path()).await;
     store.set_pending_caps(2, 3);
     let actor = Actor::System;
     let from = |seed: u8, ip: &str| NewPairingRequest {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use pairgate::domain::ClientMeta;
 use pairgate::domain::{DeviceId, PairingReason, PublicKey, Role, ScopeSet};
-use pairgate::store::{Actor, MIGRATOR, MigratePolicy, NewGrant, OpenError, Store, latest_backup};
+use pairgate::store::sqlite::{Actor, MIGRATOR, MigratePolicy, NewGrant, OpenError, Store, latest_backup};
 use sqlx::migrate::Migrator;
 
 const NOW: i64 = 1_800_000_000_000;
@@ -18,7 +18,7 @@ async fn migrator_with(dir: &Path, extra: &str) -> Migrator {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), migrations.join(entry.file_name())).unwrap();
     }
-    let next = pairgate::store::latest_known_version() + 1;
+    let next = pairgate::store::sqlite::latest_known_version() + 1;
     std::fs::write(migrations.join(format!("{next:04}_test_step.sql")), extra).unwrap();
     Migrator::new(migrations).await.unwrap()
 }
@@ -69,7 +69,7 @@ async fn a_migration_that_fails_halfway_leaves_the_original_and_a_usable_backup(
             .file_name()
             .unwrap()
             .to_string_lossy()
-            .starts_with(&format!("pairgate.db.backup-v{}-", pairgate::store::latest_known_version())),
+            .starts_with(&format!("pairgate.db.backup-v{}-", pairgate::store::sqlite::latest_known_version())),
         "{}",
         backup.display()
     );
@@ -91,7 +91,7 @@ async fn an_upgrade_backs_up_first_and_an_older_binary_then_refuses_naming_the_b
     let newer = migrator_with(dir.path(), "ALTER TABLE devices ADD COLUMN operator_label TEXT;\n").await;
 
     let (store, report) = Store::open_with(&path, MigratePolicy::Apply, &newer).await.unwrap();
-    let next = pairgate::store::latest_known_version() + 1;
+    let next = pairgate::store::sqlite::latest_known_version() + 1;
     assert_eq!(report.applied_migrations, vec![next]);
     let backup: PathBuf = report.backup.clone().expect("backed up before migrating");
     assert!(store.device(&device).await.unwrap().is_some(), "nothing lost by the upgrade");
@@ -119,7 +119,7 @@ async fn no_auto_migrate_refuses_a_database_with_pending_migrations() {
     let newer = migrator_with(dir.path(), "CREATE TABLE later (x INTEGER);\n").await;
     let error = Store::open_with(&path, MigratePolicy::Refuse, &newer).await.unwrap_err();
     assert!(
-        matches!(error, OpenError::MigrationPending { found, .. } if found == pairgate::store::latest_known_version()),
+        matches!(error, OpenError::MigrationPending { found, .. } if found == pairgate::store::sqlite::latest_known_version()),
         "{error}"
     );
     assert!(error.to_string().contains("pairgate migrate up"), "{error}");
@@ -274,7 +274,7 @@ async fn a_database_with_the_early_form_of_0002_upgrades_cleanly() {
     let db = dir.path().join("early.db");
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema-0002-early.db"), &db).unwrap();
     let (store, report) = Store::open(&db).await.unwrap();
-    assert_eq!(report.schema_version, pairgate::store::latest_known_version());
+    assert_eq!(report.schema_version, pairgate::store::sqlite::latest_known_version());
     assert!(report.backup.is_some(), "backed up before reconciling and migrating");
     let migrations = store.migration_status().await.unwrap();
     assert!(migrations.iter().all(|m| m.checksum_matches && !m.earlier_form), "{migrations:?}");

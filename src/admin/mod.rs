@@ -58,7 +58,7 @@ async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<serde_json::Va
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ok": false, "reason": "shutting down" })));
     }
     if app.store.is_ready().await {
-        let mut ready = json!({ "ok": true, "schemaVersion": crate::store::latest_known_version() });
+        let mut ready = json!({ "ok": true, "schemaVersion": app.store.latest_known_version() });
         // In front of a gateway: whether it answers. pairgate stays ready without it (REST, the offline CLI
         // and pairing decisions work); WebSocket connects get a retryable UNAVAILABLE meanwhile.
         if let Some(seen) = *app.upstream.read().expect("upstream lock") {

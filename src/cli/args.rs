@@ -96,7 +96,9 @@ pub enum Command {
 
 #[derive(Clone, Args)]
 pub struct DbArg {
-    /// The database file (or a sqlite: URL); created and migrated when it does not exist.
+    /// The database: a SQLite file (or a sqlite: URL), created and migrated when it does not exist; or a
+    /// PostgreSQL URL (postgres://user@host/db), its password from PGPASSWORD, PGPASSFILE or ~/.pgpass,
+    /// never in the URL a process list shows.
     /// [default: the platform data directory, e.g. ~/.local/share/pairgate/pairgate.db]
     #[arg(long, env = "PAIRGATE_DB", global = true)]
     pub db: Option<PathBuf>,
@@ -195,6 +197,10 @@ pub struct ServeArgs {
     /// Refuse to start on a database with pending migrations instead of backing up and applying them.
     #[arg(long, env = "PAIRGATE_NO_AUTO_MIGRATE", default_value_t = false)]
     pub no_auto_migrate: bool,
+    /// A backup of this PostgreSQL database exists (pg_dump): starting may then migrate an existing schema.
+    /// (SQLite backs its file up itself.)
+    #[arg(long, env = "PAIRGATE_BACKUP_EXISTS", default_value_t = false)]
+    pub backup_exists: bool,
     /// Interval of `tick` events on connected sockets.
     #[arg(long, env = "PAIRGATE_TICK_INTERVAL_MS", default_value_t = 30_000)]
     pub tick_interval_ms: u64,
@@ -278,8 +284,13 @@ impl std::fmt::Debug for SecretArg {
 pub enum MigrateAction {
     /// Show the schema version and the applied (with checksums) and pending migrations.
     Status,
-    /// Back up, then apply pending migrations.
-    Up,
+    /// Back up, then apply pending migrations (SQLite backs its file up itself; on PostgreSQL, back up
+    /// with pg_dump first and say so with --backup-exists).
+    Up {
+        /// A backup of this PostgreSQL database exists (pg_dump): migrating an existing schema needs it.
+        #[arg(long, env = "PAIRGATE_BACKUP_EXISTS", default_value_t = false)]
+        backup_exists: bool,
+    },
     /// Check migration checksums, `integrity_check` and `foreign_key_check`; fails on any problem.
     Verify,
 }

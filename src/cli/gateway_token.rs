@@ -67,7 +67,10 @@ pub fn advice(state: &FileState, db_path: &Path) -> Option<String> {
 
 /// After a command that brought in another database's state (restore, import): one line on where the
 /// gateway token stands, so that an operator always knows which token works.
-pub async fn tell(store: &Store, db_path: &Path) {
+pub async fn tell(store: &Store) {
+    let Some(db_path) = store.sqlite_path() else {
+        return println!("gateway token: on PostgreSQL every node takes it from --token-file or PAIRGATE_TOKEN");
+    };
     let file = token_file(db_path);
     let state = match file_state(store, db_path).await {
         Ok(state) => state,
@@ -120,6 +123,12 @@ async fn hash(token: &str) -> anyhow::Result<String> {
 
 /// `pairgate gateway-token new|set|check`.
 pub async fn command(action: GatewayTokenAction, db: &DbArg) -> anyhow::Result<()> {
+    if let crate::store::Location::Postgres(url) = db.location()? {
+        anyhow::bail!(
+            "{url}: on PostgreSQL pairgate keeps no gateway token of its own (there is no file beside a database \
+             URL): give every node the same token with serve --token-file FILE or PAIRGATE_TOKEN"
+        );
+    }
     let db_path = db.path()?;
     if let GatewayTokenAction::Check = action {
         let store = super::offline::open_for_reading(db).await?;

@@ -11,29 +11,34 @@ use crate::app::{App, Caller};
 use crate::clock::{Clock, SystemClock};
 use crate::domain::{DeviceId, Role, ScopeSet};
 use crate::importer::openclaw;
-use crate::store::Store;
+use crate::store::{Location, MigratePolicy, Store};
 
 /// For a command that changes the database: it must exist (only `serve`, `migrate up` and the importers
-/// create one); pending migrations are applied, after a backup.
+/// create one); pending migrations are applied, after a backup (on PostgreSQL, one the operator took:
+/// such a database is migrated by `migrate up --backup-exists`, not here).
 pub(super) async fn open(db: &DbArg) -> anyhow::Result<Store> {
-    let path = db.path()?;
-    if !path.exists() {
-        return Err(crate::store::OpenError::Missing { path }.into());
+    let location = db.location()?;
+    match &location {
+        Location::Sqlite(path) if !path.exists() => {
+            return Err(crate::store::sqlite::OpenError::Missing { path: path.clone() }.into());
+        }
+        Location::Sqlite(_) => {}
+        // A read-only look first: a database with no pairgate schema is refused, not given one.
+        Location::Postgres(_) => Store::open_read_only(&location, true).await?.0.close().await,
     }
-    Ok(Store::open(&path).await?.0)
+    Ok(Store::open(&location, MigratePolicy::Apply { backup_exists: false }).await?.0)
 }
 
 /// For a command that only reads: the database is opened read-only, never created nor migrated.
 pub(super) async fn open_for_reading(db: &DbArg) -> anyhow::Result<Store> {
-    Ok(Store::open_read_only(&db.path()?, false).await?.0)
+    Ok(Store::open_read_only(&db.location()?, false).await?.0)
 }
 
 /// For an importer: the database is created when missing.
 async fn open_or_create(db: &DbArg) -> anyhow::Result<Store> {
-    let path = db.path()?;
-    let (store, report) = Store::open(&path).await?;
+    let (store, report) = Store::open(&db.location()?, MigratePolicy::Apply { backup_exists: false }).await?;
     if report.created {
-        eprintln!("created database {}", path.display());
+        eprintln!("created database {}", store.shown());
     }
     Ok(store)
 }
@@ -301,7 +306,7 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<()> {
                     for (table, count) in counts {
                         println!("{table}: {count}");
                     }
-                    super::gateway_token::tell(&store, &args.db.path()?).await;
+                    super::gateway_token::tell(&store).await;
                     Ok(())
                 }
                 Err(error) => Err(error.into()),
@@ -314,20 +319,27 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<()> {
 
 /// `pairgate import openclaw`: imports (or, with `dry_run`, only reports) and prints the report.
 async fn import_openclaw(state_dir: &Path, db: &DbArg, dry_run: bool, json: bool) -> anyhow::Result<()> {
-    // A dry run changes nothing: it imports into a scratch copy of the database (or into an empty scratch
-    // database when there is none yet), which is then thrown away.
+    // A dry run changes nothing: on SQLite it imports into a scratch copy of the database (or into an empty
+    // scratch database when there is none yet), which is then thrown away; on PostgreSQL, into the
+    // database itself in a transaction that is rolled back (a database with no pairgate schema is refused).
     let scratch = tempfile::tempdir()?;
-    let store = if dry_run {
-        let copy = scratch.path().join("dry-run.db");
-        if db.path()?.exists() {
-            let original = open_for_reading(db).await?;
-            let copied = original.backup_to(&copy).await;
-            original.close().await;
-            copied?;
+    let location = db.location()?;
+    let store = match (&location, dry_run) {
+        (Location::Sqlite(path), true) => {
+            let copy = scratch.path().join("dry-run.db");
+            if path.exists() {
+                let original = open_for_reading(db).await?;
+                let copied = original.backup_to(&copy).await;
+                original.close().await;
+                copied?;
+            }
+            Store::open(&Location::Sqlite(copy), MigratePolicy::Apply { backup_exists: false }).await?.0
         }
-        Store::open(&copy).await?.0
-    } else {
-        open_or_create(db).await?
+        (Location::Postgres(_), true) => {
+            Store::open_read_only(&location, false).await?.0.close().await;
+            Store::open(&location, MigratePolicy::Refuse).await?.0
+        }
+        (_, false) => open_or_create(db).await?,
     };
     let report = openclaw::import(&store, state_dir, dry_run, SystemClock.now_ms()).await;
     store.close().await;

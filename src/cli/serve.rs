@@ -13,33 +13,56 @@ use crate::auth::policy::PolicyConfig;
 use crate::auth::secrets::{SecretKind, SharedSecret};
 use crate::clock::{SharedClock, SystemClock};
 use crate::server::{self, Config, Server};
-use crate::store::{MIGRATOR, MigratePolicy, SpawnLimits, Store};
+use crate::store::{Location, MigratePolicy, SpawnLimits, Store};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Registered before anything is served: a server that could not hear SIGTERM must not start.
     let signals = Signals::register()?;
     // Secrets first: a file that cannot be read stops the start before the database is touched.
     let configured = configured_secret(&args)?;
-    let db_path = args.db.path()?;
-    let _lock = ServerLock::acquire(&db_path)?;
-    let policy = if args.no_auto_migrate { MigratePolicy::Refuse } else { MigratePolicy::Apply };
-    let (store, report) = Store::open_with(&db_path, policy, &MIGRATOR).await?;
+    let location = args.db.location()?;
+    // One serve per SQLite file; a PostgreSQL database is served by as many nodes as the operator runs.
+    let _lock = match &location {
+        Location::Sqlite(path) => Some(ServerLock::acquire(path)?),
+        Location::Postgres(url) => {
+            if configured.is_none() {
+                anyhow::bail!(
+                    "{url}: on PostgreSQL every node takes the gateway token from --token-file FILE (the same \
+                     file on every node) or PAIRGATE_TOKEN; pairgate keeps no token file beside a database URL"
+                );
+            }
+            if args.upstream.is_some() && args.upstream_key_file.is_none() {
+                anyhow::bail!(
+                    "{url}: on PostgreSQL the front door's master key is shared by every node: pass \
+                     --upstream-key-file FILE (the same file on every node)"
+                );
+            }
+            None
+        }
+    };
+    let policy = if args.no_auto_migrate {
+        MigratePolicy::Refuse
+    } else {
+        MigratePolicy::Apply { backup_exists: args.backup_exists }
+    };
+    let (store, report) = Store::open(&location, policy).await?;
     store.set_device_cache_capacity(args.device_cache);
     if let Some(backup) = &report.backup {
         tracing::info!(backup = %backup.display(), "migrated; the database before migrating is kept in the backup");
     }
     tracing::info!(
-        db = %db_path.display(),
+        db = %store.shown(),
         created = report.created,
         schema_version = report.schema_version,
         applied = ?report.applied_migrations,
-        sqlite = %report.sqlite_version,
+        engine = %report.engine,
         "database ready"
     );
     let clock: SharedClock = Arc::new(SystemClock);
-    let secret = match configured {
-        Some(secret) => secret,
-        None => super::gateway_token::load_or_create(&store, &db_path, clock.now_ms()).await?,
+    let secret = match (configured, store.sqlite_path()) {
+        (Some(secret), _) => secret,
+        (None, Some(db_path)) => super::gateway_token::load_or_create(&store, db_path, clock.now_ms()).await?,
+        (None, None) => unreachable!("a PostgreSQL store is refused above without a configured secret"),
     };
     let config = Config {
         policy: PolicyConfig { auto_approve_local: args.auto_approve_local },
@@ -55,7 +78,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_concurrent_runs: args.max_concurrent_runs,
         },
         unstarted_run_ttl: Duration::from_secs(args.unstarted_run_timeout_secs),
-        upstream: upstream_config(&args, &db_path)?,
+        upstream: upstream_config(&args, store.sqlite_path())?,
         ..Config::default()
     };
     if let Some(upstream) = &config.upstream {
@@ -111,7 +134,7 @@ fn configured_secret(args: &ServeArgs) -> anyhow::Result<Option<SharedSecret>> {
 /// The gateway behind pairgate, with its secret from a flag, a file or the environment.
 fn upstream_config(
     args: &ServeArgs,
-    db_path: &std::path::Path,
+    db_path: Option<&std::path::Path>,
 ) -> anyhow::Result<Option<crate::gateway::upstream::UpstreamConfig>> {
     use crate::gateway::upstream::{UpstreamConfig, UpstreamSecret};
     let Some(url) = &args.upstream else { return Ok(None) };
@@ -139,9 +162,10 @@ fn upstream_config(
              environment variables"
         ),
     };
-    let key_file = match &args.upstream_key_file {
-        Some(path) => path.clone(),
-        None => crate::store::sibling_path(db_path, ".upstream-key"),
+    let key_file = match (&args.upstream_key_file, db_path) {
+        (Some(path), _) => path.clone(),
+        (None, Some(db_path)) => crate::store::sibling_path(db_path, ".upstream-key"),
+        (None, None) => anyhow::bail!("--upstream needs --upstream-key-file FILE here (no file beside a database URL)"),
     };
     Ok(Some(UpstreamConfig {
         url: url.clone(),

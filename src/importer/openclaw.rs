@@ -302,7 +302,8 @@ fn parse_json_column(row: &Map<String, Value>, column: &str) -> Value {
 
 /// Says what is wrong with OpenClaw's database in terms an operator can act on.
 fn source_error(path: &Path, error: sqlx::Error) -> anyhow::Error {
-    use crate::store::{OpenError, StoreError};
+    use crate::store::StoreError;
+    use crate::store::sqlite::OpenError;
     match OpenError::classify(error, path) {
         OpenError::Store(StoreError::Busy) => anyhow::anyhow!(
             "{} is locked by another process (is OpenClaw writing to it?); nothing was imported — try again",

@@ -13,7 +13,7 @@ use pairgate::client::{ConnectSpec, DeviceIdentity, PayloadVersion};
 use pairgate::clock::{Clock, ManualClock};
 use pairgate::domain::{DeviceId, PublicKey};
 use pairgate::server::{Config, Server as Assembled};
-use pairgate::store::Store;
+use pairgate::store::{Location, MigratePolicy, Store};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -48,9 +48,9 @@ impl Server {
         Server::start_in(dir, config).await
     }
 
-    /// Starts over the database in `dir` (a restart keeps the directory).
+    /// Starts over the database of `dir` (a restart keeps the directory, and so the database).
     pub async fn start_in(dir: tempfile::TempDir, config: Config) -> Server {
-        let (store, _) = Store::open(&dir.path().join("pairgate.db")).await.unwrap();
+        let (store, _) = open_test_store(dir.path()).await;
         let clock = ManualClock::new(pairgate::clock::SystemClock.now_ms());
         let secret = Arc::new(SharedSecret::from_plaintext(SecretKind::Token, TOKEN));
         let assembled = Assembled::new(store.clone(), Arc::new(clock.clone()), secret, config);
@@ -75,6 +75,46 @@ impl Server {
         self.task.await.unwrap().unwrap();
         self.dir
     }
+}
+
+/// The engine the integration suites run on: SQLite, or PostgreSQL with `PAIRGATE_TEST_ENGINE=postgres`
+/// (`scripts/test` runs them on both).
+pub fn test_engine_is_postgres() -> bool {
+    match std::env::var("PAIRGATE_TEST_ENGINE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("PAIRGATE_TEST_ENGINE={other}: sqlite or postgres"),
+    }
+}
+
+/// Where the test store of `dir` lives: `dir/pairgate.db`, or on PostgreSQL a database of this binary's
+/// shared cluster whose name is kept in `dir/pg-database` (so that a restart finds it again).
+pub fn test_location(dir: &std::path::Path) -> Location {
+    if !test_engine_is_postgres() {
+        return Location::Sqlite(dir.join("pairgate.db"));
+    }
+    let cluster =
+        pairgate_testkit::postgres::Cluster::for_tests().expect("PAIRGATE_TEST_ENGINE=postgres needs PostgreSQL");
+    let name_file = dir.join("pg-database");
+    let name = match std::fs::read_to_string(&name_file) {
+        Ok(name) => name,
+        Err(_) => {
+            let name = cluster.new_database("suite");
+            std::fs::write(&name_file, &name).unwrap();
+            name
+        }
+    };
+    Location::parse(&cluster.url_with_password(&name)).unwrap()
+}
+
+/// Opens (creating) the test store of `dir`.
+pub async fn open_test_store(dir: &std::path::Path) -> (Store, pairgate::store::OpenReport) {
+    Store::open(&test_location(dir), MigratePolicy::Apply { backup_exists: true }).await.unwrap()
+}
+
+/// Opens (creating) a SQLite store at `path`: for tests of what only the SQLite engine does.
+pub async fn open_sqlite(path: &std::path::Path) -> Store {
+    Store::open(&Location::Sqlite(path.to_path_buf()), MigratePolicy::Apply { backup_exists: false }).await.unwrap().0
 }
 
 /// An Ed25519 device identity with a fixed seed.

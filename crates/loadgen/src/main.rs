@@ -553,10 +553,14 @@ async fn seed(args: &Args) -> anyhow::Result<Value> {
     use pairgate::domain::{ClientMeta, TokenInfo};
     use pairgate::domain::{DeviceId, PublicKey, Role, ScopeSet, TokenDigest};
     use pairgate::store::ImportedDevice;
-    use pairgate::store::Store;
+    use pairgate::store::{Location, MigratePolicy, Store};
     use sha2::{Digest, Sha256};
     let path = args.db.as_deref().context("--mode seed needs --db <pairgate database>")?;
-    let (store, _) = Store::open(path).await?;
+    let location = match path.to_str() {
+        Some(text) => Location::parse(text)?,
+        None => Location::Sqlite(path.to_path_buf()),
+    };
+    let (store, _) = Store::open(&location, MigratePolicy::Apply { backup_exists: true }).await?;
     let scopes = ScopeSet::parse(&["operator.read"]).expect("a known scope");
     let now = now_ms();
     // Distinct from any real key: derived from a per-run salt and the device's number.

@@ -9,12 +9,30 @@
 //! - the migration status and `verify`: checksums, and every schema object compared with what the
 //!   migrations make, in a scratch schema of a transaction that is rolled back.
 
+mod approvals;
+mod audit;
+mod devices;
+mod imports;
+mod meta;
+mod requests;
 mod schema;
+mod sessions;
+mod transfer;
 
 use std::time::Duration;
 
-use pairgate_store_types::{AppliedMigration, StoreError, StoreResult, redact_url};
+use pairgate_store_types::{
+    ARCHIVE_AFTER_MS, Actor, AuditEvent, AuditRow, DeviceFilter, ImportCounts, ImportedDevice, ImportedRequest,
+    NewGrant, NewPairingRequest, NewRun, PairingRequest, RequestOutcome, Run, RunEnd, SeenNote, SessionEntry,
+    SessionPatch, SpawnLimits, TokenChange,
+};
+use pairgate_store_types::{
+    AppliedMigration, StoreError, StoreMetrics, StoreResult, expect_one, latency_histogram, redact_url,
+};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
 
 /// Everything embedded from `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
@@ -46,6 +64,15 @@ pub enum OpenError {
          <database>), then run again with --backup-exists. Nothing was changed."
     )]
     BackupNotConfirmed { url: String, found: i64, known: i64 },
+    /// A command that only reads found an older schema: it never migrates.
+    #[error(
+        "{url} is at schema version {found}; migration {next:04} is pending. This command only reads, so it \
+         changed nothing: back up (pg_dump), then run `pairgate migrate up --backup-exists`"
+    )]
+    PendingForReading { url: String, found: i64, next: i64 },
+    /// A command that never creates a schema found none.
+    #[error("{url} has no pairgate schema; this command never creates one (run `pairgate migrate up` first)")]
+    NoSchema { url: String },
     #[error("{url}: migration failed: {source}")]
     Migrate { url: String, source: sqlx::migrate::MigrateError },
     #[error("{url}: {source}")]
@@ -71,18 +98,126 @@ pub struct OpenReport {
     pub server_version: String,
 }
 
+/// The advisory lock every write transaction takes first: one writer at a time across the fleet, as on
+/// SQLite (`BEGIN IMMEDIATE`). It is what makes limits exact (a spawn's count and its insert cannot
+/// interleave with another node's), and what makes audit event ids grow in commit order: an id is taken
+/// under the lock and the lock is released by the commit, so the audit table is the fleet's ordered log
+/// of decisions. "pairgate:write" in ASCII, truncated.
+pub const WRITE_LOCK: i64 = 0x7061_6972_3a77_7269;
+
+/// How long a statement waits for a lock (the write lock, a row) before failing as busy, like SQLite's
+/// busy timeout: a writer that holds on for longer is reported rather than waited for without end.
+const LOCK_TIMEOUT: &str = "5s";
+
 /// The pairgate database on PostgreSQL.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
     /// The URL as shown: its password, if any, as `***`.
     shown: String,
+    /// Latency of write transactions, begin to commit (exported as a metric).
+    write_latency: Histogram,
+    /// Device reads: every one goes to the database (no cache: another node's commit could not empty
+    /// it in time); counted as misses so the metric says so.
+    device_reads: Counter,
+    /// The group committer of approvals.
+    approvals: approvals::Approvals,
+    /// Caps on pending pairing requests: per client address, and in all.
+    pending_caps: std::sync::Arc<[std::sync::atomic::AtomicI64; 2]>,
+}
+
+/// A write transaction holding the fleet's write lock, which records its latency when committed.
+/// Derefs to the connection; dropped uncommitted, it rolls back (and the lock goes with it).
+pub(crate) struct WriteTx {
+    tx: Transaction<'static, Postgres>,
+    started: std::time::Instant,
+    latency: Histogram,
+}
+
+impl WriteTx {
+    pub(crate) async fn commit(self) -> StoreResult<()> {
+        self.tx.commit().await?;
+        self.latency.observe(self.started.elapsed().as_secs_f64());
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::PgConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
+/// Begins a write transaction and takes the fleet's write lock.
+async fn begin_write_on(pool: &PgPool, latency: &Histogram) -> StoreResult<WriteTx> {
+    let started = std::time::Instant::now();
+    let mut tx = pool.begin().await?;
+    sqlx::query!("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK).execute(&mut *tx).await?;
+    Ok(WriteTx { tx, started, latency: latency.clone() })
 }
 
 impl Store {
     /// Opens the database at `url`, applying pending migrations as `policy` allows.
     pub async fn open(url: &str, policy: MigratePolicy) -> Result<(Store, OpenReport), OpenError> {
         Store::open_with(url, policy, &MIGRATOR).await
+    }
+
+    /// Opens an existing pairgate database for reading only: every transaction is read-only, nothing is
+    /// created or migrated. A newer schema is refused; an older one too unless `allow_pending` (for
+    /// `migrate status` and `migrate verify`, which report what is pending).
+    pub async fn open_read_only(url: &str, allow_pending: bool) -> Result<(Store, OpenReport), OpenError> {
+        let shown = redact_url(url);
+        let options: PgConnectOptions =
+            url.parse().map_err(|e: sqlx::Error| OpenError::BadUrl { url: shown.clone(), detail: e.to_string() })?;
+        let options = options.options([("default_transaction_read_only", "on")]);
+        let pool = connect(options, &shown, url).await?;
+        let store = Store::assemble(pool, shown);
+        let checked = async {
+            let store_error = |source: StoreError| OpenError::Store { url: store.shown.clone(), source };
+            let mut conn = store.pool.acquire().await.map_err(|e| store_error(e.into()))?;
+            let server_version = sqlx::query_scalar!(r#"SELECT current_setting('server_version') AS "v!""#)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| store_error(e.into()))?;
+            let found = schema::current_version(&mut conn).await.map_err(store_error)?;
+            let known = latest_known_version();
+            let url = store.shown.clone();
+            if found == 0 {
+                return Err(OpenError::NoSchema { url });
+            }
+            if found > known {
+                let migrated_by = meta::get_on(&mut *conn, meta::LAST_MIGRATED_BY)
+                    .await
+                    .map_err(store_error)?
+                    .unwrap_or_else(|| "unknown".into());
+                return Err(OpenError::NewerSchema {
+                    url,
+                    found,
+                    known,
+                    binary: env!("CARGO_PKG_VERSION"),
+                    migrated_by,
+                });
+            }
+            if let Some(next) = MIGRATOR.iter().map(|m| m.version).find(|v| *v > found).filter(|_| !allow_pending) {
+                return Err(OpenError::PendingForReading { url, found, next });
+            }
+            Ok(OpenReport { created: false, applied_migrations: Vec::new(), schema_version: found, server_version })
+        }
+        .await;
+        match checked {
+            Ok(report) => Ok((store, report)),
+            Err(error) => {
+                store.close().await;
+                Err(error)
+            }
+        }
     }
 
     /// `open` with a migrator of the caller's (tests use older sets of migrations).
@@ -94,15 +229,8 @@ impl Store {
         let shown = redact_url(url);
         let options: PgConnectOptions =
             url.parse().map_err(|e: sqlx::Error| OpenError::BadUrl { url: shown.clone(), detail: e.to_string() })?;
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .min_connections(1)
-            // A connect that needs the database fails fast when it is down, rather than queueing.
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .map_err(|e| OpenError::Unreachable { url: shown.clone(), detail: without(&e.to_string(), url) })?;
-        let store = Store { pool, shown };
+        let pool = connect(options, &shown, url).await?;
+        let store = Store::assemble(pool, shown);
         match store.migrate(policy, migrator).await {
             Ok(report) => Ok((store, report)),
             Err(error) => {
@@ -122,6 +250,8 @@ impl Store {
     ) -> Result<OpenReport, OpenError> {
         let store_error = |source: StoreError| OpenError::Store { url: self.shown.clone(), source };
         let mut lock = self.pool.acquire().await.map_err(|e| store_error(e.into()))?;
+        // However long another node's migration takes, this one waits for it (reset when released).
+        sqlx::query!("SET lock_timeout = 0").execute(&mut *lock).await.map_err(|e| store_error(e.into()))?;
         sqlx::query!("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
             .execute(&mut *lock)
             .await
@@ -134,7 +264,7 @@ impl Store {
             let found = schema::current_version(&mut lock).await.map_err(store_error)?;
             let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
             if found > known {
-                let migrated_by = schema::meta(&mut lock, schema::LAST_MIGRATED_BY)
+                let migrated_by = meta::get_on(&mut *lock, meta::LAST_MIGRATED_BY)
                     .await
                     .map_err(store_error)?
                     .unwrap_or_else(|| "unknown".into());
@@ -157,7 +287,7 @@ impl Store {
                     .run_direct(&mut *lock)
                     .await
                     .map_err(|source| OpenError::Migrate { url: self.shown.clone(), source })?;
-                schema::set_meta(&mut lock, schema::LAST_MIGRATED_BY, env!("CARGO_PKG_VERSION"))
+                meta::set_on(&mut *lock, meta::LAST_MIGRATED_BY, env!("CARGO_PKG_VERSION"))
                     .await
                     .map_err(store_error)?;
                 tracing::info!(database = %self.shown, applied = ?pending, "migrated the schema");
@@ -167,11 +297,49 @@ impl Store {
         }
         .await;
         let unlocked = sqlx::query_scalar!("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK).fetch_one(&mut *lock).await;
-        if unlocked.is_err() {
+        let reset = sqlx::query!("RESET lock_timeout").execute(&mut *lock).await;
+        if unlocked.is_err() || reset.is_err() {
             // The lock is the session's: closing the connection releases it.
             lock.detach();
         }
         result
+    }
+
+    /// The store over an open pool: its metrics, approval committer and caps.
+    fn assemble(pool: PgPool, shown: String) -> Store {
+        let write_latency = latency_histogram();
+        let approvals = approvals::Approvals::start(pool.clone(), write_latency.clone());
+        let pending_caps = std::sync::Arc::new([
+            std::sync::atomic::AtomicI64::new(pairgate_domain::MAX_PENDING_PER_ADDRESS),
+            std::sync::atomic::AtomicI64::new(pairgate_domain::MAX_PENDING_REQUESTS),
+        ]);
+        Store { pool, shown, write_latency, device_reads: Counter::default(), approvals, pending_caps }
+    }
+
+    async fn begin_write(&self) -> StoreResult<WriteTx> {
+        begin_write_on(&self.pool, &self.write_latency).await
+    }
+
+    /// At most `per_address` pending pairing requests from one client address, and `total` in all.
+    pub fn set_pending_caps(&self, per_address: i64, total: i64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.pending_caps[0].store(per_address, Relaxed);
+        self.pending_caps[1].store(total, Relaxed);
+    }
+
+    fn pending_caps(&self) -> (i64, i64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.pending_caps[0].load(Relaxed), self.pending_caps[1].load(Relaxed))
+    }
+
+    /// Write-transaction latency, device reads (all misses: there is no cache), approval commits.
+    pub fn metrics(&self) -> StoreMetrics {
+        StoreMetrics {
+            write_latency: self.write_latency.clone(),
+            device_cache_hits: Counter::default(),
+            device_cache_misses: self.device_reads.clone(),
+            approval_commits: self.approvals.commits.clone(),
+        }
     }
 
     /// The URL this store was opened with, its password shown as `***`.
@@ -214,10 +382,29 @@ impl Store {
         schema::drift(&self.pool, &MIGRATOR).await
     }
 
-    /// Closes the pool.
+    /// Decides the approvals already queued, then closes the pool.
     pub async fn close(&self) {
+        self.approvals.stop().await;
         self.pool.close().await;
     }
+}
+
+/// The pool: a connect that needs the database fails fast when it is down, rather than queueing.
+async fn connect(options: PgConnectOptions, shown: &str, url: &str) -> Result<PgPool, OpenError> {
+    let options = options.options([("lock_timeout", LOCK_TIMEOUT)]);
+    let unreachable =
+        |error: sqlx::Error| OpenError::Unreachable { url: shown.to_owned(), detail: without(&error.to_string(), url) };
+    // One connection of its own first: its error says why (refused, authentication, no such database),
+    // where the pool's would only say that it timed out.
+    use sqlx::{ConnectOptions, Connection};
+    options.connect().await.map_err(unreachable)?.close().await.map_err(unreachable)?;
+    PgPoolOptions::new()
+        .max_connections(16)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(unreachable)
 }
 
 /// The newest schema version this binary knows.

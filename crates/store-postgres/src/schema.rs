@@ -5,9 +5,6 @@ use std::collections::BTreeMap;
 use pairgate_store_types::StoreResult;
 use sqlx::{PgConnection, PgPool};
 
-/// The pairgate version that last applied migrations to this database.
-pub const LAST_MIGRATED_BY: &str = "last_migrated_by";
-
 /// The newest successfully applied migration; 0 on a database with none.
 pub(crate) async fn current_version(conn: &mut PgConnection) -> StoreResult<i64> {
     let exists = sqlx::query_scalar!(r#"SELECT to_regclass('_sqlx_migrations') IS NOT NULL AS "exists!""#)
@@ -21,24 +18,6 @@ pub(crate) async fn current_version(conn: &mut PgConnection) -> StoreResult<i64>
             .fetch_one(&mut *conn)
             .await?;
     Ok(version)
-}
-
-pub(crate) async fn meta(conn: &mut PgConnection, key: &str) -> StoreResult<Option<String>> {
-    if sqlx::query_scalar!(r#"SELECT to_regclass('meta') IS NULL AS "missing!""#).fetch_one(&mut *conn).await? {
-        return Ok(None);
-    }
-    Ok(sqlx::query_scalar!("SELECT value FROM meta WHERE key = $1", key).fetch_optional(&mut *conn).await?)
-}
-
-pub(crate) async fn set_meta(conn: &mut PgConnection, key: &str, value: &str) -> StoreResult<()> {
-    sqlx::query!(
-        "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        key,
-        value
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 type Objects = BTreeMap<(String, String), String>;

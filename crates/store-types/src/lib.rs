@@ -8,6 +8,7 @@ pub mod files;
 mod imports;
 mod requests;
 mod sessions;
+pub mod transfer;
 
 pub use audit::{Actor, AuditEvent, AuditRow};
 pub use devices::{DeviceFilter, NewGrant, SeenNote, TokenChange};
@@ -27,6 +28,9 @@ pub enum StoreError {
     Refused(#[from] Refusal),
     #[error("the database is busy (another process holds a write lock); try again")]
     Busy,
+    /// Something this engine does not do, and what to do instead.
+    #[error("{0}")]
+    Unsupported(String),
     #[error("the store is shutting down; nothing was recorded")]
     ShuttingDown,
     #[error("constraint violated: {0}")]

@@ -1,0 +1,547 @@
+//! Devices, their grants and their tokens.
+
+use serde::Deserialize;
+use sqlx::PgConnection;
+
+use super::audit;
+use super::{Store, StoreError, StoreResult};
+use crate::{Actor, AuditEvent, DeviceFilter, NewGrant, SeenNote, TokenChange};
+use pairgate_domain::clock::Millis;
+use pairgate_domain::{
+    ClientMeta, DeviceId, DeviceRecord, Grant, PairingReason, PublicKey, Refusal, Role, ScopeSet, TokenDigest,
+    TokenInfo, TokenSecret,
+};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GrantJson {
+    role: String,
+    scopes: Vec<String>,
+    approved_at_ms: Millis,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenJson {
+    role: String,
+    digest: String,
+    scopes: Vec<String>,
+    issued_at_ms: Millis,
+    rotated_at_ms: Option<Millis>,
+    revoked_at_ms: Option<Millis>,
+    last_used_at_ms: Option<Millis>,
+}
+
+fn invalid(what: &str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::InvalidData(format!("{what}: {detail}"))
+}
+
+fn parse_role(text: &str) -> StoreResult<Role> {
+    Role::parse(text).ok_or_else(|| invalid("role", text))
+}
+
+fn parse_scopes(names: &[String]) -> StoreResult<ScopeSet> {
+    ScopeSet::parse(names).map_err(|e| invalid("scopes", e))
+}
+
+fn parse_hex_digest(hex: &str) -> StoreResult<TokenDigest> {
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect();
+    bytes.as_deref().and_then(TokenDigest::from_slice).ok_or_else(|| invalid("token digest", "not 32 bytes of hex"))
+}
+
+/// One row of the device query, before its JSON columns are parsed.
+struct DeviceRow {
+    device_id: String,
+    public_key: String,
+    client_id: Option<String>,
+    client_mode: Option<String>,
+    platform: Option<String>,
+    device_family: Option<String>,
+    display_name: Option<String>,
+    remote_ip: Option<String>,
+    approved_via: Option<String>,
+    created_at_ms: i64,
+    approved_at_ms: Option<i64>,
+    last_seen_at_ms: Option<i64>,
+    removed_at_ms: Option<i64>,
+    grants: String,
+    tokens: String,
+}
+
+impl DeviceRow {
+    fn into_record(self) -> StoreResult<DeviceRecord> {
+        let device_id = DeviceId::try_from(self.device_id).map_err(|e| invalid("device id", e))?;
+        let public_key =
+            PublicKey::from_base64url(&self.public_key).ok_or_else(|| invalid("public key", "not 32 bytes"))?;
+        let grants: Vec<GrantJson> = serde_json::from_str(&self.grants).map_err(|e| invalid("grants", e))?;
+        let tokens: Vec<TokenJson> = serde_json::from_str(&self.tokens).map_err(|e| invalid("tokens", e))?;
+        Ok(DeviceRecord {
+            device_id,
+            public_key,
+            meta: ClientMeta {
+                client_id: self.client_id,
+                client_mode: self.client_mode,
+                platform: self.platform,
+                device_family: self.device_family,
+                display_name: self.display_name,
+            },
+            remote_ip: self.remote_ip,
+            approved_via: self.approved_via,
+            created_at_ms: self.created_at_ms,
+            approved_at_ms: self.approved_at_ms,
+            last_seen_at_ms: self.last_seen_at_ms,
+            removed_at_ms: self.removed_at_ms,
+            grants: grants
+                .into_iter()
+                .map(|g| {
+                    Ok(Grant {
+                        role: parse_role(&g.role)?,
+                        scopes: parse_scopes(&g.scopes)?,
+                        approved_at_ms: g.approved_at_ms,
+                    })
+                })
+                .collect::<StoreResult<_>>()?,
+            tokens: tokens
+                .into_iter()
+                .map(|t| {
+                    Ok(TokenInfo {
+                        role: parse_role(&t.role)?,
+                        digest: parse_hex_digest(&t.digest)?,
+                        scopes: parse_scopes(&t.scopes)?,
+                        issued_at_ms: t.issued_at_ms,
+                        rotated_at_ms: t.rotated_at_ms,
+                        revoked_at_ms: t.revoked_at_ms,
+                        last_used_at_ms: t.last_used_at_ms,
+                    })
+                })
+                .collect::<StoreResult<_>>()?,
+        })
+    }
+}
+
+impl Store {
+    /// The device, its grants and its newest token per role; `None` when never approved. Always read
+    /// from the database: a cache here could hold a grant another node has since revoked.
+    pub async fn device(&self, device_id: &DeviceId) -> StoreResult<Option<DeviceRecord>> {
+        Ok(self.device_as_of(device_id).await?.0)
+    }
+
+    /// The device, with the newest audit event id its read saw, in one statement (one snapshot, one
+    /// round trip). Audit ids grow in commit order (every write holds the fleet's write lock), so a
+    /// decision whose audit event is newer than the mark committed after this read: a revocation made
+    /// elsewhere closes the sockets that read before it (compared by commit order, never by clocks).
+    pub async fn device_as_of(&self, device_id: &DeviceId) -> StoreResult<(Option<DeviceRecord>, i64)> {
+        self.device_reads.inc();
+        let id = device_id.as_str();
+        let row = sqlx::query!(
+            r#"SELECT m.mark AS "mark!", d.device_id, d.public_key, d.client_id, d.client_mode, d.platform,
+                      d.device_family, d.display_name, d.remote_ip, d.approved_via, d.created_at_ms,
+                      d.approved_at_ms, d.last_seen_at_ms, d.removed_at_ms, d.grants::text AS grants,
+                      d.tokens::text AS tokens
+                 FROM (SELECT COALESCE(MAX(event_id), 0) AS mark FROM audit_events) m
+                 LEFT JOIN device_records d ON d.device_id = $1"#,
+            id
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let record = match (row.device_id, row.public_key, row.created_at_ms, row.grants, row.tokens) {
+            (Some(device_id), Some(public_key), Some(created_at_ms), Some(grants), Some(tokens)) => Some(
+                DeviceRow {
+                    device_id,
+                    public_key,
+                    client_id: row.client_id,
+                    client_mode: row.client_mode,
+                    platform: row.platform,
+                    device_family: row.device_family,
+                    display_name: row.display_name,
+                    remote_ip: row.remote_ip,
+                    approved_via: row.approved_via,
+                    created_at_ms,
+                    approved_at_ms: row.approved_at_ms,
+                    last_seen_at_ms: row.last_seen_at_ms,
+                    removed_at_ms: row.removed_at_ms,
+                    grants,
+                    tokens,
+                }
+                .into_record()?,
+            ),
+            _ => None,
+        };
+        Ok((record, row.mark))
+    }
+
+    /// Every device that holds at least one grant, by id.
+    pub async fn paired_devices(&self) -> StoreResult<Vec<DeviceRecord>> {
+        self.devices_page(DeviceFilter::Paired, None, i64::MAX).await
+    }
+
+    /// A local connect asked for more than was approved and policy allows approving it silently: record
+    /// the grant (union with what was approved), resolve any pending request of the device, and mint a
+    /// token when asked, all in one transaction, before hello-ok is sent.
+    pub async fn approve_silently(
+        &self,
+        grant: &NewGrant,
+        reason: PairingReason,
+        mint_token: bool,
+        actor: &Actor,
+        now_ms: Millis,
+    ) -> StoreResult<Option<TokenSecret>> {
+        let mut tx = self.begin_write().await?;
+        let scopes = record_grant(&mut tx, grant, "silent", "silent", now_ms).await?;
+        let device_id = grant.device_id.as_str();
+        sqlx::query!(
+            "UPDATE pairing_requests SET status = 'approved', resolved_by = 'silent', resolved_at_ms = $1
+              WHERE device_id = $2 AND status = 'pending'",
+            now_ms,
+            device_id
+        )
+        .execute(&mut *tx)
+        .await?;
+        let token = if mint_token {
+            Some(mint_token_on(&mut tx, &grant.device_id, grant.role, &scopes, now_ms).await?)
+        } else {
+            None
+        };
+        let event = AuditEvent::new(actor, "device.approve.silent", now_ms)
+            .subject(device_id)
+            .remote(grant.remote_ip.as_deref())
+            .details(serde_json::json!({
+                "role": grant.role, "scopes": scopes.names(), "reason": reason.as_str(), "tokenIssued": mint_token,
+            }));
+        audit::record(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(token)
+    }
+
+    /// Issues a new token for an approved device and role, revoking the previous one.
+    pub async fn issue_token(
+        &self,
+        device_id: &DeviceId,
+        role: Role,
+        actor: &Actor,
+        remote_addr: Option<&str>,
+        now_ms: Millis,
+    ) -> StoreResult<TokenSecret> {
+        let mut tx = self.begin_write().await?;
+        let scopes = grant_scopes_on(&mut tx, device_id, role)
+            .await?
+            .ok_or_else(|| Refusal::NoGrant { device_id: device_id.to_string(), role })?;
+        let token = mint_token_on(&mut tx, device_id, role, &scopes, now_ms).await?;
+        let event = AuditEvent::new(actor, "token.issue", now_ms)
+            .subject(device_id.as_str())
+            .remote(remote_addr)
+            .details(serde_json::json!({ "role": role, "scopes": scopes.names() }));
+        audit::record(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(token)
+    }
+}
+
+pub(super) async fn grant_scopes_on(
+    conn: &mut PgConnection,
+    device_id: &DeviceId,
+    role: Role,
+) -> StoreResult<Option<ScopeSet>> {
+    let id = device_id.as_str();
+    let role_name = role.as_str();
+    let scopes = sqlx::query_scalar!(
+        r#"SELECT g.scopes::text AS "scopes!" FROM grants g JOIN devices d ON d.device_id = g.device_id
+            WHERE g.device_id = $1 AND g.role = $2 AND d.removed_at_ms IS NULL"#,
+        id,
+        role_name
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    scopes.map(|json| ScopeSet::from_json(&json).map_err(|e| invalid("grant scopes", e))).transpose()
+}
+
+/// Upserts the device and its grant for `grant.role` (scopes unioned with any existing grant), and
+/// keeps the live token's scopes equal to the grant's. Returns the resulting scopes.
+pub(super) async fn record_grant(
+    conn: &mut PgConnection,
+    grant: &NewGrant,
+    approved_via: &str,
+    approved_by: &str,
+    now_ms: Millis,
+) -> StoreResult<ScopeSet> {
+    let id = grant.device_id.as_str();
+    let key = grant.public_key.to_base64url();
+    let meta = &grant.meta;
+    // A different key under the same id cannot happen (the id is the key's hash); a re-pair after
+    // removal starts with no grants.
+    sqlx::query!(
+        r#"INSERT INTO devices (device_id, public_key, client_id, client_mode, platform, device_family,
+                                display_name, remote_ip, approved_via, created_at_ms, approved_at_ms)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+           ON CONFLICT (device_id) DO UPDATE SET
+               public_key = excluded.public_key, client_id = excluded.client_id,
+               client_mode = excluded.client_mode, platform = excluded.platform,
+               device_family = excluded.device_family,
+               display_name = COALESCE(excluded.display_name, devices.display_name),
+               remote_ip = COALESCE(excluded.remote_ip, devices.remote_ip),
+               approved_via = excluded.approved_via, approved_at_ms = excluded.approved_at_ms,
+               removed_at_ms = NULL"#,
+        id,
+        key,
+        meta.client_id,
+        meta.client_mode,
+        meta.platform,
+        meta.device_family,
+        meta.display_name,
+        grant.remote_ip,
+        approved_via,
+        now_ms,
+        now_ms
+    )
+    .execute(&mut *conn)
+    .await?;
+    let existing = grant_scopes_on(conn, &grant.device_id, grant.role).await?.unwrap_or_default();
+    let scopes = existing.union(&grant.scopes);
+    let scopes_json = scopes.to_json();
+    let role = grant.role.as_str();
+    sqlx::query!(
+        r#"INSERT INTO grants (device_id, role, scopes, approved_at_ms, approved_by) VALUES ($1, $2, $3::text::jsonb, $4, $5)
+           ON CONFLICT (device_id, role) DO UPDATE SET
+               scopes = excluded.scopes, approved_at_ms = excluded.approved_at_ms, approved_by = excluded.approved_by"#,
+        id,
+        role,
+        scopes_json,
+        now_ms,
+        approved_by
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE device_tokens SET scopes = $1::text::jsonb WHERE device_id = $2 AND role = $3 AND revoked_at_ms IS NULL",
+        scopes_json,
+        id,
+        role
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(scopes)
+}
+
+/// Revokes the live token of the device and role, if any, and stores the digest of a new one.
+pub(super) async fn mint_token_on(
+    conn: &mut PgConnection,
+    device_id: &DeviceId,
+    role: Role,
+    scopes: &ScopeSet,
+    now_ms: Millis,
+) -> StoreResult<TokenSecret> {
+    let id = device_id.as_str();
+    let role_name = role.as_str();
+    let replaced = sqlx::query!(
+        "UPDATE device_tokens SET revoked_at_ms = $1 WHERE device_id = $2 AND role = $3 AND revoked_at_ms IS NULL",
+        now_ms,
+        id,
+        role_name
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let rotated_at = (replaced > 0).then_some(now_ms);
+    let token = TokenSecret::generate();
+    let digest = token.digest();
+    let digest_bytes = digest.as_bytes().as_slice();
+    let scopes_json = scopes.to_json();
+    sqlx::query!(
+        "INSERT INTO device_tokens (device_id, role, digest, scopes, issued_at_ms, rotated_at_ms)
+         VALUES ($1, $2, $3, $4::text::jsonb, $5, $6)",
+        id,
+        role_name,
+        digest_bytes,
+        scopes_json,
+        now_ms,
+        rotated_at
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(token)
+}
+
+impl Store {
+    /// Records a batch of last-seen times in one transaction. Bookkeeping, not a decision: no audit row.
+    pub async fn record_last_seen(&self, notes: &[SeenNote]) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        for note in notes {
+            let id = note.device_id.as_str();
+            sqlx::query!(
+                "UPDATE devices SET last_seen_at_ms = GREATEST(COALESCE(last_seen_at_ms, 0), $1) WHERE device_id = $2",
+                note.at_ms,
+                id
+            )
+            .execute(&mut *tx)
+            .await?;
+            if note.token_used {
+                let role = note.role.as_str();
+                sqlx::query!(
+                    "UPDATE device_tokens SET last_used_at_ms = GREATEST(COALESCE(last_used_at_ms, 0), $1)
+                      WHERE device_id = $2 AND role = $3 AND revoked_at_ms IS NULL",
+                    note.at_ms,
+                    id,
+                    role
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Removes a device: its grants go, its live tokens are revoked, the row stays for the audit trail.
+    pub async fn remove_device(
+        &self,
+        device_id: &DeviceId,
+        actor: &Actor,
+        remote_addr: Option<&str>,
+        now_ms: Millis,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let id = device_id.as_str();
+        let removed = sqlx::query!(
+            "UPDATE devices SET removed_at_ms = $1 WHERE device_id = $2 AND removed_at_ms IS NULL",
+            now_ms,
+            id
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        super::expect_one(removed, || Refusal::UnknownDevice { device_id: device_id.to_string() })?;
+        sqlx::query!("DELETE FROM grants WHERE device_id = $1", id).execute(&mut *tx).await?;
+        sqlx::query!(
+            "UPDATE device_tokens SET revoked_at_ms = $1 WHERE device_id = $2 AND revoked_at_ms IS NULL",
+            now_ms,
+            id
+        )
+        .execute(&mut *tx)
+        .await?;
+        audit::record(&mut tx, &AuditEvent::new(actor, "device.remove", now_ms).subject(id).remote(remote_addr))
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Rotates the token of an approved role: the live token is revoked, and the next connect that proves
+    /// itself with the gateway secret is handed a new one (a token value never travels in a reply).
+    /// `narrower` replaces the grant's scopes with a subset of them.
+    pub async fn rotate_token(
+        &self,
+        device_id: &DeviceId,
+        role: Role,
+        narrower: Option<&ScopeSet>,
+        actor: &Actor,
+        remote_addr: Option<&str>,
+        now_ms: Millis,
+    ) -> StoreResult<TokenChange> {
+        let mut tx = self.begin_write().await?;
+        let mut scopes = grant_scopes_on(&mut tx, device_id, role)
+            .await?
+            .ok_or_else(|| Refusal::NoGrant { device_id: device_id.to_string(), role })?;
+        if let Some(narrower) = narrower {
+            if let Some(extra) = narrower.iter().find(|scope| !scopes.contains(*scope)) {
+                return Err(Refusal::ScopeNotGranted { role, scope: extra }.into());
+            }
+            scopes = narrower.clone();
+            let (id, role_name, scopes_json) = (device_id.as_str(), role.as_str(), scopes.to_json());
+            sqlx::query!(
+                "UPDATE grants SET scopes = $1::text::jsonb WHERE device_id = $2 AND role = $3",
+                scopes_json,
+                id,
+                role_name
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        let (id, role_name) = (device_id.as_str(), role.as_str());
+        sqlx::query!(
+            "UPDATE device_tokens SET revoked_at_ms = $1, rotated_at_ms = $2
+              WHERE device_id = $3 AND role = $4 AND revoked_at_ms IS NULL",
+            now_ms,
+            now_ms,
+            id,
+            role_name
+        )
+        .execute(&mut *tx)
+        .await?;
+        let event = AuditEvent::new(actor, "token.rotate", now_ms)
+            .subject(id)
+            .remote(remote_addr)
+            .details(serde_json::json!({ "role": role, "scopes": scopes.names() }));
+        audit::record(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(TokenChange { device_id: device_id.clone(), role, scopes, at_ms: now_ms })
+    }
+
+    /// Revokes the live token of a device's role; `NotFound` when there is none.
+    pub async fn revoke_token(
+        &self,
+        device_id: &DeviceId,
+        role: Role,
+        actor: &Actor,
+        remote_addr: Option<&str>,
+        now_ms: Millis,
+    ) -> StoreResult<TokenChange> {
+        let mut tx = self.begin_write().await?;
+        let scopes = grant_scopes_on(&mut tx, device_id, role).await?.unwrap_or_default();
+        let (id, role_name) = (device_id.as_str(), role.as_str());
+        let revoked = sqlx::query!(
+            "UPDATE device_tokens SET revoked_at_ms = $1 WHERE device_id = $2 AND role = $3 AND revoked_at_ms IS NULL",
+            now_ms,
+            id,
+            role_name
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        super::expect_one(revoked, || Refusal::NoLiveToken { device_id: device_id.to_string(), role })?;
+        let event = AuditEvent::new(actor, "token.revoke", now_ms)
+            .subject(id)
+            .remote(remote_addr)
+            .details(serde_json::json!({ "role": role }));
+        audit::record(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(TokenChange { device_id: device_id.clone(), role, scopes, at_ms: now_ms })
+    }
+}
+
+impl Store {
+    /// A page of devices ordered by id, after `after` (keyset pagination).
+    pub async fn devices_page(
+        &self,
+        filter: DeviceFilter,
+        after: Option<&DeviceId>,
+        limit: i64,
+    ) -> StoreResult<Vec<DeviceRecord>> {
+        let after = after.map(|id| id.as_str()).unwrap_or("");
+        let filter = filter.as_str();
+        let rows = sqlx::query_as!(
+            DeviceRow,
+            r#"SELECT device_id AS "device_id!", public_key AS "public_key!", client_id, client_mode, platform,
+                      device_family, display_name, remote_ip, approved_via, created_at_ms AS "created_at_ms!",
+                      approved_at_ms, last_seen_at_ms, removed_at_ms, grants::text AS "grants!",
+                      tokens::text AS "tokens!"
+                 FROM device_records
+                WHERE device_id > $1
+                  AND ($2 = 'all'
+                       OR ($3 = 'paired' AND removed_at_ms IS NULL AND grants <> '[]')
+                       OR ($4 = 'removed' AND removed_at_ms IS NOT NULL))
+                ORDER BY device_id LIMIT $5"#,
+            after,
+            filter,
+            filter,
+            filter,
+            limit
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(DeviceRow::into_record).collect()
+    }
+}
