@@ -61,6 +61,8 @@ pub struct Config {
     pub max_connections: usize,
     /// The OpenClaw gateway behind pairgate (`serve --upstream`), if any.
     pub upstream: Option<crate::gateway::upstream::UpstreamConfig>,
+    /// On PostgreSQL, this node's lease: silent for that long, it is taken for dead and its runs ended.
+    pub node_lease: Duration,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             upstream: gateway.upstream,
+            node_lease: app.node_lease,
         }
     }
 }
@@ -94,6 +97,7 @@ impl Config {
             spawn_limits: self.spawn_limits,
             metrics_open: self.metrics_open,
             unstarted_run_ttl: self.unstarted_run_ttl,
+            node_lease: self.node_lease,
         };
         let gateway = GatewayConfig {
             policy: self.policy,
@@ -248,14 +252,20 @@ async fn front_door(
 /// and closes the store.
 pub async fn run(listener: TcpListener, server: Server) -> std::io::Result<()> {
     let app = server.app.clone();
+    // On PostgreSQL, a node of the fleet from here on; the runs it registers are its own.
+    let node = app.join_fleet().await.map_err(std::io::Error::other)?;
     // Runs a crash left running are ended before anyone can wait on them.
     app.recover_runs().await.map_err(std::io::Error::other)?;
     app.tracker.spawn(sweep(app.clone()));
-    app.tracker.spawn(app.clone().watch_offline_revocations());
+    if node.is_some() {
+        app.tracker.spawn(app.clone().hold_lease());
+    }
+    app.tracker.spawn(app.clone().watch_changes_elsewhere());
     let service = router(&server).into_make_service_with_connect_info::<SocketAddr>();
     serve_connections(listener, service, &server.transport, &app.shutdown).await;
     app.tracker.close();
     app.tracker.wait().await;
+    app.leave_fleet().await;
     app.store.close().await;
     Ok(())
 }

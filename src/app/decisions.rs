@@ -7,7 +7,7 @@ use super::error::AppResult;
 use super::live::Disconnect;
 use super::views::{Approved, DeviceRemoved, Rejected, TokenRevoked, TokenRotated};
 use crate::domain::{DeviceId, DeviceRecord, Refusal, Role, Scope, ScopeSet};
-use crate::store::{Actor, PairingRequest};
+use crate::store::{Actor, AuditRow, PairingRequest};
 
 /// Who asks, with what authority.
 #[derive(Clone, Debug)]
@@ -174,40 +174,84 @@ impl App {
         Ok(TokenRevoked { device_id: device_id.to_string(), role: role.as_str(), revoked_at_ms: change.at_ms })
     }
 
-    /// Closes the sockets of devices whose access the offline CLI (another process) withdrew, within about
-    /// half a second of its commit; runs for the server's life.
-    pub async fn watch_offline_revocations(self: std::sync::Arc<Self>) {
-        const POLL: std::time::Duration = std::time::Duration::from_millis(500);
+    /// Acts on what was decided elsewhere: by the offline CLI (another process) and, on PostgreSQL, by the
+    /// other nodes of the fleet. The sockets of devices whose access was withdrawn are closed, pairing
+    /// requests and their resolutions are announced to this process's `operator.pairing` sockets, and
+    /// callers waiting on runs (`agent.wait`) are woken. Woken by every commit in the fleet on PostgreSQL
+    /// (and at least every half second); on SQLite, which sends no signal, every half second. Runs for
+    /// the server's life.
+    pub async fn watch_changes_elsewhere(self: std::sync::Arc<Self>) {
+        const WITHIN: std::time::Duration = std::time::Duration::from_millis(500);
+        const BATCH: i64 = 500;
+        // Subscribed before the mark is read: a commit in between still wakes the first wait.
+        let mut feed = self.store.change_feed();
         let mut after = match self.store.last_audit_id().await {
             Ok(id) => id,
             Err(error) => {
-                tracing::error!(%error, "cannot watch for decisions made offline; their sockets stay open");
+                tracing::error!(%error, "cannot watch for decisions made elsewhere; their sockets stay open");
                 return;
             }
         };
-        let mut ticker = tokio::time::interval(POLL);
         loop {
+            loop {
+                let (changes, last) = match self.store.changes_elsewhere(after, BATCH).await {
+                    Ok(read) => read,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not read decisions made elsewhere");
+                        break;
+                    }
+                };
+                if last == after {
+                    break;
+                }
+                for change in &changes {
+                    self.act_on_change_elsewhere(change).await;
+                }
+                after = last;
+            }
             tokio::select! {
-                _ = ticker.tick() => {}
+                _ = feed.changed(WITHIN) => {}
                 _ = self.shutdown.cancelled() => return,
             }
-            let revoked = match self.store.offline_revocations(after).await {
-                Ok(revoked) => revoked,
-                Err(error) => {
-                    tracing::warn!(%error, "could not read decisions made offline");
-                    continue;
-                }
-            };
-            for (event_id, _at_ms, device) in revoked {
-                after = event_id;
-                let Ok(device_id) = DeviceId::try_from(device) else { continue };
+        }
+    }
+
+    /// What one decision made elsewhere means here.
+    async fn act_on_change_elsewhere(&self, change: &AuditRow) {
+        let request_id = change.details["requestId"].as_str();
+        match (change.action.as_str(), change.subject.as_deref()) {
+            ("device.remove" | "token.rotate" | "token.revoke", Some(device)) => {
+                let Ok(device_id) = DeviceId::try_from(device.to_owned()) else { return };
                 // The sockets whose read of the device came before the decision committed, not those
                 // that connected with fresh credentials since.
-                let closed = self.live.close_device_read_before(&device_id, Disconnect::DeviceRevoked, event_id).await;
+                let closed =
+                    self.live.close_device_read_before(&device_id, Disconnect::DeviceRevoked, change.event_id).await;
                 if closed > 0 {
-                    tracing::info!(device = %device_id, sockets = closed, "closed the sockets of a device revoked offline");
+                    tracing::info!(device = %device_id, sockets = closed, "closed the sockets of a device revoked elsewhere");
                 }
             }
+            ("pairing.request", _) => {
+                let Some(request_id) = request_id else { return };
+                match self.store.pairing_request(request_id).await {
+                    Ok(Some(request)) if request.status == crate::domain::RequestStatus::Pending => {
+                        self.announce_request(&request)
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "could not read a pairing request made elsewhere"),
+                }
+            }
+            ("pairing.approve", Some(device)) => self.announce_resolution(request_id.unwrap_or(""), device, "approved"),
+            ("pairing.reject", Some(device)) => self.announce_resolution(request_id.unwrap_or(""), device, "rejected"),
+            ("pairing.expire", _) => {
+                let expired = change.details["requestIds"].as_array().cloned().unwrap_or_default();
+                for request_id in expired.iter().filter_map(|id| id.as_str()) {
+                    if let Ok(Some(request)) = self.store.pairing_request(request_id).await {
+                        self.announce_resolution(request_id, request.device_id.as_str(), "expired");
+                    }
+                }
+            }
+            (action, _) if action.starts_with("run.") => self.runs_changed(),
+            _ => {}
         }
     }
 

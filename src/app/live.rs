@@ -55,6 +55,9 @@ struct Entry {
     /// while that read runs, and for a socket registered without one. A revocation made by another
     /// process closes the sockets whose read came before its audit event, by commit order.
     read_mark: Option<i64>,
+    /// A revocation made elsewhere (its audit event id) that arrived while this socket's handshake was
+    /// still reading the device: whether it bites depends on what the read saw, so `read` decides.
+    pending_revocation: Option<(i64, Disconnect)>,
     /// Taken by the first close order.
     close: Option<oneshot::Sender<CloseOrder>>,
     /// A handshake in progress ([`Registry::claim`]): the receiving end of its close order, kept here
@@ -97,6 +100,7 @@ impl Registry {
         let entry = Entry {
             device_id: Some(device_id.clone()),
             read_mark: None,
+            pending_revocation: None,
             close: Some(close),
             claimed: Some(close_order),
             events: None,
@@ -111,10 +115,19 @@ impl Registry {
         }
     }
 
-    /// Notes what the handshake's read of its claimed device saw (see `read_mark`).
+    /// Notes what the handshake's read of its claimed device saw (see `read_mark`). A revocation made
+    /// elsewhere that arrived during the read closes the socket now if the read came before it.
     pub fn read(&self, conn_id: &str, mark: i64) {
         if let Some(entry) = self.lock().conns.get_mut(conn_id) {
             entry.read_mark = Some(mark);
+            if let Some((event_id, why)) = entry.pending_revocation.take()
+                && mark < event_id
+                && let Some(close) = entry.close.take()
+            {
+                // Nobody waits for this acknowledgement: the revocation was answered where it was made.
+                let (ack, _) = oneshot::channel();
+                let _ = close.send(CloseOrder { why, ack });
+            }
         }
     }
 
@@ -147,6 +160,7 @@ impl Registry {
         let entry = Entry {
             device_id: device_id.cloned(),
             read_mark: None,
+            pending_revocation: None,
             close: Some(close),
             claimed: None,
             events,
@@ -189,17 +203,28 @@ impl Registry {
         let (sockets, senders) = {
             let mut guard = self.lock();
             let inner = &mut *guard;
+            let mut reading = Vec::new();
             let conn_ids: Vec<String> = inner
                 .by_device
                 .get(device_id)
                 .into_iter()
                 .flatten()
                 .filter(|conn_id| match (before_event, inner.conns.get(*conn_id)) {
+                    // Still reading the device in its handshake: `read` decides once it knows what it saw.
+                    (Some(_), Some(entry)) if entry.read_mark.is_none() && entry.claimed.is_some() => {
+                        reading.push((*conn_id).clone());
+                        false
+                    }
                     (Some(event_id), Some(entry)) => entry.read_mark.is_none_or(|mark| mark < event_id),
                     _ => true,
                 })
                 .cloned()
                 .collect();
+            for conn_id in reading {
+                if let (Some(event_id), Some(entry)) = (before_event, inner.conns.get_mut(&conn_id)) {
+                    entry.pending_revocation = Some((event_id, why));
+                }
+            }
             let senders: Vec<(String, oneshot::Sender<CloseOrder>)> = conn_ids
                 .iter()
                 .filter_map(|conn_id| Some((conn_id.clone(), inner.conns.get_mut(conn_id)?.close.take()?)))
@@ -290,6 +315,25 @@ mod tests {
         assert_eq!(closed, 1);
         let mut fresh = registry.register("fresh", Some(&device()), false);
         assert!(fresh.close_order.try_recv().is_err(), "the socket that read the revocation stays");
+    }
+
+    /// A revocation made elsewhere, noticed while a handshake is still reading the device (on PostgreSQL
+    /// the fleet tells within milliseconds): what the read saw decides, once it is known. A read from
+    /// before the revocation is closed; one that saw it (fresh credentials) stays.
+    #[tokio::test]
+    async fn a_revocation_noticed_during_the_read_waits_for_what_the_read_saw() {
+        let registry = Registry::default();
+        registry.claim("stale", &device());
+        registry.claim("fresh", &device());
+        let closed = registry.close_device_read_before(&device(), Disconnect::DeviceRevoked, 42).await;
+        assert_eq!(closed, 0, "nothing is closed before the reads are known");
+        registry.read("stale", 41);
+        registry.read("fresh", 42);
+        let mut stale = registry.register("stale", Some(&device()), false);
+        let order = stale.close_order.try_recv().expect("the read came before the revocation: closed");
+        assert_eq!(order.why, Disconnect::DeviceRevoked);
+        let mut fresh = registry.register("fresh", Some(&device()), false);
+        assert!(fresh.close_order.try_recv().is_err(), "the read saw the revocation: it stays");
     }
 
     #[test]

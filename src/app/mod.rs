@@ -32,6 +32,9 @@ use crate::store::{Actor, AuditEvent, SpawnLimits, Store};
 pub const UNSTARTED_RUN_TTL: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// Settings every front end shares.
+/// A node's lease unless set otherwise.
+pub const DEFAULT_NODE_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Clone, Debug)]
 pub struct AppConfig {
     /// Reverse proxies whose forwarding headers are believed.
@@ -42,6 +45,9 @@ pub struct AppConfig {
     pub metrics_open: bool,
     /// A run registered this long ago that never started is failed.
     pub unstarted_run_ttl: std::time::Duration,
+    /// On PostgreSQL, how long this node's lease lasts unrenewed: a node silent for that long is taken
+    /// for dead by the fleet, which ends its runs. Renewed three times per lease.
+    pub node_lease: std::time::Duration,
 }
 
 impl Default for AppConfig {
@@ -49,6 +55,7 @@ impl Default for AppConfig {
         AppConfig {
             trusted_proxies: Vec::new(),
             rate_limit: RateLimitConfig::default(),
+            node_lease: DEFAULT_NODE_LEASE,
             spawn_limits: SpawnLimits::default(),
             metrics_open: false,
             unstarted_run_ttl: UNSTARTED_RUN_TTL,

@@ -18,7 +18,7 @@ pub enum WaitOutcome {
 
 impl App {
     /// Wakes every waiter so it re-reads its run.
-    fn runs_changed(&self) {
+    pub(super) fn runs_changed(&self) {
         self.runs_version.send_modify(|version| *version += 1);
     }
 
@@ -61,14 +61,62 @@ impl App {
         }
     }
 
-    /// Ends the runs a crash left running (at start-up), and wakes whoever waits on them.
+    /// Ends the runs whose server is gone (at start-up; on PostgreSQL also those of lost nodes, as the
+    /// lease is held), and wakes whoever waits on them.
     pub async fn recover_runs(&self) -> Result<Vec<String>, StoreError> {
         let interrupted = self.store.recover_interrupted_runs(self.clock.now_ms()).await?;
         if !interrupted.is_empty() {
-            tracing::warn!(runs = interrupted.len(), "runs left running by a crash are now interrupted");
+            tracing::warn!(
+                runs = interrupted.len(),
+                "runs whose server is gone (a crash, a lost node) are now interrupted"
+            );
             self.runs_changed();
         }
         Ok(interrupted)
+    }
+
+    /// On PostgreSQL, joins the fleet as a new node (its id, logged); nothing on SQLite.
+    pub async fn join_fleet(&self) -> Result<Option<String>, StoreError> {
+        let node = self.store.join_fleet(self.lease_ms(), self.clock.now_ms()).await?;
+        if let Some(node) = &node {
+            tracing::info!(node = %node, lease_ms = self.lease_ms(), "joined the fleet");
+        }
+        Ok(node)
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.config.node_lease.as_millis()).unwrap_or(i64::MAX).max(1)
+    }
+
+    /// On PostgreSQL, for the node's life: renews its lease three times per lease, and ends the runs of
+    /// nodes whose lease expired (another node's crash, `kill -9` or lost network).
+    pub async fn hold_lease(self: std::sync::Arc<Self>) {
+        let mut ticker = tokio::time::interval(self.config.node_lease / 3);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            if let Err(error) = self.store.renew_lease(self.lease_ms(), self.clock.now_ms()).await {
+                tracing::warn!(%error, "could not renew this node's lease");
+            }
+            if let Err(error) = self.recover_runs().await {
+                tracing::warn!(%error, "could not end the runs of lost nodes");
+            }
+        }
+    }
+
+    /// On PostgreSQL, leaves the fleet at a clean stop, ending this node's active runs; nothing on SQLite
+    /// (its next start ends them).
+    pub async fn leave_fleet(&self) {
+        match self.store.leave_fleet(self.clock.now_ms()).await {
+            Ok(ended) if !ended.is_empty() => {
+                tracing::info!(runs = ended.len(), "left the fleet; this node's runs are interrupted");
+                self.runs_changed();
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "could not leave the fleet; its lease will expire"),
+        }
     }
 
     /// Callers waiting on a run right now (`agent.wait`).

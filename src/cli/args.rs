@@ -197,6 +197,10 @@ pub struct ServeArgs {
     /// Refuse to start on a database with pending migrations instead of backing up and applying them.
     #[arg(long, env = "PAIRGATE_NO_AUTO_MIGRATE", default_value_t = false)]
     pub no_auto_migrate: bool,
+    /// On PostgreSQL, this node's lease: a node that has not renewed it for this long is taken for dead by
+    /// the fleet, which ends its sub-agent runs (renewed three times per lease).
+    #[arg(long, env = "PAIRGATE_NODE_LEASE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(300..))]
+    pub node_lease_ms: u64,
     /// A backup of this PostgreSQL database exists (pg_dump): starting may then migrate an existing schema.
     /// (SQLite backs its file up itself.)
     #[arg(long, env = "PAIRGATE_BACKUP_EXISTS", default_value_t = false)]

@@ -78,6 +78,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_concurrent_runs: args.max_concurrent_runs,
         },
         unstarted_run_ttl: Duration::from_secs(args.unstarted_run_timeout_secs),
+        node_lease: Duration::from_millis(args.node_lease_ms),
         upstream: upstream_config(&args, store.sqlite_path())?,
         ..Config::default()
     };

@@ -43,6 +43,21 @@ macro_rules! engine {
     };
 }
 
+/// Wakes a watcher of the audit trail when something may have committed elsewhere.
+pub struct ChangeFeed(Option<tokio::sync::watch::Receiver<u64>>);
+
+impl ChangeFeed {
+    /// Resolves when a commit may have happened since the last call, or after `within` at the latest.
+    pub async fn changed(&mut self, within: std::time::Duration) {
+        match &mut self.0 {
+            Some(receiver) => {
+                let _ = tokio::time::timeout(within, receiver.changed()).await;
+            }
+            None => tokio::time::sleep(within).await,
+        }
+    }
+}
+
 /// Which engine a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
@@ -238,6 +253,48 @@ impl Store {
         engine!(self, store => store.close().await)
     }
 
+    /// The audit events after `after_id` committed elsewhere (another process, another node), oldest
+    /// first, and the last id read; see the engines' `changes_elsewhere`.
+    pub async fn changes_elsewhere(&self, after_id: i64, limit: i64) -> StoreResult<(Vec<AuditRow>, i64)> {
+        engine!(self, store => store.changes_elsewhere(after_id, limit).await)
+    }
+
+    /// What wakes a watcher of [`Store::changes_elsewhere`]: on PostgreSQL every commit in the fleet as it
+    /// happens (`LISTEN`/`NOTIFY`); on SQLite nothing does (another process's commit sends no signal), so
+    /// the watcher reads every `within`.
+    pub fn change_feed(&self) -> ChangeFeed {
+        match self {
+            Store::Sqlite(_) => ChangeFeed(None),
+            Store::Postgres(store) => ChangeFeed(Some(store.change_feed())),
+        }
+    }
+
+    /// Joins the fleet (PostgreSQL): a node id new at this start, holding a lease of `lease_ms`; the runs
+    /// registered from now on are this node's. `None` on SQLite, where one process serves the file.
+    pub async fn join_fleet(&self, lease_ms: Millis, now_ms: Millis) -> StoreResult<Option<String>> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(store) => store.join_fleet(lease_ms, now_ms).await.map(Some),
+        }
+    }
+
+    /// Renews this node's lease (PostgreSQL; nothing on SQLite).
+    pub async fn renew_lease(&self, lease_ms: Millis, now_ms: Millis) -> StoreResult<()> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(store) => store.renew_lease(lease_ms, now_ms).await,
+        }
+    }
+
+    /// Leaves the fleet, ending this node's active runs (PostgreSQL). On SQLite nothing: the next start
+    /// ends the runs a stop left (`recover_interrupted_runs`).
+    pub async fn leave_fleet(&self, now_ms: Millis) -> StoreResult<Vec<String>> {
+        match self {
+            Store::Sqlite(_) => Ok(Vec::new()),
+            Store::Postgres(store) => store.leave_fleet(now_ms).await,
+        }
+    }
+
     /// Records an event that is not part of another change (a lockout, say).
     pub async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
         engine!(self, store => store.record_audit(event).await)
@@ -247,12 +304,6 @@ impl Store {
     /// The newest audit event's id (0 for none): where a watcher of later events starts.
     pub async fn last_audit_id(&self) -> StoreResult<i64> {
         engine!(self, store => store.last_audit_id().await)
-    }
-
-    /// Devices whose access the offline CLI withdrew (removed, or a token rotated or revoked) in audit events
-    /// after `after_id`: (event id, when, device id), oldest first. A running server closes their sockets.
-    pub async fn offline_revocations(&self, after_id: i64) -> StoreResult<Vec<(i64, i64, String)>> {
-        engine!(self, store => store.offline_revocations(after_id).await)
     }
 
     pub async fn audit_page(&self, before_id: Option<i64>, limit: i64) -> StoreResult<Vec<AuditRow>> {
@@ -524,7 +575,9 @@ impl Store {
         engine!(self, store => store.kill_run(run_id, actor, now_ms).await)
     }
 
-    /// At start-up: runs a crash left pending or running end as interrupted (never silently dropped).
+    /// Runs whose server is gone end as interrupted (never silently dropped). On SQLite, called at
+    /// start-up: every run left pending or running. On PostgreSQL, called at start-up and then
+    /// periodically: the runs of nodes whose lease expired, and of no node; never a live node's.
     pub async fn recover_interrupted_runs(&self, now_ms: Millis) -> StoreResult<Vec<String>> {
         engine!(self, store => store.recover_interrupted_runs(now_ms).await)
     }

@@ -2,6 +2,8 @@
 //! speaks the gateway protocol with a real Ed25519 identity.
 #![allow(dead_code)]
 
+pub mod processes;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -58,11 +58,11 @@ pub(super) struct Approvals {
 impl Approvals {
     /// Starts the committer on the current runtime. It ends at `stop`, or when the last store handle is
     /// dropped.
-    pub(super) fn start(writer: PgPool, latency: Histogram) -> Self {
+    pub(super) fn start(writer: PgPool, latency: Histogram, own: pairgate_store_types::OwnEvents) -> Self {
         let (queue, incoming) = mpsc::unbounded_channel();
         let commits = Counter::default();
         let stop = CancellationToken::new();
-        let committer = Committer { writer, latency, commits: commits.clone() };
+        let committer = Committer { writer, latency, own, commits: commits.clone() };
         let tracker = TaskTracker::new();
         tracker.spawn(committer.run(incoming, stop.clone()));
         tracker.close();
@@ -87,6 +87,7 @@ impl Approvals {
 struct Committer {
     writer: PgPool,
     latency: Histogram,
+    own: pairgate_store_types::OwnEvents,
     commits: Counter,
 }
 
@@ -129,7 +130,7 @@ impl Committer {
 
     /// Decides `approvals` in one transaction: each one's outcome, or the failure that rolled all back.
     async fn decide_together(&self, approvals: &[Approval]) -> StoreResult<Vec<StoreResult<PairingRequest>>> {
-        let mut tx = begin_write_on(&self.writer, &self.latency).await?;
+        let mut tx = begin_write_on(&self.writer, &self.latency, &self.own).await?;
         let mut outcomes = Vec::with_capacity(approvals.len());
         for approval in approvals {
             outcomes.push(approve_on(&mut tx, approval).await?.map_err(StoreError::from));

@@ -11,9 +11,11 @@
 
 mod approvals;
 mod audit;
+mod changes;
 mod devices;
 mod imports;
 mod meta;
+mod nodes;
 mod requests;
 mod schema;
 mod sessions;
@@ -122,6 +124,12 @@ pub struct Store {
     device_reads: Counter,
     /// The group committer of approvals.
     approvals: approvals::Approvals,
+    /// The audit events this handle committed (the rest were decided elsewhere).
+    own_events: pairgate_store_types::OwnEvents,
+    /// Commits anywhere in the fleet, as they happen (`LISTEN`), once someone subscribes.
+    changes: changes::Changes,
+    /// This process's node id, once it joined the fleet (`serve` does; the offline CLI does not).
+    node: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// Caps on pending pairing requests: per client address, and in all.
     pending_caps: std::sync::Arc<[std::sync::atomic::AtomicI64; 2]>,
 }
@@ -132,12 +140,16 @@ pub(crate) struct WriteTx {
     tx: Transaction<'static, Postgres>,
     started: std::time::Instant,
     latency: Histogram,
+    /// Audit event ids this transaction wrote: this handle\'s own once committed.
+    own: pairgate_store_types::OwnEvents,
+    recorded: Vec<i64>,
 }
 
 impl WriteTx {
     pub(crate) async fn commit(self) -> StoreResult<()> {
         self.tx.commit().await?;
         self.latency.observe(self.started.elapsed().as_secs_f64());
+        self.own.note(&self.recorded);
         Ok(())
     }
 }
@@ -156,11 +168,15 @@ impl std::ops::DerefMut for WriteTx {
 }
 
 /// Begins a write transaction and takes the fleet's write lock.
-async fn begin_write_on(pool: &PgPool, latency: &Histogram) -> StoreResult<WriteTx> {
+async fn begin_write_on(
+    pool: &PgPool,
+    latency: &Histogram,
+    own: &pairgate_store_types::OwnEvents,
+) -> StoreResult<WriteTx> {
     let started = std::time::Instant::now();
     let mut tx = pool.begin().await?;
     sqlx::query!("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK).execute(&mut *tx).await?;
-    Ok(WriteTx { tx, started, latency: latency.clone() })
+    Ok(WriteTx { tx, started, latency: latency.clone(), own: own.clone(), recorded: Vec::new() })
 }
 
 impl Store {
@@ -308,16 +324,28 @@ impl Store {
     /// The store over an open pool: its metrics, approval committer and caps.
     fn assemble(pool: PgPool, shown: String) -> Store {
         let write_latency = latency_histogram();
-        let approvals = approvals::Approvals::start(pool.clone(), write_latency.clone());
+        let own_events = pairgate_store_types::OwnEvents::default();
+        let approvals = approvals::Approvals::start(pool.clone(), write_latency.clone(), own_events.clone());
         let pending_caps = std::sync::Arc::new([
             std::sync::atomic::AtomicI64::new(pairgate_domain::MAX_PENDING_PER_ADDRESS),
             std::sync::atomic::AtomicI64::new(pairgate_domain::MAX_PENDING_REQUESTS),
         ]);
-        Store { pool, shown, write_latency, device_reads: Counter::default(), approvals, pending_caps }
+        let changes = changes::Changes::default();
+        Store {
+            pool,
+            shown,
+            write_latency,
+            device_reads: Counter::default(),
+            approvals,
+            own_events,
+            changes,
+            node: Default::default(),
+            pending_caps,
+        }
     }
 
     async fn begin_write(&self) -> StoreResult<WriteTx> {
-        begin_write_on(&self.pool, &self.write_latency).await
+        begin_write_on(&self.pool, &self.write_latency, &self.own_events).await
     }
 
     /// At most `per_address` pending pairing requests from one client address, and `total` in all.
@@ -382,12 +410,24 @@ impl Store {
         schema::drift(&self.pool, &MIGRATOR).await
     }
 
-    /// Decides the approvals already queued, then closes the pool.
+    /// A receiver whose version moves whenever a transaction commits anywhere in the fleet (and whenever
+    /// the connection listening for them was lost and made again): wait on it, then read the audit trail
+    /// with [`Store::changes_elsewhere`].
+    pub fn change_feed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe(&self.pool)
+    }
+
+    /// Decides the approvals already queued, stops listening, then closes the pool.
     pub async fn close(&self) {
         self.approvals.stop().await;
+        self.changes.stop().await;
         self.pool.close().await;
     }
 }
+
+/// How long a use of the database waits for a connection from the pool: long enough to queue behind
+/// busy ones, short enough that a connect fails fast when the database is down.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The pool: a connect that needs the database fails fast when it is down, rather than queueing.
 async fn connect(options: PgConnectOptions, shown: &str, url: &str) -> Result<PgPool, OpenError> {
@@ -401,7 +441,8 @@ async fn connect(options: PgConnectOptions, shown: &str, url: &str) -> Result<Pg
     PgPoolOptions::new()
         .max_connections(16)
         .min_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
+        // With the database down, a connect waits this long for a connection, then fails (UNAVAILABLE).
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await
         .map_err(unreachable)

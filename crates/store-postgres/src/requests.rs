@@ -484,7 +484,7 @@ impl Store {
 
 /// One approval inside a transaction of the approvals committer: checks (writing nothing but an expiry),
 /// then the grants, the resolution and the audit row.
-pub(super) async fn approve_on(conn: &mut PgConnection, approval: &Approval) -> Refusable<PairingRequest> {
+pub(super) async fn approve_on(conn: &mut super::WriteTx, approval: &Approval) -> Refusable<PairingRequest> {
     let Approval { request_id, narrower, actor, remote_addr, now_ms } = approval;
     let (request_id, now_ms) = (request_id.as_str(), *now_ms);
     let mut request = match take_pending(conn, request_id, now_ms).await? {

@@ -446,10 +446,11 @@ impl Store {
             .into());
         }
         ensure_session(&mut tx, &new.requester_session_key, now_ms).await?;
+        let node = self.node_id();
         sqlx::query!(
             "INSERT INTO runs (run_id, child_session_key, requester_session_key, controller_session_key, task, label, model,
-                               cleanup, spawn_mode, run_timeout_seconds, state, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11)",
+                               cleanup, spawn_mode, run_timeout_seconds, state, created_at_ms, node_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11, $12)",
             new.run_id,
             new.child_session_key,
             new.requester_session_key,
@@ -460,7 +461,8 @@ impl Store {
             new.cleanup,
             new.spawn_mode,
             new.run_timeout_seconds,
-            now_ms
+            now_ms,
+            node
         )
         .execute(&mut *tx)
         .await?;
@@ -547,39 +549,6 @@ impl Store {
         audit::record(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(killed)
-    }
-
-    /// At start-up: runs a crash left pending or running end as interrupted (never silently dropped).
-    pub async fn recover_interrupted_runs(&self, now_ms: Millis) -> StoreResult<Vec<String>> {
-        // Look before writing: a clean start commits nothing.
-        let active = sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM runs WHERE state IN ('pending', 'running')) AS "active!: bool""#
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        if !active {
-            return Ok(Vec::new());
-        }
-        let archive_at = now_ms + ARCHIVE_AFTER_MS;
-        let mut tx = self.begin_write().await?;
-        let interrupted = sqlx::query_scalar!(
-            r#"UPDATE runs SET state = 'interrupted', ended_at_ms = $1, ended_reason = 'gateway-restart',
-                      outcome_status = 'error', outcome_error = 'interrupted',
-                      archive_at_ms = CASE WHEN cleanup = 'delete' THEN $2 ELSE archive_at_ms END
-                WHERE state IN ('pending', 'running')
-            RETURNING run_id AS "run_id!""#,
-            now_ms,
-            archive_at
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        if !interrupted.is_empty() {
-            let event = AuditEvent::new(&Actor::System, "run.interrupt", now_ms)
-                .details(serde_json::json!({ "reason": "gateway-restart", "runs": interrupted }));
-            audit::record(&mut tx, &event).await?;
-        }
-        tx.commit().await?;
-        Ok(interrupted)
     }
 
     /// Fails the runs registered before `registered_before_ms` that never started: a client that only

@@ -1,14 +1,14 @@
 //! The audit trail: written inside the transaction of the change it describes.
 
-use sqlx::SqliteConnection;
-
-use super::{Store, StoreResult};
+use super::{Store, StoreResult, WriteTx};
 use crate::{AuditEvent, AuditRow};
 
-pub(super) async fn record(conn: &mut SqliteConnection, event: &AuditEvent) -> StoreResult<()> {
+/// Writes `event` in the transaction of the change it describes.
+pub(super) async fn record(tx: &mut WriteTx, event: &AuditEvent) -> StoreResult<()> {
     let details = event.details.to_string();
-    sqlx::query!(
-        "INSERT INTO audit_events (at_ms, actor, action, subject, remote_addr, details) VALUES (?, ?, ?, ?, ?, ?)",
+    let event_id = sqlx::query_scalar!(
+        r#"INSERT INTO audit_events (at_ms, actor, action, subject, remote_addr, details) VALUES (?, ?, ?, ?, ?, ?)
+           RETURNING event_id AS "event_id!: i64""#,
         event.at_ms,
         event.actor,
         event.action,
@@ -16,8 +16,9 @@ pub(super) async fn record(conn: &mut SqliteConnection, event: &AuditEvent) -> S
         event.remote_addr,
         details
     )
-    .execute(conn)
+    .fetch_one(&mut **tx)
     .await?;
+    tx.recorded.push(event_id);
     Ok(())
 }
 
@@ -30,7 +31,6 @@ impl Store {
         Ok(())
     }
 
-    /// Audit rows, newest first, before `before_id` when given.
     /// The newest audit event's id (0 for none): where a watcher of later events starts.
     pub async fn last_audit_id(&self) -> StoreResult<i64> {
         let id = sqlx::query_scalar!(r#"SELECT COALESCE(MAX(event_id), 0) AS "id!: i64" FROM audit_events"#)
@@ -39,21 +39,40 @@ impl Store {
         Ok(id)
     }
 
-    /// Devices whose access the offline CLI withdrew (removed, or a token rotated or revoked) in audit events
-    /// after `after_id`: (event id, when, device id), oldest first. A running server closes their sockets.
-    pub async fn offline_revocations(&self, after_id: i64) -> StoreResult<Vec<(i64, i64, String)>> {
+    /// The audit events after `after_id` that were committed elsewhere (by another process or node, not by
+    /// this handle), oldest first, at most `limit`: what a running server must act on (a revocation closes
+    /// sockets, a pairing event is announced, a run's change wakes its waiters). Fewer than `limit` rows
+    /// (after own ones are left out) does not mean the end: the next call starts after the last id read,
+    /// which is returned with the rows.
+    pub async fn changes_elsewhere(&self, after_id: i64, limit: i64) -> StoreResult<(Vec<AuditRow>, i64)> {
         let rows = sqlx::query!(
-            r#"SELECT event_id AS "event_id!: i64", at_ms, subject AS "subject!: String" FROM audit_events
-                WHERE event_id > ? AND action IN ('device.remove', 'token.rotate', 'token.revoke')
-                  AND actor LIKE 'cli:%' AND subject IS NOT NULL
-                ORDER BY event_id"#,
-            after_id
+            r#"SELECT event_id AS "event_id!: i64", at_ms, actor, action, subject, remote_addr, details
+                 FROM audit_events WHERE event_id > ? ORDER BY event_id LIMIT ?"#,
+            after_id,
+            limit
         )
         .fetch_all(&self.readers)
         .await?;
-        Ok(rows.into_iter().map(|row| (row.event_id, row.at_ms, row.subject)).collect())
+        let rows = rows
+            .into_iter()
+            .map(|row| {
+                Ok(AuditRow {
+                    event_id: row.event_id,
+                    at_ms: row.at_ms,
+                    actor: row.actor,
+                    action: row.action,
+                    subject: row.subject,
+                    remote_addr: row.remote_addr,
+                    details: serde_json::from_str(&row.details)
+                        .map_err(|e| super::StoreError::InvalidData(format!("audit details: {e}")))?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let last = rows.last().map_or(after_id, |row| row.event_id);
+        Ok((self.own_events.elsewhere(rows), last))
     }
 
+    /// Audit rows, newest first, before `before_id` when given.
     pub async fn audit_page(&self, before_id: Option<i64>, limit: i64) -> StoreResult<Vec<AuditRow>> {
         let before = before_id.unwrap_or(i64::MAX);
         let rows = sqlx::query!(

@@ -120,6 +120,8 @@ pub struct Store {
     device_cache: std::sync::Arc<cache::DeviceCache>,
     /// The group committer of approvals.
     approvals: approvals::Approvals,
+    /// The audit events this handle committed (the rest were decided elsewhere).
+    own_events: pairgate_store_types::OwnEvents,
     /// Caps on pending pairing requests: per client address, and in all.
     pending_caps: std::sync::Arc<[std::sync::atomic::AtomicI64; 2]>,
 }
@@ -130,12 +132,16 @@ pub(crate) struct WriteTx {
     tx: Transaction<'static, Sqlite>,
     started: std::time::Instant,
     latency: prometheus_client::metrics::histogram::Histogram,
+    /// Audit event ids this transaction wrote: this handle\'s own once committed.
+    own: pairgate_store_types::OwnEvents,
+    recorded: Vec<i64>,
 }
 
 impl WriteTx {
     pub(crate) async fn commit(self) -> StoreResult<()> {
         self.tx.commit().await?;
         self.latency.observe(self.started.elapsed().as_secs_f64());
+        self.own.note(&self.recorded);
         Ok(())
     }
 }
@@ -333,13 +339,14 @@ impl Store {
     fn assemble(writer: SqlitePool, readers: SqlitePool, path: &Path) -> Store {
         let write_latency = latency_histogram();
         let device_cache = std::sync::Arc::new(cache::DeviceCache::new(path, DEVICE_CACHE_CAPACITY));
-        let approvals = approvals::Approvals::start(writer.clone(), write_latency.clone());
+        let own_events = pairgate_store_types::OwnEvents::default();
+        let approvals = approvals::Approvals::start(writer.clone(), write_latency.clone(), own_events.clone());
         let pending_caps = std::sync::Arc::new([
             std::sync::atomic::AtomicI64::new(pairgate_domain::MAX_PENDING_PER_ADDRESS),
             std::sync::atomic::AtomicI64::new(pairgate_domain::MAX_PENDING_REQUESTS),
         ]);
         let path = path.to_path_buf();
-        Store { writer, readers, path, write_latency, device_cache, approvals, pending_caps }
+        Store { writer, readers, path, write_latency, device_cache, approvals, own_events, pending_caps }
     }
 
     pub fn path(&self) -> &Path {
@@ -349,7 +356,7 @@ impl Store {
     /// Starts a write transaction that takes the write lock at once (a deferred transaction that reads
     /// first could fail with BUSY without waiting when another process writes).
     async fn begin_write(&self) -> StoreResult<WriteTx> {
-        begin_write_on(&self.writer, &self.write_latency).await
+        begin_write_on(&self.writer, &self.write_latency, &self.own_events).await
     }
 
     /// Keeps at most `capacity` device records between commits (0: none; every connect reads the
@@ -480,10 +487,11 @@ impl Store {
 async fn begin_write_on(
     writer: &SqlitePool,
     latency: &prometheus_client::metrics::histogram::Histogram,
+    own: &pairgate_store_types::OwnEvents,
 ) -> StoreResult<WriteTx> {
     let started = std::time::Instant::now();
     let tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    Ok(WriteTx { tx, started, latency: latency.clone() })
+    Ok(WriteTx { tx, started, latency: latency.clone(), own: own.clone(), recorded: Vec::new() })
 }
 
 type SchemaObjects = std::collections::BTreeMap<(String, String), Option<String>>;

@@ -89,3 +89,33 @@ pub struct AuditRow {
     #[schema(value_type = Object)]
     pub details: serde_json::Value,
 }
+
+/// The audit event ids this store handle committed, so that a watcher of the audit trail tells the
+/// decisions made here from those made elsewhere (another node, the offline CLI) without a column for it.
+/// Shared by the handle's clones; a write transaction notes its ids only once it has committed.
+#[derive(Clone, Debug, Default)]
+pub struct OwnEvents(std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<i64>>>);
+
+/// Own ids kept at most; a watcher that stopped reading must not make the set grow without end.
+const MAX_OWN_EVENTS: usize = 100_000;
+
+impl OwnEvents {
+    /// Notes ids committed by this handle.
+    pub fn note(&self, ids: &[i64]) {
+        let mut own = self.0.lock().expect("own events lock");
+        own.extend(ids.iter().copied());
+        while own.len() > MAX_OWN_EVENTS {
+            own.pop_first();
+        }
+    }
+
+    /// `rows` (read after some mark, oldest first) without those committed by this handle; the ids up to
+    /// the newest row are forgotten, as a watcher reads each id once.
+    pub fn elsewhere(&self, rows: Vec<AuditRow>) -> Vec<AuditRow> {
+        let mut own = self.0.lock().expect("own events lock");
+        let Some(newest) = rows.last().map(|row| row.event_id) else { return rows };
+        let elsewhere = rows.into_iter().filter(|row| !own.contains(&row.event_id)).collect();
+        *own = own.split_off(&(newest + 1));
+        elsewhere
+    }
+}

@@ -1,0 +1,221 @@
+//! A fleet: two or more `pairgate serve` processes on one PostgreSQL database (a real cluster from
+//! `pairgate-testkit`, one per test binary, a database per test). What one node decides, every node acts
+//! on: revocations close sockets everywhere, pairing events reach every node's operators, a run ended on
+//! one node wakes its waiters on another; a node's restart leaves the others' runs alone, and a killed
+//! node's runs are ended by the fleet once its lease expires. The database's password reaches the nodes
+//! through `PGPASSWORD`, never their command line.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::processes::*;
+use common::*;
+use pairgate_testkit::postgres::{Cluster, PASSWORD};
+use serde_json::{Value, json};
+
+fn now_ms() -> i64 {
+    use pairgate::clock::Clock;
+    pairgate::clock::SystemClock.now_ms()
+}
+
+/// One database, one shared token file, and the nodes started on them.
+struct Fleet {
+    cluster: &'static Cluster,
+    url: String,
+    home: tempfile::TempDir,
+    token_file: PathBuf,
+}
+
+impl Fleet {
+    /// A fleet on a new database of the shared cluster; `None` (having said why) without PostgreSQL.
+    fn new(name: &str) -> Option<Fleet> {
+        let cluster = Cluster::for_tests()?;
+        let database = cluster.new_database(name);
+        let home = tempfile::tempdir().unwrap();
+        let token_file = home.path().join("gateway-token");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+        Some(Fleet { cluster, url: cluster.url(&database), home, token_file })
+    }
+
+    /// A node: `serve` on the database with the shared token, trusting loopback as a proxy (so tests can
+    /// ask from "remote" addresses), with a short lease.
+    async fn node(&self, log: &str) -> Running {
+        let mut command = command(self.home.path());
+        command.env("PGPASSWORD", PASSWORD);
+        let token_file = self.token_file.to_str().unwrap();
+        let args =
+            ["--db", &self.url, "--token-file", token_file, "--trusted-proxy", "127.0.0.1", "--node-lease-ms", "1500"];
+        let node = serve_from(command, self.home.path(), &args, log).await;
+        node.wait_for_log("joined the fleet").await;
+        node
+    }
+}
+
+async fn rest(node: &Running, method: reqwest::Method, path: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .request(method, format!("http://{}{path}", node.addr))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn ok(ws: &mut Ws, method: &str, params: Value) -> Value {
+    let reply = call(ws, "r", method, params).await;
+    assert_eq!(reply["ok"], true, "{method}: {reply}");
+    reply["payload"].clone()
+}
+
+async fn next_event(ws: &mut Ws) -> Value {
+    let frame = next_json(ws).await.expect("an event");
+    assert_eq!(frame["type"], "event", "{frame}");
+    frame
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_node_closes_the_devices_sockets_on_the_other() {
+    let Some(fleet) = Fleet::new("revoke") else { return };
+    let (a, b) = (fleet.node("a.log").await, fleet.node("b.log").await);
+    assert!(!a.stderr().contains(PASSWORD) && !std::fs::read_to_string(&b.stderr_path).unwrap().contains(PASSWORD));
+
+    // Paired through B (a local CLI is approved silently); its socket stays on B.
+    let device = Device::new(61);
+    let (hello, mut on_b) = connect_url(&b.url(), &Connect::cli().device(&device), now_ms()).await.hello();
+    let token = hello["auth"]["deviceToken"].as_str().unwrap().to_owned();
+    // The grant made on B is honoured by A's next connect.
+    let with_token = Connect::cli().device(&device).token(None).device_token(&token);
+    connect_url(&a.url(), &with_token, now_ms()).await.hello();
+
+    let path = format!("/api/v1/devices/{}/tokens/operator/revoke", device.id());
+    let (status, body) = rest(&a, reqwest::Method::POST, &path).await;
+    assert_eq!(status, 200, "{body}");
+    let answered = Instant::now();
+    let closed = expect_close(&mut on_b).await;
+    eprintln!("revoked on A; B closed the device's socket {:?} after A answered", answered.elapsed());
+    assert_eq!(closed.map(|(code, _)| code), Some(4001), "closed as revoked");
+    // Neither node accepts the old token again.
+    for node in [&a, &b] {
+        let (error, _) = connect_url(&node.url(), &with_token, now_ms()).await.refused();
+        assert_eq!(error["details"]["code"], "AUTH_DEVICE_TOKEN_MISMATCH", "{error}");
+    }
+}
+
+#[tokio::test]
+async fn pairing_events_reach_the_operators_of_every_node() {
+    let Some(fleet) = Fleet::new("events") else { return };
+    let (a, b) = (fleet.node("a.log").await, fleet.node("b.log").await);
+    let operator = Connect::cli().scopes(&["operator.pairing", "operator.read"]);
+    let (_, mut watcher_on_a) = connect_url(&a.url(), &operator, now_ms()).await.hello();
+
+    let device = Device::new(62);
+    let ask = Connect::cli().device(&device).via_proxy_for("203.0.113.62");
+    let (error, _) = connect_url(&b.url(), &ask, now_ms()).await.refused();
+    let request_id = error["details"]["requestId"].as_str().unwrap().to_owned();
+    let requested = next_event(&mut watcher_on_a).await;
+    assert_eq!(requested["event"], "device.pair.requested", "{requested}");
+    assert_eq!(requested["payload"]["requestId"], request_id);
+    assert_eq!(requested["payload"]["remoteIp"], "203.0.113.62");
+
+    let (_, mut approver_on_b) = connect_url(&b.url(), &operator, now_ms()).await.hello();
+    ok(&mut approver_on_b, "device.pair.approve", json!({"requestId": request_id})).await;
+    let resolved = next_event(&mut watcher_on_a).await;
+    assert_eq!(resolved["event"], "device.pair.resolved", "{resolved}");
+    assert_eq!(resolved["payload"]["requestId"], request_id);
+    assert_eq!(resolved["payload"]["decision"], "approved");
+    // The approval made on B lets the device in through A.
+    connect_url(&a.url(), &ask, now_ms()).await.hello();
+}
+
+/// A sub-agent run registered and started through `ws`, as a gateway's spawn does; returns its id.
+async fn start_run(ws: &mut Ws, key: &str) -> String {
+    ok(ws, "sessions.patch", json!({"key": key, "spawnedBy": "agent:main:main"})).await;
+    let params = json!({"childSessionKey": key, "requesterSessionKey": "agent:main:main", "task": "t"});
+    let run = ok(ws, "subagents.register", params).await;
+    let run_id = run["runId"].as_str().unwrap().to_owned();
+    ok(ws, "subagents.start", json!({"runId": run_id})).await;
+    run_id
+}
+
+/// A spawn registered on node A: waited for on B and ended on A; B's restart leaves A's runs alone; A
+/// killed with `-9`, B ends A's runs once A's lease has expired, and B's waiters hear of it.
+#[tokio::test]
+async fn runs_belong_to_their_node_and_a_dead_nodes_runs_are_ended_by_the_fleet() {
+    let Some(fleet) = Fleet::new("runs") else { return };
+    let (a, b) = (fleet.node("a.log").await, fleet.node("b1.log").await);
+    let backend = Connect::backend().device(&Device::new(63)).scopes(&["operator.admin"]);
+    let (_, mut on_a) = connect_url(&a.url(), &backend, now_ms()).await.hello();
+    let first = start_run(&mut on_a, "agent:main:subagent:first").await;
+
+    // Waited for on B, ended on A: B's waiter is woken by A's commit.
+    let (_, mut waiter) = connect_url(&b.url(), &backend, now_ms()).await.hello();
+    let waited_id = first.clone();
+    let waiting = tokio::spawn(async move {
+        call(&mut waiter, "w", "agent.wait", json!({"runId": waited_id, "timeoutMs": 20_000})).await
+    });
+    let second = start_run(&mut on_a, "agent:main:subagent:second").await;
+    ok(&mut on_a, "subagents.end", json!({"runId": first, "status": "ok"})).await;
+    let waited = waiting.await.unwrap();
+    assert_eq!(waited["payload"]["status"], "ok", "{waited}");
+
+    // B restarts: A's running run is untouched.
+    assert!(b.terminate().await.success());
+    let b = fleet.node("b2.log").await;
+    let (_, mut on_b) = connect_url(&b.url(), &backend, now_ms()).await.hello();
+    let still = ok(&mut on_b, "agent.wait", json!({"runId": second, "timeoutMs": 0})).await;
+    assert_eq!(still["status"], "timeout", "A's run is still running after B's restart: {still}");
+
+    // A dies: once its lease (1.5 s) has expired, B ends its run, and a waiter on B hears of it.
+    a.kill9().await;
+    let ended = ok(&mut on_b, "agent.wait", json!({"runId": second, "timeoutMs": 20_000})).await;
+    assert_eq!(ended["status"], "error", "{ended}");
+    b.wait_for_log("runs whose server is gone").await;
+    let runs = fleet.cluster.psql(
+        fleet.url.rsplit('/').next().unwrap(),
+        &format!("SELECT state || ' ' || ended_reason FROM runs WHERE run_id = '{second}'"),
+    );
+    assert_eq!(runs, "interrupted node-lost");
+}
+
+/// PostgreSQL stopped under a running node: connects fail at once with UNAVAILABLE (1013) and `/readyz`
+/// says the database is unavailable; once it is back, the node serves again by itself.
+#[tokio::test]
+async fn the_database_going_away_and_coming_back() {
+    if Cluster::for_tests().is_none() {
+        return;
+    }
+    // A cluster of its own: stopping the shared one would stop the other tests'.
+    let cluster = Cluster::start();
+    let database = cluster.new_database("outage");
+    let home = tempfile::tempdir().unwrap();
+    let token_file = home.path().join("gateway-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let mut command = command(home.path());
+    command.env("PGPASSWORD", PASSWORD);
+    let args = ["--db", &cluster.url(&database), "--token-file", token_file.to_str().unwrap()];
+    let node = serve_from(command, home.path(), &args, "node.log").await;
+    let device = Device::new(64);
+    connect_url(&node.url(), &Connect::cli().device(&device), now_ms()).await.hello();
+
+    cluster.stop();
+    let started = Instant::now();
+    let (error, close) = connect_url(&node.url(), &Connect::cli().device(&device), now_ms()).await.refused();
+    eprintln!("a connect with the database down was refused after {:?}", started.elapsed());
+    assert_eq!(error["code"], "UNAVAILABLE", "{error}");
+    assert_eq!(close.map(|(code, _)| code), Some(1013));
+    let (status, body) = rest(&node, reqwest::Method::GET, "/readyz").await;
+    assert_eq!((status, body["reason"].as_str()), (503, Some("database unavailable or schema not current")));
+
+    cluster.restart();
+    // Polled (bounded): the node notices by itself, on its next use of the database.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rest(&node, reqwest::Method::GET, "/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "ready again once PostgreSQL is back:\n{}", node.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    connect_url(&node.url(), &Connect::cli().device(&device), now_ms()).await.hello();
+    assert!(node.terminate().await.success());
+}
