@@ -54,9 +54,13 @@ impl Fleet {
 }
 
 async fn rest(node: &Running, method: reqwest::Method, path: &str) -> (u16, Value) {
+    rest_as(node, TOKEN, method, path).await
+}
+
+async fn rest_as(node: &Running, bearer: &str, method: reqwest::Method, path: &str) -> (u16, Value) {
     let response = reqwest::Client::new()
         .request(method, format!("http://{}{path}", node.addr))
-        .bearer_auth(TOKEN)
+        .bearer_auth(bearer)
         .send()
         .await
         .unwrap();
@@ -217,5 +221,85 @@ async fn the_database_going_away_and_coming_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     connect_url(&node.url(), &Connect::cli().device(&device), now_ms()).await.hello();
+    assert!(node.terminate().await.success());
+}
+
+/// Growing from one node on SQLite to a fleet: export, import into PostgreSQL, and the token file the
+/// SQLite node made becomes every node's `--token-file`. Every row arrives; the device connects with the
+/// token it already had, with no re-pairing; the pending request is still there to decide.
+#[tokio::test]
+async fn a_sqlite_node_moves_to_postgres_with_every_row_and_token() {
+    let Some(cluster) = Cluster::for_tests() else { return };
+    let home = tempfile::tempdir().unwrap();
+    let sqlite = home.path().join("one.db");
+    let sqlite_arg = sqlite.to_str().unwrap().to_owned();
+    let one = serve(home.path(), &["--db", &sqlite_arg, "--trusted-proxy", "127.0.0.1"], "one.log").await;
+    let token_file = pairgate::store::sibling_path(&sqlite, ".gateway-token");
+    let gateway_token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    let device = Device::new(65);
+    let (hello, _) =
+        connect_url(&one.url(), &Connect::cli().token(Some(&gateway_token)).device(&device), now_ms()).await.hello();
+    let device_token = hello["auth"]["deviceToken"].as_str().unwrap().to_owned();
+    let asking = Connect::cli().token(Some(&gateway_token)).device(&Device::new(66)).via_proxy_for("203.0.113.66");
+    connect_url(&one.url(), &asking, now_ms()).await.refused();
+    // A different ask supersedes the first request: the older row points at the newer one.
+    let asking = asking.scopes(&["operator.read", "operator.write"]);
+    let (error, _) = connect_url(&one.url(), &asking, now_ms()).await.refused();
+    let request_id = error["details"]["requestId"].as_str().unwrap().to_owned();
+    assert!(one.terminate().await.success());
+
+    let export = home.path().join("export.json").display().to_string();
+    let run = |args: Vec<String>| {
+        let mut command = command(home.path());
+        command.env("PGPASSWORD", PASSWORD).args(args);
+        async move {
+            let output = command.output().await.unwrap();
+            let stderr = String::from_utf8(output.stderr).unwrap();
+            assert!(output.status.success(), "{stderr}");
+            String::from_utf8(output.stdout).unwrap()
+        }
+    };
+    run(vec!["export".into(), "--out".into(), export.clone(), "--db".into(), sqlite_arg.clone()]).await;
+    let url = cluster.url(&cluster.new_database("moved"));
+    let imported = run(vec![
+        "import".into(),
+        "--format".into(),
+        "json".into(),
+        "--from".into(),
+        export.clone(),
+        "--db".into(),
+        url.clone(),
+    ])
+    .await;
+    assert!(imported.contains("--token-file"), "the import says where the gateway token comes from: {imported}");
+    // Every table's rows arrived.
+    let counts = |export: &Value| -> Vec<(String, usize)> {
+        let tables = export["tables"].as_object().unwrap();
+        tables.iter().map(|(name, rows)| (name.clone(), rows.as_array().unwrap().len())).collect()
+    };
+    let before: Value = serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    let after: Value = serde_json::from_str(&run(vec!["export".into(), "--db".into(), url.clone()]).await).unwrap();
+    // All but the SQLite node's gateway token hash: on PostgreSQL the nodes take the token from the file.
+    let mut expected = counts(&before);
+    expected.iter_mut().filter(|(table, _)| table == "meta").for_each(|(_, rows)| *rows -= 1);
+    assert_eq!(counts(&after), expected);
+    let superseded =
+        &after["tables"]["pairing_requests"].as_array().unwrap().iter().find(|r| r["status"] == "superseded");
+    assert_eq!(superseded.expect("the superseded request")["superseded_by"], request_id);
+    let meta = after["tables"]["meta"].to_string();
+    assert!(meta.contains("last_migrated_by") && !meta.contains("gateway_token"), "{meta}");
+    assert!(counts(&before).iter().all(|(table, rows)| *rows > 0 || ["sessions", "runs"].contains(&table.as_str())));
+
+    let mut command = command(home.path());
+    command.env("PGPASSWORD", PASSWORD);
+    let args = ["--db", url.as_str(), "--token-file", token_file.to_str().unwrap()];
+    let node = serve_from(command, home.path(), &args, "fleet.log").await;
+    let with_device_token = Connect::cli().token(None).device(&device).device_token(&device_token);
+    connect_url(&node.url(), &with_device_token, now_ms()).await.hello();
+    connect_url(&node.url(), &Connect::cli().token(Some(&gateway_token)), now_ms()).await.hello();
+    let (status, pending) =
+        rest_as(&node, &gateway_token, reqwest::Method::GET, "/api/v1/requests?status=pending").await;
+    assert_eq!(status, 200);
+    assert!(pending.to_string().contains(&request_id), "{pending}");
     assert!(node.terminate().await.success());
 }

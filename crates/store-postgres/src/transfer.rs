@@ -125,6 +125,7 @@ impl Store {
                 check_row(table, object).map_err(|why| StoreError::BadImport(format!("{table} row {index}: {why}")))?;
                 imported += 1;
                 let mut names = Vec::with_capacity(object.len());
+                let mut kinds = Vec::with_capacity(object.len());
                 let mut holes = Vec::with_capacity(object.len());
                 for name in object.keys() {
                     let (_, kind) = columns
@@ -142,6 +143,7 @@ impl Store {
                     }
                     let n = names.len() + 1;
                     names.push(name.as_str());
+                    kinds.push(kind.as_str());
                     holes.push(match kind.as_str() {
                         "bytea" => format!("decode(${n}, 'hex')"),
                         "jsonb" => format!("${n}::jsonb"),
@@ -153,8 +155,10 @@ impl Store {
                     if table == "meta" { " ON CONFLICT (key) DO UPDATE SET value = excluded.value" } else { "" };
                 let sql = format!("INSERT INTO {table} ({}) VALUES ({}){conflict}", names.join(", "), holes.join(", "));
                 let mut query = sqlx::query(&sql);
-                for name in &names {
+                for (name, kind) in names.iter().zip(&kinds) {
                     query = match &object[*name] {
+                        // A NULL of the column's own type: PostgreSQL does not cast a text NULL to a number.
+                        Value::Null if matches!(*kind, "bigint" | "boolean") => query.bind(None::<i64>),
                         Value::Null => query.bind(None::<String>),
                         Value::Bool(value) => query.bind(i64::from(*value)),
                         Value::Number(number) => match number.as_i64() {
