@@ -197,8 +197,12 @@ async fn the_database_going_away_and_coming_back() {
     let home = tempfile::tempdir().unwrap();
     let token_file = home.path().join("gateway-token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    // This node's password comes from a libpq password file (PGPASSFILE), the others' from PGPASSWORD.
+    let passfile = home.path().join("pgpass");
+    std::fs::write(&passfile, format!("127.0.0.1:*:*:postgres:{PASSWORD}\n")).unwrap();
+    std::fs::set_permissions(&passfile, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut command = command(home.path());
-    command.env("PGPASSWORD", PASSWORD);
+    command.env("PGPASSFILE", &passfile);
     let args = ["--db", &cluster.url(&database), "--token-file", token_file.to_str().unwrap()];
     let node = serve_from(command, home.path(), &args, "node.log").await;
     let device = Device::new(64);

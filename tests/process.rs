@@ -139,8 +139,9 @@ async fn a_database_url_is_never_a_path_and_its_password_never_shows() {
     ];
     for url in [&postgres, &mysql] {
         for args in commands {
+            // The URL in the environment: on the command line a password is refused (see below).
             let mut command = command(home.path());
-            command.current_dir(home.path()).args(*args).args(["--db", url.as_str()]);
+            command.current_dir(home.path()).args(*args).env("PAIRGATE_DB", url.as_str());
             let output = command.output().await.unwrap();
             let stderr = String::from_utf8(output.stderr).unwrap();
             assert!(!output.status.success(), "{args:?} {url}");
@@ -159,6 +160,15 @@ async fn a_database_url_is_never_a_path_and_its_password_never_shows() {
             let made: Vec<_> = std::fs::read_dir(home.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
             assert!(made.is_empty(), "{args:?} {url} made {made:?}");
         }
+    }
+    // A password on the command line is readable by every local user (ps): refused, saying where it goes.
+    for db in [format!("--db={postgres}"), postgres.clone()] {
+        let mut command = command(home.path());
+        let args: Vec<&str> = if db.starts_with("--db=") { vec![db.as_str()] } else { vec!["--db", db.as_str()] };
+        let output = command.current_dir(home.path()).args(["devices", "list"]).args(args).output().await.unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(!output.status.success());
+        assert!(stderr.contains("PGPASSWORD") && !stderr.contains(password), "{stderr}");
     }
 }
 

@@ -105,16 +105,29 @@ pub struct DbArg {
 }
 
 impl DbArg {
-    /// What `--db` names: a SQLite file (the default's too) or a database URL.
+    /// What `--db` names: a SQLite file (the default's too) or a database URL. A URL with a password on
+    /// the command line is refused: every local user can read a command line (`ps`); the password goes
+    /// in `PGPASSWORD`, a password file (`PGPASSFILE`, `~/.pgpass`), or the URL in `PAIRGATE_DB`.
     pub fn location(&self) -> anyhow::Result<Location> {
-        match &self.db {
+        let location = match &self.db {
             // A URL is text; a path that is not UTF-8 is a path.
             Some(given) => match given.to_str() {
-                Some(text) => Ok(Location::parse(text)?),
-                None => Ok(Location::Sqlite(given.clone())),
+                Some(text) => Location::parse(text)?,
+                None => Location::Sqlite(given.clone()),
             },
-            None => Ok(Location::Sqlite(default_db_path()?)),
+            None => Location::Sqlite(default_db_path()?),
+        };
+        if let (Location::Postgres(url), Some(given)) = (&location, &self.db)
+            && url.has_password()
+            && std::env::args_os()
+                .any(|arg| arg.as_os_str() == given.as_os_str() || arg.to_string_lossy().ends_with(url.expose()))
+        {
+            anyhow::bail!(
+                "--db {url}: a password on the command line can be read by every local user (ps); give it in \
+                 PGPASSWORD or a password file (PGPASSFILE, ~/.pgpass), or put the whole URL in PAIRGATE_DB"
+            );
         }
+        Ok(location)
     }
 
     /// The SQLite database file; a URL of an engine this pairgate cannot serve is refused.

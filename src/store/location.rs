@@ -28,6 +28,11 @@ impl PostgresUrl {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Whether the URL itself carries a password (in its user information or a `password=` parameter).
+    pub fn has_password(&self) -> bool {
+        pairgate_store_types::url_has_password(&self.0)
+    }
 }
 
 impl fmt::Display for PostgresUrl {
@@ -166,6 +171,9 @@ mod tests {
         let unknown = Location::parse(&format!("mysql://root:{secret}@h/db")).unwrap_err().to_string();
         assert!(!unknown.contains(secret) && unknown.contains("mysql://root:***@h/db"), "{unknown}");
         assert_eq!(redact_url("postgres://u:p@h/d"), "postgres://u:***@h/d");
+        let has = |text: &str| matches!(Location::parse(text), Ok(Location::Postgres(url)) if url.has_password());
+        assert!(has("postgres://u:p@h/d") && has("POSTGRES://h/d?sslmode=require&Password=x"));
+        assert!(!has("postgres://u@h/d") && !has("postgres://h") && !has("POSTGRESQL://U@H/D?sslmode=require"));
         assert_eq!(redact_url("postgres://u@h/d"), "postgres://u@h/d");
     }
 }

@@ -123,6 +123,15 @@ pub fn expect_one(rows_affected: u64, refused: impl FnOnce() -> Refusal) -> Stor
     if rows_affected == 0 { Err(StoreError::Refused(refused())) } else { Ok(()) }
 }
 
+/// Whether a URL carries a password, in its user information or a `password=` parameter (a text that does
+/// not parse as a URL is taken to, as it may hide one anywhere).
+pub fn url_has_password(text: &str) -> bool {
+    match url::Url::parse(text) {
+        Ok(url) => url.password().is_some() || url.query_pairs().any(|(key, _)| key.eq_ignore_ascii_case("password")),
+        Err(_) => true,
+    }
+}
+
 /// The URL with any password (in its user information or a `password=` parameter) shown as `***`.
 pub fn redact_url(text: &str) -> String {
     let Ok(mut url) = url::Url::parse(text) else {
