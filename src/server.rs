@@ -259,6 +259,7 @@ pub async fn run(listener: TcpListener, server: Server) -> std::io::Result<()> {
     app.tracker.spawn(sweep(app.clone()));
     if node.is_some() {
         app.tracker.spawn(app.clone().hold_lease());
+        app.tracker.spawn(app.clone().share_auth_failures());
     }
     app.tracker.spawn(app.clone().watch_changes_elsewhere());
     let service = router(&server).into_make_service_with_connect_info::<SocketAddr>();

@@ -307,3 +307,33 @@ async fn a_sqlite_node_moves_to_postgres_with_every_row_and_token() {
     assert!(pending.to_string().contains(&request_id), "{pending}");
     assert!(node.terminate().await.success());
 }
+
+/// Ten failed authentications from one network on node A lock it out on node B as well (the nodes share
+/// their counts about once a second; B refuses even the right token from it).
+#[tokio::test]
+async fn a_lockout_on_one_node_holds_on_every_node() {
+    let Some(fleet) = Fleet::new("lockout") else { return };
+    let (a, b) = (fleet.node("a.log").await, fleet.node("b.log").await);
+    let right = Connect::cli().via_proxy_for("198.51.100.7");
+    connect_url(&b.url(), &right, now_ms()).await.hello();
+    let wrong = Connect::cli().token(Some("a-wrong-guess")).via_proxy_for("198.51.100.7");
+    for _ in 0..10 {
+        connect_url(&a.url(), &wrong, now_ms()).await.refused();
+    }
+    let (error, _) = connect_url(&a.url(), &right, now_ms()).await.refused();
+    assert_eq!(error["details"]["code"], "AUTH_RATE_LIMITED", "{error}");
+    // Polled (bounded): B learns of it at its next sharing round.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match connect_url(&b.url(), &right, now_ms()).await {
+            Outcome::Refused { error, .. } => {
+                assert_eq!(error["details"]["code"], "AUTH_RATE_LIMITED", "{error}");
+                break;
+            }
+            Outcome::Hello { .. } => assert!(Instant::now() < deadline, "B never locked out the network A locked out"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Other networks are not affected.
+    connect_url(&b.url(), &Connect::cli().via_proxy_for("198.51.100.8"), now_ms()).await.hello();
+}

@@ -106,6 +106,49 @@ impl App {
         }
     }
 
+    /// On PostgreSQL, for the node's life: about once a second, shares this node's counts of failed
+    /// authentications and takes in the other nodes', so that the lockout counts the failures on all
+    /// nodes together (no database write per failed guess).
+    pub async fn share_auth_failures(self: std::sync::Arc<Self>) {
+        use crate::auth::ratelimit::Elsewhere;
+        const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+        let mut ticker = tokio::time::interval(EVERY);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            let now = self.clock.now_ms();
+            let counts: Vec<crate::store::AuthFailureCount> = self
+                .limiter
+                .local_counts(now)
+                .into_iter()
+                .map(|count| crate::store::AuthFailureCount {
+                    network: count.network.to_string(),
+                    window_start_ms: count.window_start_ms,
+                    failures: i64::from(count.failures),
+                    locked_until_ms: count.locked_until_ms,
+                })
+                .collect();
+            let window_ms = self.config.rate_limit.window_ms;
+            match self.store.share_auth_failures(&counts, window_ms, now).await {
+                Ok(elsewhere) => self.limiter.set_elsewhere(
+                    elsewhere
+                        .into_iter()
+                        .filter_map(|other| {
+                            let failures = u32::try_from(other.failures).unwrap_or(u32::MAX);
+                            Some((
+                                other.network.parse().ok()?,
+                                Elsewhere { failures, locked_until_ms: other.locked_until_ms },
+                            ))
+                        })
+                        .collect(),
+                ),
+                Err(error) => tracing::warn!(%error, "could not share failed-auth counts with the fleet"),
+            }
+        }
+    }
+
     /// On PostgreSQL, leaves the fleet at a clean stop, ending this node's active runs; nothing on SQLite
     /// (its next start ends them).
     pub async fn leave_fleet(&self) {

@@ -77,6 +77,26 @@ const MAX_TRACKED: usize = 65_536;
 pub struct FailedAuthLimiter {
     config: RateLimitConfig,
     entries: Mutex<HashMap<LimitKey, Entry>>,
+    /// In a fleet: per network, the failures the other nodes counted in their current windows and the
+    /// latest lockout any of them decided, as last shared ([`FailedAuthLimiter::set_elsewhere`]).
+    elsewhere: Mutex<HashMap<IpAddr, Elsewhere>>,
+}
+
+/// What the other nodes of a fleet counted for one network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Elsewhere {
+    pub failures: u32,
+    pub locked_until_ms: Option<Millis>,
+}
+
+/// This node's count for one network, to share with the fleet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalCount {
+    /// The network (an IPv4 address, or the /64 of an IPv6 one).
+    pub network: IpAddr,
+    pub window_start_ms: Millis,
+    pub failures: u32,
+    pub locked_until_ms: Option<Millis>,
 }
 
 /// What recording a failure did.
@@ -89,20 +109,63 @@ pub enum FailureOutcome {
 
 impl FailedAuthLimiter {
     pub fn new(config: RateLimitConfig) -> Self {
-        FailedAuthLimiter { config, entries: Mutex::new(HashMap::new()) }
+        FailedAuthLimiter { config, entries: Mutex::new(HashMap::new()), elsewhere: Mutex::new(HashMap::new()) }
     }
 
-    /// Milliseconds until `key` may try again, when it is locked out.
+    /// Milliseconds until `key` may try again, when it is locked out (here, or by another node).
     pub fn locked_for(&self, key: impl Into<LimitKey>, now_ms: Millis) -> Option<Millis> {
+        let key = key.into();
+        let here = self.entries.lock().expect("limiter lock").get(&key).and_then(|entry| entry.locked_until_ms);
+        let there = match &key {
+            LimitKey::Network(network) => {
+                self.elsewhere.lock().expect("limiter lock").get(network).and_then(|e| e.locked_until_ms)
+            }
+            LimitKey::LocalBrowser(_) => None,
+        };
+        here.max(there).filter(|until| *until > now_ms).map(|until| until - now_ms)
+    }
+
+    /// This node's counts of networks (a browser on loopback is this node's alone), for the fleet: those
+    /// with failures in their current window or an active lockout.
+    pub fn local_counts(&self, now_ms: Millis) -> Vec<LocalCount> {
         let entries = self.entries.lock().expect("limiter lock");
         entries
-            .get(&key.into())
-            .and_then(|entry| entry.locked_until_ms)
-            .filter(|until| *until > now_ms)
-            .map(|until| until - now_ms)
+            .iter()
+            .filter_map(|(key, entry)| match key {
+                LimitKey::Network(network) => Some(LocalCount {
+                    network: *network,
+                    window_start_ms: entry.window_start_ms,
+                    failures: entry.failures,
+                    locked_until_ms: entry.locked_until_ms,
+                }),
+                LimitKey::LocalBrowser(_) => None,
+            })
+            .filter(|count| {
+                now_ms - count.window_start_ms < self.config.window_ms
+                    || count.locked_until_ms.is_some_and(|until| until > now_ms)
+            })
+            .collect()
     }
 
+    /// What the other nodes counted, as the fleet last shared it (it replaces the previous view).
+    pub fn set_elsewhere(&self, counts: HashMap<IpAddr, Elsewhere>) {
+        *self.elsewhere.lock().expect("limiter lock") = counts;
+    }
+
+    fn failures_elsewhere(&self, key: &LimitKey) -> u32 {
+        match key {
+            LimitKey::Network(network) => {
+                self.elsewhere.lock().expect("limiter lock").get(network).map_or(0, |e| e.failures)
+            }
+            LimitKey::LocalBrowser(_) => 0,
+        }
+    }
+
+    /// Counts a failure of `key`; the one that brings its failures on all nodes together (this node's and
+    /// what the others last shared) to the limit locks it out.
     pub fn record_failure(&self, key: impl Into<LimitKey>, now_ms: Millis) -> FailureOutcome {
+        let key = key.into();
+        let elsewhere = self.failures_elsewhere(&key);
         let mut entries = self.entries.lock().expect("limiter lock");
         if entries.len() >= MAX_TRACKED {
             let config = self.config;
@@ -111,8 +174,7 @@ impl FailedAuthLimiter {
                     || now_ms - entry.window_start_ms < config.window_ms
             });
         }
-        let entry =
-            entries.entry(key.into()).or_insert(Entry { window_start_ms: now_ms, failures: 0, locked_until_ms: None });
+        let entry = entries.entry(key).or_insert(Entry { window_start_ms: now_ms, failures: 0, locked_until_ms: None });
         if entry.locked_until_ms.is_some_and(|until| until <= now_ms) {
             *entry = Entry { window_start_ms: now_ms, failures: 0, locked_until_ms: None };
         }
@@ -121,7 +183,7 @@ impl FailedAuthLimiter {
             entry.failures = 0;
         }
         entry.failures += 1;
-        if entry.failures >= self.config.max_failures && entry.locked_until_ms.is_none() {
+        if entry.failures.saturating_add(elsewhere) >= self.config.max_failures && entry.locked_until_ms.is_none() {
             entry.locked_until_ms = Some(now_ms + self.config.lockout_ms);
             return FailureOutcome::LockedOut;
         }
@@ -150,6 +212,31 @@ mod tests {
         assert_eq!(limiter.locked_for(addr, 301_999), Some(1));
         assert_eq!(limiter.locked_for(addr, 302_000), None);
         assert_eq!(limiter.locked_for(ip("203.0.113.2"), 2_000), None, "other addresses are not affected");
+    }
+
+    /// In a fleet, failures counted on other nodes count here too, and their lockouts hold here.
+    #[test]
+    fn the_fleets_failures_and_lockouts_count_here() {
+        let limiter = FailedAuthLimiter::new(RateLimitConfig::default());
+        let (addr, other) = (ip("203.0.113.5"), ip("203.0.113.6"));
+        let mut shared = HashMap::new();
+        shared.insert(addr, Elsewhere { failures: 6, locked_until_ms: None });
+        shared.insert(other, Elsewhere { failures: 10, locked_until_ms: Some(9_000) });
+        limiter.set_elsewhere(shared);
+        assert_eq!(limiter.locked_for(other, 1_000), Some(8_000), "locked out by another node");
+        for i in 0..3 {
+            assert_eq!(limiter.record_failure(addr, 1_000 + i), FailureOutcome::Counted);
+        }
+        assert_eq!(limiter.record_failure(addr, 1_010), FailureOutcome::LockedOut, "6 elsewhere + 4 here");
+        let counts = limiter.local_counts(1_010);
+        assert_eq!(
+            counts,
+            vec![LocalCount { network: addr, window_start_ms: 1_000, failures: 4, locked_until_ms: Some(301_010) }]
+        );
+        assert!(limiter.local_counts(400_000).is_empty(), "nothing current to share");
+        // A browser on loopback is this node's alone: never shared.
+        limiter.record_failure(LimitKey::LocalBrowser("http://evil.example".into()), 1_000);
+        assert_eq!(limiter.local_counts(1_010).len(), 1);
     }
 
     #[test]

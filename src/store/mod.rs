@@ -16,10 +16,10 @@ pub use pairgate_store_postgres as postgres;
 pub use pairgate_store_sqlite as sqlite;
 pub use pairgate_store_types::files::{create_private, make_private, remove_database_files, sibling_path};
 pub use pairgate_store_types::{
-    ARCHIVE_AFTER_MS, Actor, AppliedMigration, AuditEvent, AuditRow, DEVICE_CACHE_CAPACITY, DeviceFilter, ImportCounts,
-    ImportedDevice, ImportedRequest, NewGrant, NewPairingRequest, NewRun, PairingRequest, RequestOutcome, Run, RunEnd,
-    SeenNote, SessionEntry, SessionPatch, SpawnLimits, StoreError, StoreMetrics, StoreResult, TokenChange,
-    latency_histogram,
+    ARCHIVE_AFTER_MS, Actor, AppliedMigration, AuditEvent, AuditRow, AuthFailureCount, AuthFailuresElsewhere,
+    DEVICE_CACHE_CAPACITY, DeviceFilter, ImportCounts, ImportedDevice, ImportedRequest, NewGrant, NewPairingRequest,
+    NewRun, PairingRequest, RequestOutcome, Run, RunEnd, SeenNote, SessionEntry, SessionPatch, SpawnLimits, StoreError,
+    StoreMetrics, StoreResult, TokenChange, latency_histogram,
 };
 
 use pairgate_domain::clock::Millis;
@@ -283,6 +283,20 @@ impl Store {
         match self {
             Store::Sqlite(_) => Ok(()),
             Store::Postgres(store) => store.renew_lease(lease_ms, now_ms).await,
+        }
+    }
+
+    /// Shares this node's counts of failed authentications with the fleet and returns what the other
+    /// nodes counted (PostgreSQL, about once a second). On SQLite one process counts alone: nothing.
+    pub async fn share_auth_failures(
+        &self,
+        counts: &[AuthFailureCount],
+        window_ms: Millis,
+        now_ms: Millis,
+    ) -> StoreResult<Vec<AuthFailuresElsewhere>> {
+        match self {
+            Store::Sqlite(_) => Ok(Vec::new()),
+            Store::Postgres(store) => store.share_auth_failures(counts, window_ms, now_ms).await,
         }
     }
 

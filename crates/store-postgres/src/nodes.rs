@@ -5,7 +5,7 @@
 //! touches another live node's runs.
 
 use pairgate_domain::clock::Millis;
-use pairgate_store_types::{ARCHIVE_AFTER_MS, Actor, AuditEvent, StoreResult};
+use pairgate_store_types::{ARCHIVE_AFTER_MS, Actor, AuditEvent, AuthFailureCount, AuthFailuresElsewhere, StoreResult};
 
 use super::{Store, WriteTx, audit};
 
@@ -98,6 +98,66 @@ impl Store {
         let ended = end_runs(&mut tx, &lost, true, "node-lost", now_ms).await?;
         tx.commit().await?;
         Ok(ended)
+    }
+}
+
+impl Store {
+    /// Shares this node's counts of failed authentications with the fleet (about once a second, never a
+    /// write per failed guess) and returns what the other nodes counted within `window_ms` of `now_ms`.
+    /// Bookkeeping, not a decision: it takes no write lock and writes no audit row. Nothing before this
+    /// node joined the fleet.
+    pub async fn share_auth_failures(
+        &self,
+        counts: &[AuthFailureCount],
+        window_ms: Millis,
+        now_ms: Millis,
+    ) -> StoreResult<Vec<AuthFailuresElsewhere>> {
+        let Some(node_id) = self.node_id() else { return Ok(Vec::new()) };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!("DELETE FROM auth_failures WHERE node_id = $1", node_id).execute(&mut *tx).await?;
+        for count in counts {
+            sqlx::query!(
+                "INSERT INTO auth_failures (limit_key, node_id, window_start_ms, failures, locked_until_ms)
+                 VALUES ($1, $2, $3, $4, $5)",
+                count.network,
+                node_id,
+                count.window_start_ms,
+                count.failures,
+                count.locked_until_ms
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        let window_since = now_ms - window_ms;
+        // Counts nobody needs any more, whichever node left them (one that died, say).
+        sqlx::query!(
+            "DELETE FROM auth_failures
+              WHERE window_start_ms <= $1 AND (locked_until_ms IS NULL OR locked_until_ms <= $2)",
+            window_since,
+            now_ms
+        )
+        .execute(&mut *tx)
+        .await?;
+        let rows = sqlx::query!(
+            r#"SELECT limit_key AS "network!",
+                      COALESCE(SUM(failures) FILTER (WHERE window_start_ms > $2), 0)::BIGINT AS "failures!",
+                      MAX(locked_until_ms) FILTER (WHERE locked_until_ms > $3) AS locked_until_ms
+                 FROM auth_failures WHERE node_id <> $1 GROUP BY limit_key"#,
+            node_id,
+            window_since,
+            now_ms
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| AuthFailuresElsewhere {
+                network: row.network,
+                failures: row.failures,
+                locked_until_ms: row.locked_until_ms,
+            })
+            .collect())
     }
 }
 

@@ -170,3 +170,37 @@ async fn a_failure_inside_a_transaction_leaves_no_partial_rows() {
     assert!(store.device(&request.device_id).await.unwrap().is_some());
     store.close().await;
 }
+
+/// Failed authentications are shared per node and summed over the others: what one node counted reaches
+/// every other, a lockout decided anywhere holds everywhere, and counts past their window are purged.
+#[tokio::test]
+async fn failed_auth_counts_are_shared_between_nodes() {
+    use pairgate_store_types::{AuthFailureCount, AuthFailuresElsewhere};
+    let Some(cluster) = Cluster::for_tests() else { return };
+    let (a, b, database) = two_nodes(cluster, "lockout").await;
+    a.join_fleet(30_000, NOW).await.unwrap();
+    b.join_fleet(30_000, NOW).await.unwrap();
+    let count = |failures: i64, locked: Option<i64>| AuthFailureCount {
+        network: "198.51.100.7".into(),
+        window_start_ms: NOW,
+        failures,
+        locked_until_ms: locked,
+    };
+    let window = 60_000;
+    assert_eq!(a.share_auth_failures(&[count(5, None)], window, NOW + 100).await.unwrap(), vec![]);
+    let seen = b.share_auth_failures(&[count(4, None)], window, NOW + 200).await.unwrap();
+    assert_eq!(
+        seen,
+        vec![AuthFailuresElsewhere { network: "198.51.100.7".into(), failures: 5, locked_until_ms: None }]
+    );
+    // A locks the network out: B learns it, and A sees B's count (its own is not counted twice).
+    a.share_auth_failures(&[count(6, Some(NOW + 300_000))], window, NOW + 300).await.unwrap();
+    let seen = b.share_auth_failures(&[count(4, None)], window, NOW + 400).await.unwrap();
+    assert_eq!(seen[0].locked_until_ms, Some(NOW + 300_000));
+    assert_eq!(a.share_auth_failures(&[], window, NOW + 500).await.unwrap()[0].failures, 4);
+    // Past the window and the lockout, nothing is left of either node's counts.
+    b.share_auth_failures(&[], window, NOW + 400_000).await.unwrap();
+    assert_eq!(cluster.psql(&database, "SELECT count(*) FROM auth_failures"), "0");
+    a.close().await;
+    b.close().await;
+}

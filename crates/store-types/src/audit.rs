@@ -119,3 +119,22 @@ impl OwnEvents {
         elsewhere
     }
 }
+
+/// One node's count of failed authentications from one network (an address, or an IPv6 /64), as it shares
+/// it with the fleet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthFailureCount {
+    pub network: String,
+    pub window_start_ms: Millis,
+    pub failures: i64,
+    pub locked_until_ms: Option<Millis>,
+}
+
+/// What the other nodes of the fleet counted for one network: failures in their current windows, and the
+/// latest lockout still running.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthFailuresElsewhere {
+    pub network: String,
+    pub failures: i64,
+    pub locked_until_ms: Option<Millis>,
+}

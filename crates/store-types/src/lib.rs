@@ -10,7 +10,7 @@ mod requests;
 mod sessions;
 pub mod transfer;
 
-pub use audit::{Actor, AuditEvent, AuditRow, OwnEvents};
+pub use audit::{Actor, AuditEvent, AuditRow, AuthFailureCount, AuthFailuresElsewhere, OwnEvents};
 pub use devices::{DeviceFilter, NewGrant, SeenNote, TokenChange};
 pub use imports::{ImportCounts, ImportedDevice, ImportedRequest};
 pub use requests::{NewPairingRequest, PairingRequest, RequestOutcome};
