@@ -42,11 +42,25 @@ impl Fleet {
     /// A node: `serve` on the database with the shared token, trusting loopback as a proxy (so tests can
     /// ask from "remote" addresses), with a short lease.
     async fn node(&self, log: &str) -> Running {
+        self.node_with(log, &[]).await
+    }
+
+    /// A node with more flags.
+    async fn node_with(&self, log: &str, extra: &[&str]) -> Running {
         let mut command = command(self.home.path());
         command.env("PGPASSWORD", PASSWORD);
         let token_file = self.token_file.to_str().unwrap();
-        let args =
-            ["--db", &self.url, "--token-file", token_file, "--trusted-proxy", "127.0.0.1", "--node-lease-ms", "1500"];
+        let mut args = vec![
+            "--db",
+            &self.url,
+            "--token-file",
+            token_file,
+            "--trusted-proxy",
+            "127.0.0.1",
+            "--node-lease-ms",
+            "1500",
+        ];
+        args.extend_from_slice(extra);
         let node = serve_from(command, self.home.path(), &args, log).await;
         node.wait_for_log("joined the fleet").await;
         node
@@ -336,4 +350,121 @@ async fn a_lockout_on_one_node_holds_on_every_node() {
     }
     // Other networks are not affected.
     connect_url(&b.url(), &Connect::cli().via_proxy_for("198.51.100.8"), now_ms()).await.hello();
+}
+
+/// Limits with two processes: 20 spawns for one requester at once, half on each node, with a limit of 5:
+/// exactly 5 are accepted; one request approved ten times at once over both nodes: exactly one approval.
+#[tokio::test]
+async fn limits_hold_across_two_serve_processes() {
+    let Some(fleet) = Fleet::new("limits") else { return };
+    let limits = ["--max-children", "5", "--max-concurrent-runs", "100"];
+    let (a, b) = (fleet.node_with("a.log", &limits).await, fleet.node_with("b.log", &limits).await);
+    let backend = Connect::backend().device(&Device::new(67)).scopes(&["operator.admin"]);
+    let mut sockets = Vec::new();
+    for n in 0..20 {
+        let node = if n % 2 == 0 { &a } else { &b };
+        let (_, mut ws) = connect_url(&node.url(), &backend, now_ms()).await.hello();
+        let key = format!("agent:main:subagent:limit{n}");
+        ok(&mut ws, "sessions.patch", json!({"key": key, "spawnedBy": "agent:main:main"})).await;
+        sockets.push((ws, key));
+    }
+    let spawns = sockets.into_iter().map(|(mut ws, key)| {
+        tokio::spawn(async move {
+            let params = json!({"childSessionKey": key, "requesterSessionKey": "agent:main:main", "task": "t"});
+            call(&mut ws, "s", "subagents.register", params).await
+        })
+    });
+    let mut accepted = 0;
+    for spawn in spawns.collect::<Vec<_>>() {
+        let reply = spawn.await.unwrap();
+        if reply["ok"] == true {
+            accepted += 1;
+        } else {
+            assert!(reply["error"]["message"].as_str().unwrap_or("").contains("5"), "{reply}");
+        }
+    }
+    assert_eq!(accepted, 5);
+
+    let device = Device::new(68);
+    let ask = Connect::cli().device(&device).via_proxy_for("203.0.113.68");
+    let (error, _) = connect_url(&a.url(), &ask, now_ms()).await.refused();
+    let request_id = error["details"]["requestId"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/requests/{request_id}/approve");
+    let approvals = (0..10).map(|n| {
+        let (node, path) = (if n % 2 == 0 { a.addr } else { b.addr }, path.clone());
+        tokio::spawn(async move {
+            let response =
+                reqwest::Client::new().post(format!("http://{node}{path}")).bearer_auth(TOKEN).send().await.unwrap();
+            response.status().as_u16()
+        })
+    });
+    let mut statuses = Vec::new();
+    for approval in approvals.collect::<Vec<_>>() {
+        statuses.push(approval.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 409, 409, 409, 409, 409, 409, 409, 409, 409], "exactly one approval wins");
+}
+
+/// Every command works on a PostgreSQL database: migrations, the offline CLI, export, the OpenClaw
+/// importer; backup, restore and the gateway-token file say what to use instead.
+#[tokio::test]
+async fn every_command_works_on_postgres() {
+    let Some(cluster) = Cluster::for_tests() else { return };
+    let home = tempfile::tempdir().unwrap();
+    let url = cluster.url(&cluster.new_database("commands"));
+    let pairgate = |args: &[&str]| {
+        let mut command = command(home.path());
+        command.env("PGPASSWORD", PASSWORD).env("PAIRGATE_DB", &url).args(args);
+        async move {
+            let output = command.output().await.unwrap();
+            let (stdout, stderr) =
+                (String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap());
+            (output.status.success(), stdout, stderr)
+        }
+    };
+    let (ok, _, err) = pairgate(&["devices", "list"]).await;
+    assert!(!ok && err.contains("has no pairgate schema"), "{err}");
+    let (ok, out, err) = pairgate(&["migrate", "up"]).await;
+    assert!(ok && out.contains("applied migrations [1]"), "{out}{err}");
+    let (ok, out, _) = pairgate(&["migrate", "up"]).await;
+    assert!(ok && out.contains("nothing to apply"), "{out}");
+    let (ok, out, _) = pairgate(&["migrate", "status"]).await;
+    assert!(ok && out.contains("engine: PostgreSQL 1") && out.contains("0001 initial schema"), "{out}");
+    assert!(out.contains("applied  checksum") && !out.contains(PASSWORD), "{out}");
+    let (ok, out, err) = pairgate(&["migrate", "verify"]).await;
+    assert!(ok && out.contains(": ok (checksums, schema objects)"), "{out}{err}");
+
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openclaw-2026.9.6");
+    let state = home.path().join("openclaw");
+    std::fs::create_dir_all(state.join("state")).unwrap();
+    std::fs::copy(fixture.join("state/openclaw.sqlite"), state.join("state/openclaw.sqlite")).unwrap();
+    let state_dir = state.to_str().unwrap();
+    let (ok, out, err) = pairgate(&["import", "openclaw", "--state-dir", state_dir, "--dry-run"]).await;
+    assert!(ok && out.contains("would import: 2 devices"), "{out}{err}");
+    let (ok, out, _) = pairgate(&["devices", "list", "--json"]).await;
+    assert!(ok && serde_json::from_str::<Value>(&out).unwrap()["paired"].as_array().unwrap().is_empty(), "{out}");
+    let (ok, out, err) = pairgate(&["import", "openclaw", "--state-dir", state_dir]).await;
+    assert!(ok && out.contains("imported: 2 devices"), "{out}{err}");
+    let (ok, out, _) = pairgate(&["devices", "list", "--json"]).await;
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert!(ok && listed["paired"].as_array().unwrap().len() == 2, "{out}");
+    let device = listed["paired"][0]["deviceId"].as_str().unwrap().to_owned();
+    let (ok, out, err) = pairgate(&["tokens", "revoke", "--device", &device, "--role", "operator", "--json"]).await;
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = pairgate(&["audit", "--json", "--limit", "1"]).await;
+    assert!(ok && out.contains("token.revoke"), "{out}");
+    let (ok, out, _) = pairgate(&["sessions", "list", "--json"]).await;
+    assert!(ok, "{out}");
+    let (ok, out, _) = pairgate(&["export"]).await;
+    assert!(ok && serde_json::from_str::<Value>(&out).unwrap()["engine"] == "postgres", "{out}");
+
+    let (ok, _, err) = pairgate(&["backup", "--to", "copy.db"]).await;
+    assert!(!ok && err.contains("pg_dump"), "{err}");
+    let (ok, _, err) = pairgate(&["restore", "--from", "copy.dump"]).await;
+    assert!(!ok && err.contains("pg_restore"), "{err}");
+    let (ok, _, err) = pairgate(&["gateway-token", "check"]).await;
+    assert!(!ok && err.contains("--token-file"), "{err}");
+    let (ok, _, err) = pairgate(&["serve", "--listen", "127.0.0.1:0"]).await;
+    assert!(!ok && err.contains("--token-file"), "serve needs the token from a file or the environment: {err}");
 }

@@ -81,6 +81,9 @@ async fn objects(conn: &mut PgConnection, schema: &str) -> StoreResult<Objects> 
 /// applied migrations in a scratch schema inside a transaction that is rolled back: nothing is left.
 pub(crate) async fn drift(pool: &PgPool, migrator: &sqlx::migrate::Migrator) -> StoreResult<Vec<String>> {
     let mut tx = pool.begin().await?;
+    // A store opened read-only (`migrate verify`) makes its scratch schema all the same: in this one
+    // transaction, which is rolled back, so nothing it does is ever committed.
+    sqlx::query!("SET TRANSACTION READ WRITE").execute(&mut *tx).await?;
     let live: String = sqlx::query_scalar!(r#"SELECT current_schema() AS "s!""#).fetch_one(&mut *tx).await?;
     let applied: Vec<i64> = sqlx::query_scalar!("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
         .fetch_all(&mut *tx)
