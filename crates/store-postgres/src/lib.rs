@@ -140,16 +140,14 @@ pub(crate) struct WriteTx {
     tx: Transaction<'static, Postgres>,
     started: std::time::Instant,
     latency: Histogram,
-    /// Audit event ids this transaction wrote: this handle\'s own once committed.
+    /// The audit event ids this handle writes (see `audit::record`).
     own: pairgate_store_types::OwnEvents,
-    recorded: Vec<i64>,
 }
 
 impl WriteTx {
     pub(crate) async fn commit(self) -> StoreResult<()> {
         self.tx.commit().await?;
         self.latency.observe(self.started.elapsed().as_secs_f64());
-        self.own.note(&self.recorded);
         Ok(())
     }
 }
@@ -176,7 +174,7 @@ async fn begin_write_on(
     let started = std::time::Instant::now();
     let mut tx = pool.begin().await?;
     sqlx::query!("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK).execute(&mut *tx).await?;
-    Ok(WriteTx { tx, started, latency: latency.clone(), own: own.clone(), recorded: Vec::new() })
+    Ok(WriteTx { tx, started, latency: latency.clone(), own: own.clone() })
 }
 
 impl Store {

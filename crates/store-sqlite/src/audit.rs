@@ -18,7 +18,9 @@ pub(super) async fn record(tx: &mut WriteTx, event: &AuditEvent) -> StoreResult<
     )
     .fetch_one(&mut **tx)
     .await?;
-    tx.recorded.push(event_id);
+    // Noted now, before the commit, so that a watcher can never read it as decided elsewhere (an id of a
+    // transaction that rolls back is never used again, and so never read).
+    tx.own.note(&[event_id]);
     Ok(())
 }
 

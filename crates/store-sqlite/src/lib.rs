@@ -132,16 +132,14 @@ pub(crate) struct WriteTx {
     tx: Transaction<'static, Sqlite>,
     started: std::time::Instant,
     latency: prometheus_client::metrics::histogram::Histogram,
-    /// Audit event ids this transaction wrote: this handle\'s own once committed.
+    /// The audit event ids this handle writes (see `audit::record`).
     own: pairgate_store_types::OwnEvents,
-    recorded: Vec<i64>,
 }
 
 impl WriteTx {
     pub(crate) async fn commit(self) -> StoreResult<()> {
         self.tx.commit().await?;
         self.latency.observe(self.started.elapsed().as_secs_f64());
-        self.own.note(&self.recorded);
         Ok(())
     }
 }
@@ -491,7 +489,7 @@ async fn begin_write_on(
 ) -> StoreResult<WriteTx> {
     let started = std::time::Instant::now();
     let tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    Ok(WriteTx { tx, started, latency: latency.clone(), own: own.clone(), recorded: Vec::new() })
+    Ok(WriteTx { tx, started, latency: latency.clone(), own: own.clone() })
 }
 
 type SchemaObjects = std::collections::BTreeMap<(String, String), Option<String>>;

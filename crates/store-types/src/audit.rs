@@ -92,7 +92,7 @@ pub struct AuditRow {
 
 /// The audit event ids this store handle committed, so that a watcher of the audit trail tells the
 /// decisions made here from those made elsewhere (another node, the offline CLI) without a column for it.
-/// Shared by the handle's clones; a write transaction notes its ids only once it has committed.
+/// Shared by the handle's clones; a write transaction notes each id as it writes it, before its commit.
 #[derive(Clone, Debug, Default)]
 pub struct OwnEvents(std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<i64>>>);
 
@@ -137,4 +137,33 @@ pub struct AuthFailuresElsewhere {
     pub network: String,
     pub failures: i64,
     pub locked_until_ms: Option<Millis>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(event_id: i64) -> AuditRow {
+        AuditRow {
+            event_id,
+            at_ms: 0,
+            actor: "system".into(),
+            action: "token.revoke".into(),
+            subject: None,
+            remote_addr: None,
+            details: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn own_events_are_left_out_and_forgotten_once_read() {
+        let own = OwnEvents::default();
+        own.note(&[2, 4, 9]);
+        let elsewhere = own.elsewhere(vec![row(1), row(2), row(3), row(4)]);
+        assert_eq!(elsewhere.iter().map(|r| r.event_id).collect::<Vec<_>>(), [1, 3]);
+        // 2 and 4 were read and forgotten; 9 is still ahead.
+        assert_eq!(own.0.lock().unwrap().iter().copied().collect::<Vec<_>>(), [9]);
+        assert!(own.elsewhere(vec![row(9)]).is_empty());
+        assert!(own.elsewhere(Vec::new()).is_empty());
+    }
 }
