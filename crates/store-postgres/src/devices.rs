@@ -1,126 +1,13 @@
 //! Devices, their grants and their tokens.
 
-use serde::Deserialize;
 use sqlx::PgConnection;
 
 use super::audit;
-use super::{Store, StoreError, StoreResult};
+use super::{Store, StoreResult};
 use crate::{Actor, AuditEvent, DeviceFilter, NewGrant, SeenNote, TokenChange};
 use pairgate_domain::clock::Millis;
-use pairgate_domain::{
-    ClientMeta, DeviceId, DeviceRecord, Grant, PairingReason, PublicKey, Refusal, Role, ScopeSet, TokenDigest,
-    TokenInfo, TokenSecret,
-};
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct GrantJson {
-    role: String,
-    scopes: Vec<String>,
-    approved_at_ms: Millis,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TokenJson {
-    role: String,
-    digest: String,
-    scopes: Vec<String>,
-    issued_at_ms: Millis,
-    rotated_at_ms: Option<Millis>,
-    revoked_at_ms: Option<Millis>,
-    last_used_at_ms: Option<Millis>,
-}
-
-fn invalid(what: &str, detail: impl std::fmt::Display) -> StoreError {
-    StoreError::InvalidData(format!("{what}: {detail}"))
-}
-
-fn parse_role(text: &str) -> StoreResult<Role> {
-    Role::parse(text).ok_or_else(|| invalid("role", text))
-}
-
-fn parse_scopes(names: &[String]) -> StoreResult<ScopeSet> {
-    ScopeSet::parse(names).map_err(|e| invalid("scopes", e))
-}
-
-fn parse_hex_digest(hex: &str) -> StoreResult<TokenDigest> {
-    let bytes: Option<Vec<u8>> = (0..hex.len())
-        .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
-        .collect();
-    bytes.as_deref().and_then(TokenDigest::from_slice).ok_or_else(|| invalid("token digest", "not 32 bytes of hex"))
-}
-
-/// One row of the device query, before its JSON columns are parsed.
-struct DeviceRow {
-    device_id: String,
-    public_key: String,
-    client_id: Option<String>,
-    client_mode: Option<String>,
-    platform: Option<String>,
-    device_family: Option<String>,
-    display_name: Option<String>,
-    remote_ip: Option<String>,
-    approved_via: Option<String>,
-    created_at_ms: i64,
-    approved_at_ms: Option<i64>,
-    last_seen_at_ms: Option<i64>,
-    removed_at_ms: Option<i64>,
-    grants: String,
-    tokens: String,
-}
-
-impl DeviceRow {
-    fn into_record(self) -> StoreResult<DeviceRecord> {
-        let device_id = DeviceId::try_from(self.device_id).map_err(|e| invalid("device id", e))?;
-        let public_key =
-            PublicKey::from_base64url(&self.public_key).ok_or_else(|| invalid("public key", "not 32 bytes"))?;
-        let grants: Vec<GrantJson> = serde_json::from_str(&self.grants).map_err(|e| invalid("grants", e))?;
-        let tokens: Vec<TokenJson> = serde_json::from_str(&self.tokens).map_err(|e| invalid("tokens", e))?;
-        Ok(DeviceRecord {
-            device_id,
-            public_key,
-            meta: ClientMeta {
-                client_id: self.client_id,
-                client_mode: self.client_mode,
-                platform: self.platform,
-                device_family: self.device_family,
-                display_name: self.display_name,
-            },
-            remote_ip: self.remote_ip,
-            approved_via: self.approved_via,
-            created_at_ms: self.created_at_ms,
-            approved_at_ms: self.approved_at_ms,
-            last_seen_at_ms: self.last_seen_at_ms,
-            removed_at_ms: self.removed_at_ms,
-            grants: grants
-                .into_iter()
-                .map(|g| {
-                    Ok(Grant {
-                        role: parse_role(&g.role)?,
-                        scopes: parse_scopes(&g.scopes)?,
-                        approved_at_ms: g.approved_at_ms,
-                    })
-                })
-                .collect::<StoreResult<_>>()?,
-            tokens: tokens
-                .into_iter()
-                .map(|t| {
-                    Ok(TokenInfo {
-                        role: parse_role(&t.role)?,
-                        digest: parse_hex_digest(&t.digest)?,
-                        scopes: parse_scopes(&t.scopes)?,
-                        issued_at_ms: t.issued_at_ms,
-                        rotated_at_ms: t.rotated_at_ms,
-                        revoked_at_ms: t.revoked_at_ms,
-                        last_used_at_ms: t.last_used_at_ms,
-                    })
-                })
-                .collect::<StoreResult<_>>()?,
-        })
-    }
-}
+use pairgate_domain::{DeviceId, DeviceRecord, PairingReason, Refusal, Role, ScopeSet, TokenSecret};
+use pairgate_store_types::rows::{DeviceRow, invalid};
 
 impl Store {
     /// The device, its grants and its newest token per role; `None` when never approved. Always read

@@ -123,7 +123,7 @@ pub struct Store {
     /// it in time); counted as misses so the metric says so.
     device_reads: Counter,
     /// The group committer of approvals.
-    approvals: approvals::Approvals,
+    approvals: pairgate_store_types::approvals::Approvals,
     /// The audit events this handle committed (the rest were decided elsewhere).
     own_events: pairgate_store_types::OwnEvents,
     /// Commits anywhere in the fleet, as they happen (`LISTEN`), once someone subscribes.
@@ -323,7 +323,7 @@ impl Store {
     fn assemble(pool: PgPool, shown: String) -> Store {
         let write_latency = latency_histogram();
         let own_events = pairgate_store_types::OwnEvents::default();
-        let approvals = approvals::Approvals::start(pool.clone(), write_latency.clone(), own_events.clone());
+        let approvals = approvals::start(pool.clone(), write_latency.clone(), own_events.clone());
         let pending_caps = std::sync::Arc::new([
             std::sync::atomic::AtomicI64::new(pairgate_domain::MAX_PENDING_PER_ADDRESS),
             std::sync::atomic::AtomicI64::new(pairgate_domain::MAX_PENDING_REQUESTS),

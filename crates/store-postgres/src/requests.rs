@@ -2,77 +2,16 @@
 
 use sqlx::PgConnection;
 
-use super::approvals::Approval;
 use super::audit;
 use super::devices;
-use super::{Store, StoreError, StoreResult, expect_one};
+use super::{Store, StoreResult, expect_one};
 use crate::{Actor, AuditEvent, NewGrant, NewPairingRequest, PairingRequest, RequestOutcome};
-use pairgate_domain::ClientMeta;
 use pairgate_domain::clock::Millis;
 use pairgate_domain::{
-    DEAD_REQUEST_RETENTION_MS, DeviceId, PAIRING_REQUEST_TTL_MS, PairingReason, PublicKey, Refusal, RequestStatus,
-    Role, ScopeSet,
+    DEAD_REQUEST_RETENTION_MS, DeviceId, PAIRING_REQUEST_TTL_MS, Refusal, RequestStatus, Role, ScopeSet,
 };
-
-struct RequestRow {
-    request_id: String,
-    device_id: String,
-    public_key: String,
-    role: String,
-    roles: String,
-    scopes: String,
-    reason: String,
-    client_id: Option<String>,
-    client_mode: Option<String>,
-    platform: Option<String>,
-    device_family: Option<String>,
-    display_name: Option<String>,
-    remote_ip: Option<String>,
-    is_local: i64,
-    is_repair: i64,
-    created_at_ms: i64,
-    refreshed_at_ms: i64,
-    expires_at_ms: i64,
-    status: String,
-    resolved_by: Option<String>,
-    resolved_at_ms: Option<i64>,
-}
-
-impl RequestRow {
-    fn into_request(self) -> StoreResult<PairingRequest> {
-        let bad = |what: &str| StoreError::InvalidData(format!("pairing request {}: bad {what}", self.request_id));
-        let role_names: Vec<String> = serde_json::from_str(&self.roles).map_err(|_| bad("roles"))?;
-        Ok(PairingRequest {
-            device_id: DeviceId::try_from(self.device_id.clone()).map_err(|_| bad("device id"))?,
-            public_key: PublicKey::from_base64url(&self.public_key).ok_or_else(|| bad("public key"))?,
-            role: Role::parse(&self.role).ok_or_else(|| bad("role"))?,
-            roles: role_names.iter().map(|r| Role::parse(r).ok_or_else(|| bad("roles"))).collect::<Result<_, _>>()?,
-            scopes: ScopeSet::from_json(&self.scopes).map_err(|_| bad("scopes"))?,
-            reason: PairingReason::parse(&self.reason).ok_or_else(|| bad("reason"))?,
-            status: RequestStatus::parse(&self.status).ok_or_else(|| bad("status"))?,
-            meta: ClientMeta {
-                client_id: self.client_id,
-                client_mode: self.client_mode,
-                platform: self.platform,
-                device_family: self.device_family,
-                display_name: self.display_name,
-            },
-            remote_ip: self.remote_ip,
-            is_local: self.is_local != 0,
-            is_repair: self.is_repair != 0,
-            created_at_ms: self.created_at_ms,
-            refreshed_at_ms: self.refreshed_at_ms,
-            expires_at_ms: self.expires_at_ms,
-            resolved_by: self.resolved_by,
-            resolved_at_ms: self.resolved_at_ms,
-            request_id: self.request_id,
-        })
-    }
-}
-
-fn roles_json(roles: &[Role]) -> String {
-    serde_json::to_string(&roles.iter().map(|r| r.as_str()).collect::<Vec<_>>()).expect("strings serialize")
-}
+use pairgate_store_types::approvals::Approval;
+use pairgate_store_types::rows::{RequestRow, roles_json};
 
 /// Marks pending requests past their expiry as expired; returns (request id, device id) of each.
 async fn expire_stale(conn: &mut PgConnection, now_ms: Millis) -> StoreResult<Vec<(String, String)>> {

@@ -119,7 +119,7 @@ pub struct Store {
     /// Device records for the connect path, valid until the next commit by anyone.
     device_cache: std::sync::Arc<cache::DeviceCache>,
     /// The group committer of approvals.
-    approvals: approvals::Approvals,
+    approvals: pairgate_store_types::approvals::Approvals,
     /// The audit events this handle committed (the rest were decided elsewhere).
     own_events: pairgate_store_types::OwnEvents,
     /// Caps on pending pairing requests: per client address, and in all.
@@ -338,7 +338,7 @@ impl Store {
         let write_latency = latency_histogram();
         let device_cache = std::sync::Arc::new(cache::DeviceCache::new(path, DEVICE_CACHE_CAPACITY));
         let own_events = pairgate_store_types::OwnEvents::default();
-        let approvals = approvals::Approvals::start(writer.clone(), write_latency.clone(), own_events.clone());
+        let approvals = approvals::start(writer.clone(), write_latency.clone(), own_events.clone());
         let pending_caps = std::sync::Arc::new([
             std::sync::atomic::AtomicI64::new(pairgate_domain::MAX_PENDING_PER_ADDRESS),
             std::sync::atomic::AtomicI64::new(pairgate_domain::MAX_PENDING_REQUESTS),

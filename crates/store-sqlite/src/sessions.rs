@@ -4,93 +4,13 @@
 use sqlx::SqliteConnection;
 
 use super::audit;
-use super::{Store, StoreError, StoreResult};
+use super::{Store, StoreResult};
 use crate::{ARCHIVE_AFTER_MS, Actor, AuditEvent, NewRun, Run, RunEnd, SessionEntry, SessionPatch, SpawnLimits};
 use pairgate_domain::clock::Millis;
 use pairgate_domain::{Refusal, RunState, SpawnLimit, agent_id_of, is_main_key, is_subagent_key};
-
-struct SessionRow {
-    session_key: String,
-    agent_id: String,
-    parent_key: Option<String>,
-    spawn_depth: i64,
-    subagent_role: Option<String>,
-    subagent_control_scope: Option<String>,
-    label: Option<String>,
-    model: Option<String>,
-    thinking_level: Option<String>,
-    created_at_ms: i64,
-    updated_at_ms: i64,
-    archived_at_ms: Option<i64>,
-}
-
-impl From<SessionRow> for SessionEntry {
-    fn from(row: SessionRow) -> Self {
-        SessionEntry {
-            key: row.session_key,
-            agent_id: row.agent_id,
-            spawned_by: row.parent_key,
-            spawn_depth: row.spawn_depth,
-            subagent_role: row.subagent_role,
-            subagent_control_scope: row.subagent_control_scope,
-            label: row.label,
-            model: row.model,
-            thinking_level: row.thinking_level,
-            created_at: row.created_at_ms,
-            updated_at: row.updated_at_ms,
-            archived_at: row.archived_at_ms,
-        }
-    }
-}
-
-struct RunRow {
-    run_id: String,
-    child_session_key: String,
-    requester_session_key: String,
-    controller_session_key: Option<String>,
-    task: String,
-    label: Option<String>,
-    model: Option<String>,
-    cleanup: String,
-    spawn_mode: String,
-    run_timeout_seconds: Option<i64>,
-    state: String,
-    created_at_ms: i64,
-    started_at_ms: Option<i64>,
-    ended_at_ms: Option<i64>,
-    ended_reason: Option<String>,
-    outcome_status: Option<String>,
-    outcome_error: Option<String>,
-    archive_at_ms: Option<i64>,
-}
-
-impl TryFrom<RunRow> for Run {
-    type Error = StoreError;
-    fn try_from(row: RunRow) -> StoreResult<Run> {
-        let state = RunState::parse(&row.state)
-            .ok_or_else(|| StoreError::InvalidData(format!("run {}: state {}", row.run_id, row.state)))?;
-        Ok(Run {
-            run_id: row.run_id,
-            child_session_key: row.child_session_key,
-            requester_session_key: row.requester_session_key,
-            controller_session_key: row.controller_session_key,
-            task: row.task,
-            label: row.label,
-            model: row.model,
-            cleanup: row.cleanup,
-            spawn_mode: row.spawn_mode,
-            run_timeout_seconds: row.run_timeout_seconds,
-            state,
-            created_at: row.created_at_ms,
-            started_at: row.started_at_ms,
-            ended_at: row.ended_at_ms,
-            ended_reason: row.ended_reason,
-            outcome_status: row.outcome_status,
-            outcome_error: row.outcome_error,
-            archive_at_ms: row.archive_at_ms,
-        })
-    }
-}
+use pairgate_store_types::rows::{
+    MAX_LABEL, RunRow, SessionRow, check_immutable, check_length, check_not_negative, check_one_of, refuse_constraint,
+};
 
 async fn session_on(conn: &mut SqliteConnection, key: &str) -> StoreResult<Option<SessionEntry>> {
     let row = sqlx::query_as!(
@@ -134,59 +54,6 @@ async fn ensure_session(conn: &mut SqliteConnection, key: &str, now_ms: Millis) 
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// A session or run the database's constraints refuse (a duplicate run id, an unknown `cleanup`) is the
-/// client's mistake, not the store's failure.
-fn refuse_constraint(error: StoreError) -> StoreError {
-    match error {
-        StoreError::Constraint(detail) => {
-            tracing::warn!(%detail, "a session or run refused by the database's constraints");
-            Refusal::InvalidSessionOrRun.into()
-        }
-        other => other,
-    }
-}
-
-/// `value`, when it is one of `allowed`; otherwise the refusal naming the field (the value cut short: it is
-/// the client's text).
-fn check_one_of(field: &'static str, value: Option<&str>, allowed: &'static [&'static str]) -> StoreResult<()> {
-    match value {
-        Some(value) if !allowed.contains(&value) => {
-            let (value, expected) = (pairgate_domain::prefix_within(value, 64).to_owned(), allowed.join(" or "));
-            Err(Refusal::InvalidField { field, value, expected }.into())
-        }
-        _ => Ok(()),
-    }
-}
-
-/// The longest session or run label a client may give (bytes).
-pub const MAX_LABEL: usize = 256;
-
-fn check_length(field: &'static str, value: Option<&str>, max: usize) -> StoreResult<()> {
-    match value {
-        Some(value) if value.len() > max => Err(Refusal::TooLong { field, length: value.len(), max }.into()),
-        _ => Ok(()),
-    }
-}
-
-fn check_not_negative(field: &'static str, value: Option<i64>) -> StoreResult<()> {
-    match value {
-        Some(value) if value < 0 => {
-            Err(Refusal::InvalidField { field, value: value.to_string(), expected: "0 or more".into() }.into())
-        }
-        _ => Ok(()),
-    }
-}
-
-/// A lineage field may be set once; setting it again to the same value is fine.
-fn check_immutable(name: &'static str, current: &Option<String>, wanted: &Option<String>) -> StoreResult<()> {
-    match (current, wanted) {
-        (Some(current), Some(wanted)) if current != wanted => {
-            Err(Refusal::ImmutableField { field: name, current: current.clone() }.into())
-        }
-        _ => Ok(()),
-    }
 }
 
 /// Moves a run to `next` when its current state allows it; returns the updated run.

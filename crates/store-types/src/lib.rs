@@ -2,11 +2,13 @@
 //! store's metrics. The engines (`pairgate-store-sqlite`, the only SQL) implement the store over these
 //! types; everything above the store names only them.
 
+pub mod approvals;
 mod audit;
 mod devices;
 pub mod files;
 mod imports;
 mod requests;
+pub mod rows;
 mod sessions;
 pub mod transfer;
 
