@@ -31,10 +31,10 @@ use crate::store::{Actor, AuditEvent, SpawnLimits, Store};
 /// How long a registered run may wait to be started before it is failed (`never-started`).
 pub const UNSTARTED_RUN_TTL: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
-/// Settings every front end shares.
 /// A node's lease unless set otherwise.
 pub const DEFAULT_NODE_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Settings every front end shares.
 #[derive(Clone, Debug)]
 pub struct AppConfig {
     /// Reverse proxies whose forwarding headers are believed.

@@ -58,13 +58,6 @@ impl ChangeFeed {
     }
 }
 
-/// Which engine a store runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Engine {
-    Sqlite,
-    Postgres,
-}
-
 /// Why the database could not be opened. Nothing was modified.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -158,13 +151,6 @@ impl Store {
                 let (store, report) = postgres::Store::open_read_only(url.expose(), allow_pending).await?;
                 Ok((Store::Postgres(store), report.into()))
             }
-        }
-    }
-
-    pub fn engine(&self) -> Engine {
-        match self {
-            Store::Sqlite(_) => Engine::Sqlite,
-            Store::Postgres(_) => Engine::Postgres,
         }
     }
 
