@@ -254,8 +254,11 @@ pub async fn run(listener: TcpListener, server: Server) -> std::io::Result<()> {
     let app = server.app.clone();
     // On PostgreSQL, a node of the fleet from here on; the runs it registers are its own.
     let node = app.join_fleet().await.map_err(std::io::Error::other)?;
-    // Runs a crash left running are ended before anyone can wait on them.
-    app.recover_runs().await.map_err(std::io::Error::other)?;
+    // On SQLite, runs a crash left running are ended before anyone can wait on them. On PostgreSQL other
+    // nodes may be serving theirs: the lease holder ends those of lost nodes (`hold_lease`).
+    if node.is_none() {
+        app.recover_runs().await.map_err(std::io::Error::other)?;
+    }
     app.tracker.spawn(sweep(app.clone()));
     if node.is_some() {
         app.tracker.spawn(app.clone().hold_lease());

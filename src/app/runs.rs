@@ -89,19 +89,32 @@ impl App {
     }
 
     /// On PostgreSQL, for the node's life: renews its lease three times per lease, and ends the runs of
-    /// nodes whose lease expired (another node's crash, `kill -9` or lost network).
+    /// nodes whose lease expired (another node's crash, `kill -9` or lost network). It ends them only once
+    /// its own renewals have gone through for a whole lease: after it started, or after the database was
+    /// out of reach for everyone, the other nodes get the same time to renew theirs, so that a live node
+    /// is never taken for dead.
     pub async fn hold_lease(self: std::sync::Arc<Self>) {
         let mut ticker = tokio::time::interval(self.config.node_lease / 3);
+        let mut renewing_since: Option<i64> = None;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = self.shutdown.cancelled() => return,
             }
-            if let Err(error) = self.store.renew_lease(self.lease_ms(), self.clock.now_ms()).await {
-                tracing::warn!(%error, "could not renew this node's lease");
-            }
-            if let Err(error) = self.recover_runs().await {
-                tracing::warn!(%error, "could not end the runs of lost nodes");
+            let now = self.clock.now_ms();
+            match self.store.renew_lease(self.lease_ms(), now).await {
+                Ok(()) => {
+                    let since = *renewing_since.get_or_insert(now);
+                    if now - since >= self.lease_ms()
+                        && let Err(error) = self.recover_runs().await
+                    {
+                        tracing::warn!(%error, "could not end the runs of lost nodes");
+                    }
+                }
+                Err(error) => {
+                    renewing_since = None;
+                    tracing::warn!(%error, "could not renew this node's lease");
+                }
             }
         }
     }

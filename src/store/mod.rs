@@ -576,8 +576,8 @@ impl Store {
     }
 
     /// Runs whose server is gone end as interrupted (never silently dropped). On SQLite, called at
-    /// start-up: every run left pending or running. On PostgreSQL, called at start-up and then
-    /// periodically: the runs of nodes whose lease expired, and of no node; never a live node's.
+    /// start-up: every run left pending or running. On PostgreSQL, called periodically by the node holding
+    /// its lease: the runs of nodes whose lease expired, and of no node; never a live node's.
     pub async fn recover_interrupted_runs(&self, now_ms: Millis) -> StoreResult<Vec<String>> {
         engine!(self, store => store.recover_interrupted_runs(now_ms).await)
     }
