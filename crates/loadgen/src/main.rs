@@ -18,6 +18,17 @@
 //!   all; latency per call (the front door's relay against the gateway itself).
 //! - `echo`: the bare-WebSocket baseline: C workers each open a socket, send one frame, read it back and
 //!   close, back to back, against `pairgate-ws-baseline` (no handshake, no gateway).
+//! - `revocation` (pairgate only): `--devices` devices each pair and keep a socket open (on `--url`, with
+//!   its device token), then one after another each device's operator token is revoked through the REST
+//!   API of `--revoke-url` (another node of a fleet, or the same one); latency from the moment the REST
+//!   reply arrives until the device's socket receives its close frame (4001). Negative when the socket
+//!   closed before the reply arrived (a node closes its own sockets before it answers).
+//!
+//! `--url` may be given more than once (a fleet): connections go round-robin over the URLs (handshake,
+//! request, socket or worker `n` to URL `n mod k`), devices are paired the same way. One `--url` behaves
+//! as it always did. `--server-pid` may be given more than once too: `serverRssKiB` is the first's, as
+//! before; `servers` has RSS and CPU seconds of each, over the measured phase. `--db-pid` (PostgreSQL's
+//! postmaster) adds `dbCpuSeconds`: CPU of the database server and all its backends over that phase.
 //!
 //! A reconnect storm is `--mode rate --rate 1000000 --count N`: every handshake started at once; the
 //! errors say how many were refused, and `latencyMs.max` when the last one was served.
@@ -39,9 +50,13 @@ use tokio_tungstenite::tungstenite::Message;
 #[derive(Debug, Parser)]
 #[command(about = "Measures signed WebSocket handshakes per second against a gateway on loopback")]
 struct Args {
-    /// Gateway WebSocket URL; loopback only.
-    #[arg(long, default_value = "ws://127.0.0.1:18789/")]
-    url: String,
+    /// Gateway WebSocket URL; loopback only. Repeat it for a fleet: connections go round-robin.
+    #[arg(long = "url", default_value = "ws://127.0.0.1:18789/")]
+    url: Vec<String>,
+    /// For `--mode revocation`: the HTTP base URL of the node whose REST API revokes the tokens
+    /// (e.g. http://127.0.0.1:18962). [default: the first --url, as http://]
+    #[arg(long)]
+    revoke_url: Option<String>,
     /// Gateway token (used to pair the identities, and by `--auth token`).
     #[arg(long, env = "PAIRGATE_TOKEN", hide_env_values = true)]
     token: String,
@@ -58,7 +73,7 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     max_seconds: u64,
     /// handshakes, rate or approvals (see the top of this file).
-    #[arg(long, value_parser = ["handshakes", "rate", "approvals", "idle", "cold-start", "seed", "rpc", "echo"], default_value = "handshakes")]
+    #[arg(long, value_parser = ["handshakes", "rate", "approvals", "idle", "cold-start", "seed", "rpc", "echo", "revocation"], default_value = "handshakes")]
     mode: String,
     /// How long `--mode idle` holds its sockets open, seconds.
     #[arg(long, default_value_t = 35)]
@@ -78,12 +93,43 @@ struct Args {
     /// How measured handshakes authenticate: with each device's token, or the gateway token.
     #[arg(long, value_parser = ["device-token", "token"], default_value = "device-token")]
     auth: String,
-    /// Server process to read RSS from (/proc/PID/status) before and after.
+    /// Server process to read RSS from (/proc/PID/status) before and after. Repeatable (one per node of
+    /// a fleet): `serverRssKiB` and the idle figures are the first's; `servers` lists each one's RSS and
+    /// CPU seconds over the measured phase.
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
+    /// The database server's main process (PostgreSQL's postmaster): the CPU seconds of it and of its
+    /// backends over the measured phase are reported as `dbCpuSeconds`.
+    #[arg(long)]
+    db_pid: Option<u32>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+impl Args {
+    /// The URL of connection (handshake, socket, worker) `n`: round-robin over `--url`.
+    fn url_for(&self, n: usize) -> &str {
+        &self.url[n % self.url.len()]
+    }
+
+    /// The first `--server-pid`, the one RSS figures are read from.
+    fn first_pid(&self) -> Option<u32> {
+        self.server_pid.first().copied()
+    }
+
+    /// `--url` as reported: the URL when one, the list when several.
+    fn url_json(&self) -> Value {
+        match self.url.as_slice() {
+            [one] => json!(one),
+            several => json!(several),
+        }
+    }
+}
+
+/// `ws://host:port/` → `http://host:port`.
+fn http_base(url: &str) -> String {
+    url.replacen("ws://", "http://", 1).trim_end_matches('/').to_owned()
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -165,7 +211,7 @@ fn report(
 ) -> Value {
     latencies.sort_unstable();
     json!({
-        "url": args.url,
+        "url": args.url_json(),
         "mode": args.mode,
         "devices": args.devices,
         "concurrency": args.concurrency,
@@ -182,7 +228,7 @@ fn report(
             "p99": percentile(&latencies, 99.0), "p99.9": percentile(&latencies, 99.9),
             "max": percentile(&latencies, 100.0),
         },
-        "serverRssKiB": { "before": rss_before, "after": rss_kib(args.server_pid) },
+        "serverRssKiB": { "before": rss_before, "after": rss_kib(args.first_pid()) },
     })
 }
 
@@ -199,9 +245,9 @@ fn merge(into: &mut Outcome, (latencies, errors): Outcome) {
 async fn pair_devices(args: &Args) -> anyhow::Result<Vec<(DeviceIdentity, ConnectSpec)>> {
     let pairing = ConnectSpec::operator(&["operator.read"], Some(&args.token));
     let mut devices = Vec::with_capacity(args.devices);
-    for _ in 0..args.devices {
+    for n in 0..args.devices {
         let identity = DeviceIdentity::generate();
-        let hello = handshake(&args.url, &pairing, &identity)
+        let hello = handshake(args.url_for(n), &pairing, &identity)
             .await
             .map_err(|code| anyhow::anyhow!("pairing failed: {code}"))?;
         let token = hello["auth"]["deviceToken"].as_str().map(str::to_owned);
@@ -259,12 +305,12 @@ async fn closed_loop(
     devices: Arc<Vec<(DeviceIdentity, ConnectSpec)>>,
     deadline: Instant,
 ) -> anyhow::Result<Outcome> {
-    let url = args.url.clone();
+    let urls = Arc::new(args.url.clone());
     back_to_back(args.concurrency, args.count, deadline, move |n| {
-        let (devices, url) = (devices.clone(), url.clone());
+        let (devices, urls) = (devices.clone(), urls.clone());
         async move {
             let (identity, spec) = &devices[n as usize % devices.len()];
-            handshake(&url, spec, identity).await.map(|_| ())
+            handshake(&urls[n as usize % urls.len()], spec, identity).await.map(|_| ())
         }
     })
     .await
@@ -280,8 +326,9 @@ async fn rpc_calls(
     let mut workers = Vec::new();
     for worker in 0..args.concurrency {
         let (identity, spec) = &devices[worker % devices.len()];
-        let mut ws =
-            open_session(&args.url, spec, identity).await.map_err(|code| anyhow::anyhow!("session: {code}"))?;
+        let mut ws = open_session(args.url_for(worker), spec, identity)
+            .await
+            .map_err(|code| anyhow::anyhow!("session: {code}"))?;
         let (issued, count) = (issued.clone(), args.count);
         workers.push(tokio::spawn(async move {
             let mut outcome: Outcome = Default::default();
@@ -323,9 +370,9 @@ async fn rpc_calls(
 
 /// The bare-WebSocket baseline: open, one frame there and back, close; C workers back to back.
 async fn echoes(args: &Args, deadline: Instant) -> anyhow::Result<Outcome> {
-    let url = args.url.clone();
-    back_to_back(args.concurrency, args.count, deadline, move |_| {
-        let url = url.clone();
+    let urls = Arc::new(args.url.clone());
+    back_to_back(args.concurrency, args.count, deadline, move |n| {
+        let url = urls[n as usize % urls.len()].clone();
         async move {
             let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| e.to_string())?;
             ws.send(Message::text("ping")).await.map_err(|e| e.to_string())?;
@@ -355,7 +402,7 @@ async fn fixed_rate(
             break;
         }
         tokio::time::sleep_until(scheduled).await;
-        let (devices, url) = (devices.clone(), args.url.clone());
+        let (devices, url) = (devices.clone(), args.url_for(n as usize).to_owned());
         tasks.spawn(async move {
             let (identity, spec) = &devices[n as usize % devices.len()];
             handshake(&url, spec, identity).await.map(|_| scheduled.elapsed().as_micros() as u64)
@@ -372,13 +419,13 @@ async fn fixed_rate(
 }
 
 /// `count` pairing requests from remote-looking devices, then C workers approve them over REST.
-async fn approvals(args: &Args) -> anyhow::Result<(Outcome, f64)> {
+async fn approvals(args: &Args) -> anyhow::Result<(Outcome, f64, CpuMarks)> {
     let ask = ConnectSpec::operator(&["operator.read"], Some(&args.token));
     let mut request_ids = Vec::with_capacity(args.count as usize);
     for n in 0..args.count {
         let identity = DeviceIdentity::generate();
         let forwarded = format!("198.18.{}.{}", (n / 250) % 250, n % 250 + 1);
-        match handshake_via_proxy(&args.url, &ask, &identity, &forwarded).await {
+        match handshake_via_proxy(args.url_for(n as usize), &ask, &identity, &forwarded).await {
             Err(PairingAsk::Requested(id)) => request_ids.push(id),
             Err(PairingAsk::Other(code)) => {
                 bail!("expected a pairing request, got {code} (start pairgate with --trusted-proxy 127.0.0.1)")
@@ -386,13 +433,15 @@ async fn approvals(args: &Args) -> anyhow::Result<(Outcome, f64)> {
             Ok(_) => bail!("the device was let in without pairing: is 127.0.0.1 a trusted proxy on the server?"),
         }
     }
-    let base = args.url.replacen("ws://", "http://", 1).trim_end_matches('/').to_owned();
     let queue = Arc::new(std::sync::Mutex::new(request_ids));
     let http = reqwest::Client::new();
+    let marks = CpuMarks::take(args);
     let started = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
-        let (queue, http, base, token) = (queue.clone(), http.clone(), base.clone(), args.token.clone());
+    // Worker `w` approves through URL `w mod k`: a request asked on one node may be approved on another.
+    for worker in 0..args.concurrency {
+        let base = http_base(args.url_for(worker));
+        let (queue, http, token) = (queue.clone(), http.clone(), args.token.clone());
         workers.push(tokio::spawn(async move {
             let mut outcome = Outcome::default();
             loop {
@@ -409,7 +458,7 @@ async fn approvals(args: &Args) -> anyhow::Result<(Outcome, f64)> {
             outcome
         }));
     }
-    Ok((merged(workers).await?, started.elapsed().as_secs_f64()))
+    Ok((merged(workers).await?, started.elapsed().as_secs_f64(), marks))
 }
 
 /// The server's CPU time (user + system) in seconds, from /proc/PID/stat (in clock ticks of 1/100 s,
@@ -422,10 +471,88 @@ fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// CPU ticks of a process and of its children it has reaped (utime, stime, cutime, cstime), and its
+/// parent's pid.
+fn stat_ticks(pid: u32) -> Option<(u64, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = (11..=14).map(|i| fields.get(i)?.parse::<u64>().ok()).sum::<Option<u64>>()?;
+    Some((ticks, fields.get(1)?.parse().ok()?))
+}
+
+/// CPU seconds of a server made of a main process and its children (PostgreSQL: the postmaster and its
+/// backends): its own, its reaped children's, and each live child's. A backend that exits between two
+/// readings moves from the live children into the reaped ones, so differences stay right.
+fn tree_cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let pid = pid?;
+    let mut ticks = stat_ticks(pid)?.0;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        if let Some((child_ticks, parent)) = stat_ticks(child)
+            && parent == pid
+        {
+            ticks += child_ticks;
+        }
+    }
+    Some(ticks as f64 / 100.0)
+}
+
+/// The whole machine's busy CPU seconds, all cores (/proc/stat: user, nice, system, irq, softirq, steal).
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> =
+        stat.lines().next()?.strip_prefix("cpu ")?.split_whitespace().map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    Some([0, 1, 2, 5, 6, 7].iter().map(|&i| fields.get(i).copied().unwrap_or(0)).sum::<u64>() as f64 / 100.0)
+}
+
+/// CPU readings at the start of a measured phase: each `--server-pid`, `--db-pid`, this process, and the
+/// machine (what none of them used was used by something else on the machine: a disturbed run).
+struct CpuMarks {
+    servers: Vec<Option<f64>>,
+    db: Option<f64>,
+    own: Option<f64>,
+    machine: Option<f64>,
+}
+
+impl CpuMarks {
+    fn take(args: &Args) -> CpuMarks {
+        CpuMarks {
+            servers: args.server_pid.iter().map(|pid| cpu_seconds(Some(*pid))).collect(),
+            db: tree_cpu_seconds(args.db_pid),
+            own: cpu_seconds(Some(std::process::id())),
+            machine: machine_busy_seconds(),
+        }
+    }
+
+    /// CPU seconds used since the marks: `servers` (with each one's RSS before and now), `dbCpuSeconds`,
+    /// `loadgenCpuSeconds`, `machineCpuSeconds` (busy, all cores).
+    fn used(&self, args: &Args, rss_before: &[Option<u64>], report: &mut Value) {
+        let since =
+            |start: Option<f64>, end: Option<f64>| end.zip(start).map(|(e, s)| ((e - s) * 100.0).round() / 100.0);
+        let servers: Vec<Value> = args
+            .server_pid
+            .iter()
+            .zip(&self.servers)
+            .zip(rss_before)
+            .map(|((pid, start), rss)| {
+                json!({
+                    "pid": pid,
+                    "cpuSeconds": since(*start, cpu_seconds(Some(*pid))),
+                    "rssKiB": { "before": rss, "after": rss_kib(Some(*pid)) },
+                })
+            })
+            .collect();
+        report["servers"] = json!(servers);
+        report["dbCpuSeconds"] = json!(since(self.db, tree_cpu_seconds(args.db_pid)));
+        report["loadgenCpuSeconds"] = json!(since(self.own, cpu_seconds(Some(std::process::id()))));
+        report["machineCpuSeconds"] = json!(since(self.machine, machine_busy_seconds()));
+    }
+}
+
 /// `count` sockets held open after their handshakes; the server's RSS and CPU while they idle.
 async fn idle_sockets(args: &Args, deadline: Instant) -> anyhow::Result<Value> {
     let devices = Arc::new(pair_devices(args).await?);
-    let rss_before = rss_kib(args.server_pid);
+    let rss_before = rss_kib(args.first_pid());
     let release = tokio_util::sync::CancellationToken::new();
     let ticks = Arc::new(AtomicU64::new(0));
     let opened = Arc::new(AtomicU64::new(0));
@@ -438,7 +565,7 @@ async fn idle_sockets(args: &Args, deadline: Instant) -> anyhow::Result<Value> {
         }
         let permit = permits.clone().acquire_owned().await?;
         let (devices, url, release, ticks, opened) =
-            (devices.clone(), args.url.clone(), release.clone(), ticks.clone(), opened.clone());
+            (devices.clone(), args.url_for(n as usize).to_owned(), release.clone(), ticks.clone(), opened.clone());
         holders.spawn(async move {
             let (identity, spec) = &devices[n as usize % devices.len()];
             let mut ws = open_session(&url, spec, identity).await?;
@@ -463,14 +590,14 @@ async fn idle_sockets(args: &Args, deadline: Instant) -> anyhow::Result<Value> {
     // Every socket is open (or failed) once all permits are back.
     let _all = permits.acquire_many(args.concurrency.max(1) as u32).await?;
     let open_seconds = started.elapsed().as_secs_f64();
-    let rss_open = rss_kib(args.server_pid);
-    let cpu_start = cpu_seconds(args.server_pid);
+    let rss_open = rss_kib(args.first_pid());
+    let cpu_start = cpu_seconds(args.first_pid());
     let hold_started = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.hold_seconds).min(deadline.saturating_duration_since(Instant::now())))
         .await;
     let held = hold_started.elapsed().as_secs_f64();
-    let cpu_used = cpu_seconds(args.server_pid).zip(cpu_start).map(|(end, start)| end - start);
-    let rss_held = rss_kib(args.server_pid);
+    let cpu_used = cpu_seconds(args.first_pid()).zip(cpu_start).map(|(end, start)| end - start);
+    let rss_held = rss_kib(args.first_pid());
     release.cancel();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     while let Some(result) = holders.join_next().await {
@@ -480,7 +607,7 @@ async fn idle_sockets(args: &Args, deadline: Instant) -> anyhow::Result<Value> {
     }
     let open = opened.load(Ordering::Relaxed);
     Ok(json!({
-        "url": args.url,
+        "url": args.url_json(),
         "mode": "idle",
         "sockets": open,
         "errors": errors,
@@ -511,7 +638,7 @@ async fn cold_starts(args: &Args, deadline: Instant) -> anyhow::Result<Value> {
         let identity = DeviceIdentity::generate();
         let mut first = None;
         while Instant::now() < deadline {
-            if let Ok(hello) = handshake(&args.url, &spec, &identity).await {
+            if let Ok(hello) = handshake(&args.url[0], &spec, &identity).await {
                 first = Some((started.elapsed().as_secs_f64() * 1000.0, hello));
                 break;
             }
@@ -528,7 +655,7 @@ async fn cold_starts(args: &Args, deadline: Instant) -> anyhow::Result<Value> {
     }
     let mut ms: Vec<f64> = runs.iter().filter_map(|run| run["ms"].as_f64()).collect();
     ms.sort_by(f64::total_cmp);
-    Ok(json!({ "url": args.url, "mode": "cold-start", "runs": runs, "medianMs": ms.get(ms.len() / 2) }))
+    Ok(json!({ "url": args.url[0], "mode": "cold-start", "runs": runs, "medianMs": ms.get(ms.len() / 2) }))
 }
 
 /// SIGTERM to the gateway's process group; SIGKILL if it has not exited 10 s later.
@@ -606,6 +733,146 @@ async fn seed(args: &Args) -> anyhow::Result<Value> {
     }))
 }
 
+/// A percentile of signed samples (µs), in ms.
+fn percentile_signed(sorted: &[i64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[index] as f64 / 1000.0
+}
+
+/// How a held socket ended: the instant its close frame arrived, and the frame's code.
+type Closed = Result<(Instant, u16), String>;
+
+/// Reads a held socket until it closes; sends when, and with which code.
+fn watch_close(mut ws: Ws) -> tokio::sync::oneshot::Receiver<Closed> {
+    let (tell, told) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let closed = loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => {
+                    let at = Instant::now();
+                    break Ok((at, frame.map_or(1005, |frame| u16::from(frame.code))));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => break Err(format!("socket error: {error}")),
+                None => break Err("socket ended without a close frame".to_owned()),
+            }
+        };
+        let _ = tell.send(closed);
+        // Answers the close (tungstenite queued the reply) and lets the socket go.
+        let _ = ws.close(None).await;
+    });
+    told
+}
+
+/// Revocation to close: `--devices` devices pair and keep a socket open on `--url` (round-robin when
+/// several) with their device tokens; then, one at a time, each device's operator token is revoked
+/// through `--revoke-url`'s REST API, and the time from that reply's arrival to the socket's close frame
+/// is measured.
+async fn revocations(args: &Args, deadline: Instant, rss_before: &[Option<u64>]) -> anyhow::Result<Value> {
+    let revoke_base = http_base(args.revoke_url.as_deref().unwrap_or(&args.url[0]));
+    let pairing = ConnectSpec::operator(&["operator.read"], Some(&args.token));
+    let mut held = Vec::with_capacity(args.devices);
+    for n in 0..args.devices {
+        let identity = DeviceIdentity::generate();
+        let url = args.url_for(n);
+        let hello =
+            handshake(url, &pairing, &identity).await.map_err(|code| anyhow::anyhow!("pairing failed: {code}"))?;
+        let mut spec = pairing.clone();
+        spec.token = None;
+        spec.device_token =
+            Some(hello["auth"]["deviceToken"].as_str().context("the gateway issued no device token")?.to_owned());
+        let ws = open_session(url, &spec, &identity).await.map_err(|code| anyhow::anyhow!("session: {code}"))?;
+        held.push((identity.id().to_string(), watch_close(ws)));
+    }
+    let http = reqwest::Client::new();
+    // One request first, so the measured ones reuse a warm keep-alive connection.
+    let _ = http.get(format!("{revoke_base}/api/v1/requests")).bearer_auth(&args.token).send().await;
+    let marks = CpuMarks::take(args);
+    let started = Instant::now();
+    let (mut to_close, mut replies, mut from_request) = (Vec::new(), Vec::new(), Vec::new());
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut codes: BTreeMap<u16, u64> = BTreeMap::new();
+    for (device_id, closed) in held {
+        if Instant::now() >= deadline {
+            *errors.entry("not revoked before --max-seconds".into()).or_default() += 1;
+            continue;
+        }
+        let sent = Instant::now();
+        let response = http
+            .post(format!("{revoke_base}/api/v1/devices/{device_id}/tokens/operator/revoke"))
+            .bearer_auth(&args.token)
+            .send()
+            .await;
+        let replied = Instant::now();
+        match response.map(|r| r.status()) {
+            Ok(status) if status.is_success() => replies.push(replied.duration_since(sent).as_micros() as u64),
+            Ok(status) => {
+                *errors.entry(format!("revoke: {status}")).or_default() += 1;
+                continue;
+            }
+            Err(error) => {
+                *errors.entry(format!("revoke: {error}")).or_default() += 1;
+                continue;
+            }
+        }
+        let patience = (replied + Duration::from_secs(5)).min(deadline.max(replied));
+        match tokio::time::timeout_at(patience.into(), closed).await {
+            Ok(Ok(Ok((at, code)))) => {
+                *codes.entry(code).or_default() += 1;
+                if code == 4001 {
+                    // Signed: a node closes its own sockets before it answers.
+                    let micros = if at >= replied {
+                        at.duration_since(replied).as_micros() as i64
+                    } else {
+                        -(replied.duration_since(at).as_micros() as i64)
+                    };
+                    to_close.push(micros);
+                    from_request.push(at.duration_since(sent).as_micros() as u64);
+                } else {
+                    *errors.entry(format!("closed with {code}, not 4001")).or_default() += 1;
+                }
+            }
+            Ok(Ok(Err(error))) => *errors.entry(error).or_default() += 1,
+            Ok(Err(_)) => *errors.entry("socket watcher gone".into()).or_default() += 1,
+            Err(_) => *errors.entry("no close within 5 s of the reply".into()).or_default() += 1,
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    to_close.sort_unstable();
+    replies.sort_unstable();
+    from_request.sort_unstable();
+    let mut report = json!({
+        "url": args.url_json(),
+        "revokeUrl": revoke_base,
+        "mode": "revocation",
+        "devices": args.devices,
+        "completed": to_close.len(),
+        "errors": errors,
+        "closeCodes": codes,
+        "seconds": (elapsed * 1000.0).round() / 1000.0,
+        "closedBeforeReply": to_close.iter().filter(|&&micros| micros < 0).count(),
+        "latencyMs": {
+            "min": percentile_signed(&to_close, 0.0),
+            "p50": percentile_signed(&to_close, 50.0), "p90": percentile_signed(&to_close, 90.0),
+            "p99": percentile_signed(&to_close, 99.0), "max": percentile_signed(&to_close, 100.0),
+        },
+        // From sending the revocation to the close frame (the end-to-end figure; never negative).
+        "requestToCloseMs": {
+            "p50": percentile(&from_request, 50.0), "p99": percentile(&from_request, 99.0),
+            "max": percentile(&from_request, 100.0),
+        },
+        "revokeReplyMs": {
+            "p50": percentile(&replies, 50.0), "p99": percentile(&replies, 99.0), "max": percentile(&replies, 100.0),
+        },
+        "serverRssKiB": { "before": rss_before.first().copied().flatten(), "after": rss_kib(args.first_pid()) },
+    });
+    marks.used(args, rss_before, &mut report);
+    Ok(report)
+}
+
 enum PairingAsk {
     Requested(String),
     Other(String),
@@ -637,12 +904,17 @@ async fn handshake_via_proxy(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let host = args.url.trim_start_matches("ws://").split(['/', ':']).next().unwrap_or_default();
-    if !matches!(host, "127.0.0.1" | "localhost" | "[" | "[::1]") && !host.starts_with("127.") {
-        bail!("refusing {}: the load generator targets loopback addresses only", args.url);
+    for url in args.url.iter().chain(&args.revoke_url) {
+        let host = url.trim_start_matches("ws://").trim_start_matches("http://").split(['/', ':']).next();
+        let host = host.unwrap_or_default();
+        if !matches!(host, "127.0.0.1" | "localhost" | "[" | "[::1]") && !host.starts_with("127.") {
+            bail!("refusing {url}: the load generator targets loopback addresses only");
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let rss_before_all: Vec<Option<u64>> = args.server_pid.iter().map(|pid| rss_kib(Some(*pid))).collect();
     let whole_report = match args.mode.as_str() {
+        "revocation" => Some(revocations(&args, deadline, &rss_before_all).await?),
         "idle" => Some(idle_sockets(&args, deadline).await?),
         "cold-start" => Some(cold_starts(&args, deadline).await?),
         "seed" => Some(seed(&args).await?),
@@ -652,30 +924,34 @@ async fn main() -> anyhow::Result<()> {
         println!("{report}");
         return Ok(());
     }
-    let rss_before = rss_kib(args.server_pid);
-    let (outcome, elapsed) = match args.mode.as_str() {
+    let rss_before = rss_before_all.first().copied().flatten();
+    let (outcome, elapsed, marks) = match args.mode.as_str() {
         "approvals" => approvals(&args).await?,
         "echo" => {
+            let marks = CpuMarks::take(&args);
             let started = Instant::now();
-            (echoes(&args, deadline).await?, started.elapsed().as_secs_f64())
+            (echoes(&args, deadline).await?, started.elapsed().as_secs_f64(), marks)
         }
         "rpc" => {
             let devices = Arc::new(pair_devices(&args).await?);
+            let marks = CpuMarks::take(&args);
             let started = Instant::now();
-            (rpc_calls(&args, devices, deadline).await?, started.elapsed().as_secs_f64())
+            (rpc_calls(&args, devices, deadline).await?, started.elapsed().as_secs_f64(), marks)
         }
         mode => {
             let devices = Arc::new(pair_devices(&args).await?);
+            let marks = CpuMarks::take(&args);
             let started = Instant::now();
             let outcome = if mode == "rate" {
                 fixed_rate(&args, devices, deadline).await?
             } else {
                 closed_loop(&args, devices, deadline).await?
             };
-            (outcome, started.elapsed().as_secs_f64())
+            (outcome, started.elapsed().as_secs_f64(), marks)
         }
     };
-    let report = report(&args, outcome.0, outcome.1, elapsed, rss_before);
+    let mut report = report(&args, outcome.0, outcome.1, elapsed, rss_before);
+    marks.used(&args, &rss_before_all, &mut report);
     if args.json {
         println!("{report}");
     } else {
