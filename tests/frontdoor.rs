@@ -192,6 +192,10 @@ async fn pairgate_decides_every_connect_and_the_real_gateway_does_the_work() {
     let unauthorized = http.get(format!("{base}/api/v1/devices")).send().await.unwrap();
     assert_eq!(unauthorized.status(), 401);
     assert_eq!(unauthorized.json::<Value>().await.unwrap()["code"], "unauthorized", "pairgate's own REST");
+    let admin = http.get(format!("{base}/admin")).send().await.unwrap();
+    assert!(admin.text().await.unwrap().contains("<title>pairgate admin</title>"), "pairgate's own admin page");
+    let events = http.get(format!("{base}/api/v1/events")).send().await.unwrap();
+    assert_eq!(events.json::<Value>().await.unwrap()["code"], "unauthorized", "pairgate's own event stream");
     let invoke = format!("{base}/tools/invoke");
     let anonymous = http.post(&invoke).json(&json!({})).send().await.unwrap();
     assert_eq!(anonymous.status(), 401, "the gateway's API without a credential: pairgate adds none");

@@ -388,3 +388,175 @@ async fn browsers_on_loopback_are_locked_out_and_get_no_access() {
     let response = http.get(&url).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK, "a local process that is not a browser is still exempt");
 }
+
+/// The admin page and its assets are served from the binary, with a strict Content-Security-Policy and
+/// the other security headers; the REST API's answers carry them too.
+#[tokio::test]
+async fn the_admin_page_is_served_with_strict_security_headers() {
+    let server = Server::start().await;
+    let http = reqwest::Client::new();
+    for (path, content_type, marker) in [
+        ("/admin", "text/html", "<title>pairgate admin</title>"),
+        ("/admin/admin.js", "text/javascript", "sessionStorage"),
+        ("/admin/admin.css", "text/css", ":root"),
+    ] {
+        let response = http.get(format!("http://{}{path}", server.addr)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers().clone();
+        assert!(headers["content-type"].to_str().unwrap().starts_with(content_type), "{path}: {headers:?}");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        for directive in ["default-src 'none'", "script-src 'self'", "frame-ancestors 'none'", "connect-src 'self'"] {
+            assert!(csp.contains(directive), "{path}: {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["referrer-policy"], "no-referrer");
+        assert!(headers.get("set-cookie").is_none());
+        assert!(response.text().await.unwrap().contains(marker), "{path}");
+    }
+    let response = http.get(format!("http://{}/api/v1/devices", server.addr)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert!(response.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+}
+
+/// The headers a same-origin `fetch()` of the admin page sends.
+fn admin_page_headers(server: &Server, operator: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("sec-fetch-site", "same-origin".into()),
+        ("sec-fetch-mode", "cors".into()),
+        ("origin", format!("http://{}", server.addr)),
+        ("x-pairgate-operator", operator.into()),
+    ]
+}
+
+/// A browser gets the REST API only from pairgate's own origin, with an operator named; whoever that is
+/// is recorded as the actor of each decision. A page of another site, or one that names nobody, gets 403.
+#[tokio::test]
+async fn the_admin_page_gets_the_api_from_its_own_origin_and_names_its_operator() {
+    let server = Server::start_with(with_proxy()).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/requests", server.addr);
+    let send = |headers: Vec<(&'static str, String)>| {
+        let mut request = http.get(&url).bearer_auth(TOKEN);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    assert_eq!(send(admin_page_headers(&server, "Ada")).await.unwrap().status(), StatusCode::OK);
+    let mut refused = vec![
+        admin_page_headers(&server, ""),
+        admin_page_headers(&server, "Ada").into_iter().filter(|(name, _)| *name != "sec-fetch-site").collect(),
+    ];
+    let mut cross_site = admin_page_headers(&server, "Ada");
+    cross_site[0].1 = "cross-site".into();
+    cross_site[2].1 = "http://evil.example".into();
+    refused.push(cross_site);
+    let mut other_origin = admin_page_headers(&server, "Ada");
+    other_origin[2].1 = "http://evil.example".into();
+    refused.push(other_origin);
+    for headers in refused {
+        let response = send(headers.clone()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{headers:?}");
+    }
+    let mut control = admin_page_headers(&server, "Ada%0Aroot");
+    control.retain(|(name, _)| *name != "origin");
+    let response = send(control).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(response.text().await.unwrap().contains("x-pairgate-operator"));
+
+    // A decision from the page is recorded with the operator's name (percent-encoded UTF-8 on the wire).
+    let request = remote_ask(&server, 70, &["operator.read"]).await;
+    let mut approve = http.post(format!("http://{}/api/v1/requests/{request}/approve", server.addr)).bearer_auth(TOKEN);
+    for (name, value) in admin_page_headers(&server, "Jos%C3%A9") {
+        approve = approve.header(name, value);
+    }
+    assert_eq!(approve.send().await.unwrap().status(), StatusCode::OK);
+    let audit = server.store.audit_page(None, 5).await.unwrap();
+    let decision = audit.iter().find(|row| row.action == "pairing.approve").unwrap();
+    assert_eq!(decision.actor, "rest:gateway/operator:José");
+}
+
+/// A wrong token from the admin page counts toward the lockout, as any browser's: ten lock it out.
+#[tokio::test]
+async fn wrong_tokens_from_the_admin_page_count_toward_the_lockout() {
+    let server = Server::start().await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/requests", server.addr);
+    let send = |token: &'static str| {
+        let mut request = http.get(&url).bearer_auth(token);
+        for (name, value) in admin_page_headers(&server, "Ada") {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    for _ in 0..10 {
+        assert_eq!(send("guess").await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    }
+    let response = send(TOKEN).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["details"]["retryAfterMs"].as_i64().unwrap() > 0, "{body}");
+}
+
+/// `/api/v1/audit` filters by device (the subject) and by action, exactly or by family (`pairing.`).
+#[tokio::test]
+async fn the_audit_trail_filters_by_device_and_action() {
+    let server = Server::start_with(with_proxy()).await;
+    let api = Api::new(&server);
+    let first = remote_ask(&server, 71, &["operator.read"]).await;
+    let (status, _) = api.post(&format!("/requests/{first}/approve"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let other = Device::new(72);
+    let attempt = Connect::cli().device(&other).via_proxy_for("203.0.113.41");
+    let (error, _) = connect(&server, &attempt).await.refused();
+    let second = error["details"]["requestId"].as_str().unwrap().to_owned();
+    let (status, _) = api.post(&format!("/requests/{second}/reject"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let actions = |body: &Value| -> Vec<String> {
+        body["items"].as_array().unwrap().iter().map(|row| row["action"].as_str().unwrap().to_owned()).collect()
+    };
+    let (_, body) = api.get(&format!("/audit?device={}", other.id())).await;
+    assert_eq!(actions(&body), ["pairing.reject", "pairing.request"]);
+    let (_, body) = api.get("/audit?action=pairing.approve").await;
+    assert_eq!(actions(&body), ["pairing.approve"]);
+    let (_, body) = api.get("/audit?action=pairing.").await;
+    assert_eq!(actions(&body), ["pairing.reject", "pairing.request", "pairing.approve", "pairing.request"]);
+    let (_, body) = api.get(&format!("/audit?action=pairing.&device={}&limit=1", Device::new(71).id())).await;
+    assert_eq!(actions(&body), ["pairing.approve"]);
+    let cursor = body["nextCursor"].as_str().unwrap().to_owned();
+    let (_, body) = api.get(&format!("/audit?action=pairing.&device={}&cursor={cursor}", Device::new(71).id())).await;
+    assert_eq!(actions(&body), ["pairing.request"], "pages keep the filter");
+    let (_, body) = api.get("/audit?action=pairing").await;
+    assert_eq!(actions(&body), Vec::<String>::new(), "without its dot, a family name is an exact action");
+    let (status, body) = api.get(&format!("/audit?device={}", "x".repeat(129))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}
+
+/// `/api/v1/events` streams pairing events to the admin page behind the bearer token.
+#[tokio::test]
+async fn pairing_events_stream_behind_the_bearer_token() {
+    let server = Server::start_with(with_proxy()).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/events", server.addr);
+    assert_eq!(http.get(&url).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let mut response = http.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let request = remote_ask(&server, 73, &["operator.read"]).await;
+    let api = Api::new(&server);
+    let (status, _) = api.post(&format!("/requests/{request}/reject"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut text = String::new();
+    while !text.contains("event: device.pair.resolved") {
+        let chunk = tokio::time::timeout(FRAME_WAIT, response.chunk()).await.expect("an event").unwrap().unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let requested = text.split("\n\n").find(|block| block.contains("event: device.pair.requested")).unwrap();
+    let data: Value = serde_json::from_str(requested.split("data: ").nth(1).unwrap().trim()).unwrap();
+    assert_eq!(data["requestId"], request, "{data}");
+    // The stream ends at shutdown, so that stopping does not wait for its reader.
+    tokio::time::timeout(FRAME_WAIT, server.stop()).await.expect("a prompt stop");
+    let end = tokio::time::timeout(FRAME_WAIT, async { while let Ok(Some(_)) = response.chunk().await {} });
+    end.await.expect("the stream ended");
+}

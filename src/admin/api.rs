@@ -24,20 +24,65 @@ use crate::app::views::{
 use crate::app::{App, Caller};
 use crate::auth::locality;
 use crate::domain::{DeviceId, RequestStatus, Role, ScopeSet};
-use crate::store::{Actor, AuditRow, DeviceFilter, Run, SessionEntry};
+use crate::store::{Actor, AuditFilter, AuditRow, DeviceFilter, Run, SessionEntry};
 
 const MAX_PAGE: i64 = 200;
 const DEFAULT_PAGE: i64 = 50;
 
+/// The header in which a caller names the operator behind it (the admin page sends the name given at
+/// sign-in), percent-encoded UTF-8: recorded with its decisions in the audit trail.
+pub const OPERATOR_HEADER: &str = "x-pairgate-operator";
+/// The longest operator name, in characters.
+const MAX_OPERATOR_CHARS: usize = 64;
+
 /// An authenticated REST caller: the bearer token is the gateway secret.
 pub struct RestCaller {
     remote_addr: String,
+    operator: Option<String>,
+}
+
+/// The operator name of `X-Pairgate-Operator`: `None` when absent or empty; refused when it is not
+/// percent-encoded UTF-8, is longer than 64 characters or holds a control character.
+fn operator_name(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(OPERATOR_HEADER) else { return Ok(None) };
+    let invalid = || {
+        ApiError::invalid(format!(
+            "{OPERATOR_HEADER} must be a percent-encoded UTF-8 name of 1 to {MAX_OPERATOR_CHARS} characters"
+        ))
+    };
+    let encoded = value.to_str().map_err(|_| invalid())?;
+    let name = percent_encoding::percent_decode_str(encoded).decode_utf8().map_err(|_| invalid())?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if name.chars().count() > MAX_OPERATOR_CHARS || name.chars().any(char::is_control) {
+        return Err(invalid());
+    }
+    Ok(Some(name.to_owned()))
+}
+
+/// Whether a browser's request comes from a page of pairgate's own origin: the browser itself says so in
+/// `Sec-Fetch-Site` (a page cannot set it), and an `Origin`, when sent, names the host the request was
+/// sent to. A page of any other site gets `cross-site` (and could not send the bearer header without a
+/// CORS preflight, which pairgate never answers).
+fn same_origin(headers: &axum::http::HeaderMap) -> bool {
+    let site = headers.get("sec-fetch-site").and_then(|value| value.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|value| value.to_str().ok());
+    let origin_host = headers
+        .get(header::ORIGIN)
+        .map(|value| value.to_str().ok().and_then(|origin| origin.split_once("://")).map(|(_, host)| host));
+    site == Some("same-origin")
+        && match origin_host {
+            None => true,
+            Some(origin_host) => origin_host.is_some() && origin_host == host,
+        }
 }
 
 impl RestCaller {
     fn caller(&self) -> Caller<'_> {
         Caller {
-            actor: Actor::Rest { token_id: "gateway".into() },
+            actor: Actor::Rest { token_id: "gateway".into(), operator: self.operator.clone() },
             remote_addr: Some(self.remote_addr.clone()),
             device_id: None,
             conn_id: None,
@@ -80,13 +125,15 @@ impl FromRequestParts<Arc<App>> for RestCaller {
             let message = if presented.is_some() { "bearer token mismatch" } else { "bearer token required" };
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message));
         }
+        let operator = operator_name(&parts.headers)?;
         // The REST API has no device identity, and a browser gets no scopes without one (docs/protocol.md §3):
-        // the bearer token in a web page's hands is not the operator's.
-        if client.browser {
+        // the bearer token in another site's page is not the operator's. The one exception is pairgate's
+        // own admin page: same origin, and an operator named at its sign-in.
+        if client.browser && !(operator.is_some() && same_origin(&parts.headers)) {
             let message = "browser requests get no access without a device identity";
             return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", message));
         }
-        Ok(RestCaller { remote_addr: client.ip.to_string() })
+        Ok(RestCaller { remote_addr: client.ip.to_string(), operator })
     }
 }
 
@@ -286,12 +333,19 @@ async fn revoke_token(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// Only the events of this device (their subject).
+    device: Option<String>,
+    /// Only this action (`pairing.approve`), or a family of actions: a prefix ending in a dot (`pairing.`).
+    action: Option<String>,
     /// Page size, 1 to 200 (default 50).
     limit: Option<i64>,
     cursor: Option<String>,
 }
 
-/// The audit trail, newest first.
+/// The longest `device` or `action` filter accepted.
+const MAX_FILTER_BYTES: usize = 128;
+
+/// The audit trail, newest first; optionally one device's events, one action's or one family's.
 #[utoipa::path(get, path = "/api/v1/audit", params(AuditQuery),
     responses((status = 200, body = Page<AuditRow>), (status = 401, body = ApiError), (status = 422, body = ApiError)))]
 async fn audit(
@@ -302,7 +356,18 @@ async fn audit(
     let limit = page_limit(query.limit)?;
     let before =
         query.cursor.as_deref().map(str::parse::<i64>).transpose().map_err(|_| ApiError::invalid("bad cursor"))?;
-    let rows = app.store.audit_page(before, limit).await?;
+    let filter_text = |name: &str, value: Option<String>| -> Result<Option<String>, ApiError> {
+        match value.map(|value| value.trim().to_owned()) {
+            Some(value) if value.len() > MAX_FILTER_BYTES => {
+                Err(ApiError::invalid(format!("{name} is longer than {MAX_FILTER_BYTES} bytes")))
+            }
+            Some(value) if value.is_empty() => Ok(None),
+            value => Ok(value),
+        }
+    };
+    let filter =
+        AuditFilter { subject: filter_text("device", query.device)?, action: filter_text("action", query.action)? };
+    let rows = app.store.audit_matching(&filter, before, limit).await?;
     let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|row| row.event_id.to_string())).flatten();
     Ok(Json(Page { items: rows, next_cursor }))
 }
@@ -369,6 +434,29 @@ async fn kill_run(
     Ok(Json(app.kill_run(&caller.caller().actor, &id).await?))
 }
 
+/// Pairing events as they happen, for the admin page: a `text/event-stream` (read it with `fetch()`, which
+/// can send the bearer header; `EventSource` cannot). Each event is named as on the WebSocket
+/// (`device.pair.requested`, `device.pair.resolved`) with the same payload. A stream that falls behind
+/// is ended; the reader reconnects and reloads what it shows.
+#[utoipa::path(get, path = "/api/v1/events",
+    responses((status = 200, body = String, content_type = "text/event-stream"), (status = 401, body = ApiError)))]
+async fn events(State(app): State<Arc<App>>, _caller: RestCaller) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt;
+    let receiver = app.live.subscribe_stream();
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        let event = receiver.recv().await?;
+        let frame = Event::default().event(event.name).json_data(&event.payload).unwrap_or_default();
+        Some((Ok::<_, std::convert::Infallible>(frame), receiver))
+    });
+    // Ends at shutdown, so that draining connections does not wait for a reader that never leaves.
+    let stream = stream.take_until(app.shutdown.clone().cancelled_owned());
+    let mut response = Sse::new(stream).keep_alive(KeepAlive::default()).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    response
+}
+
 #[derive(OpenApi)]
 #[openapi(info(
     title = "pairgate admin API",
@@ -394,6 +482,7 @@ pub(super) fn documented() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(approve_request))
         .routes(routes!(reject_request))
         .routes(routes!(audit))
+        .routes(routes!(events))
         .routes(routes!(list_sessions))
         .routes(routes!(get_session))
         .routes(routes!(kill_run))

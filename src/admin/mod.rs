@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod error;
+pub mod page;
 
 use std::sync::Arc;
 
@@ -23,6 +24,9 @@ fn documented() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))
+        .routes(routes!(page::admin_page))
+        .routes(routes!(page::admin_js))
+        .routes(routes!(page::admin_css))
         .merge(api::documented())
 }
 
@@ -43,6 +47,7 @@ pub fn router() -> Router<Arc<App>> {
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .layer(axum::middleware::map_response(error::json_errors))
+        .layer(axum::middleware::map_response(page::security_headers))
 }
 
 /// The process is up.

@@ -72,6 +72,8 @@ struct Entry {
 struct Inner {
     conns: HashMap<String, Entry>,
     by_device: HashMap<DeviceId, HashSet<String>>,
+    /// Event streams outside any socket (the admin page's `/api/v1/events`).
+    streams: Vec<mpsc::Sender<Arc<Event>>>,
 }
 
 #[derive(Default)]
@@ -244,11 +246,21 @@ impl Registry {
         sockets
     }
 
-    /// Queues an event for every subscribed socket, never waiting: a socket whose queue is full is
-    /// dropped from the subscribers, told so at once, and closes itself with 4008.
+    /// An event stream that is not a socket (the admin page's): it gets every event subscribed sockets get.
+    /// The receiver ends (`None` after what was queued) when its reader fell `EVENT_QUEUE_CAPACITY` events
+    /// behind; a reader that is gone is forgotten at the next event.
+    pub fn subscribe_stream(&self) -> mpsc::Receiver<Arc<Event>> {
+        let (sender, receiver) = mpsc::channel(EVENT_QUEUE_CAPACITY);
+        self.lock().streams.push(sender);
+        receiver
+    }
+
+    /// Queues an event for every subscribed socket and stream, never waiting: a socket whose queue is full
+    /// is dropped from the subscribers, told so at once, and closes itself with 4008; a stream just ends.
     pub fn broadcast(&self, name: &'static str, payload: Value) {
         let event = Arc::new(Event { name, payload });
         let mut inner = self.lock();
+        inner.streams.retain(|stream| stream.try_send(event.clone()).is_ok());
         for entry in inner.conns.values_mut() {
             if let Some(sender) = &entry.events
                 && sender.try_send(event.clone()).is_err()

@@ -16,10 +16,10 @@ pub use pairgate_store_postgres as postgres;
 pub use pairgate_store_sqlite as sqlite;
 pub use pairgate_store_types::files::{create_private, make_private, remove_database_files, sibling_path};
 pub use pairgate_store_types::{
-    ARCHIVE_AFTER_MS, Actor, AppliedMigration, AuditEvent, AuditRow, AuthFailureCount, AuthFailuresElsewhere,
-    DEVICE_CACHE_CAPACITY, DeviceFilter, ImportCounts, ImportedDevice, ImportedRequest, NewGrant, NewPairingRequest,
-    NewRun, PairingRequest, RequestOutcome, Run, RunEnd, SeenNote, SessionEntry, SessionPatch, SpawnLimits, StoreError,
-    StoreMetrics, StoreResult, TokenChange, latency_histogram,
+    ARCHIVE_AFTER_MS, Actor, AppliedMigration, AuditEvent, AuditFilter, AuditRow, AuthFailureCount,
+    AuthFailuresElsewhere, DEVICE_CACHE_CAPACITY, DeviceFilter, ImportCounts, ImportedDevice, ImportedRequest,
+    NewGrant, NewPairingRequest, NewRun, PairingRequest, RequestOutcome, Run, RunEnd, SeenNote, SessionEntry,
+    SessionPatch, SpawnLimits, StoreError, StoreMetrics, StoreResult, TokenChange, latency_histogram,
 };
 
 use pairgate_domain::clock::Millis;
@@ -306,8 +306,19 @@ impl Store {
         engine!(self, store => store.last_audit_id().await)
     }
 
+    /// The audit trail, newest first, before `before_id`.
     pub async fn audit_page(&self, before_id: Option<i64>, limit: i64) -> StoreResult<Vec<AuditRow>> {
-        engine!(self, store => store.audit_page(before_id, limit).await)
+        self.audit_matching(&AuditFilter::default(), before_id, limit).await
+    }
+
+    /// `audit_page` with only the rows `filter` lets through (a device's, an action's or a family's).
+    pub async fn audit_matching(
+        &self,
+        filter: &AuditFilter,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditRow>> {
+        engine!(self, store => store.audit_page(filter, before_id, limit).await)
     }
 
     /// The device, its grants and its newest token per role; `None` when never approved. Answered from

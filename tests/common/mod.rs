@@ -162,6 +162,7 @@ pub struct Connect {
     pub nonce_override: Option<String>,
     /// Sends this device id instead of the key's.
     pub id_override: Option<String>,
+    pub display_name: Option<String>,
 }
 
 impl Connect {
@@ -183,6 +184,7 @@ impl Connect {
             signed_at_offset_ms: 0,
             nonce_override: None,
             id_override: None,
+            display_name: None,
         }
     }
 
@@ -207,6 +209,12 @@ impl Connect {
 
     pub fn device_token(mut self, token: &str) -> Connect {
         self.device_token = Some(token.to_owned());
+        self
+    }
+
+    /// `client.displayName` (unsigned: it is not part of the signed payload).
+    pub fn display_name(mut self, name: &str) -> Connect {
+        self.display_name = Some(name.to_owned());
         self
     }
 
@@ -236,6 +244,9 @@ impl Connect {
     pub fn params(&self, nonce: &str, now: i64) -> Value {
         let spec = self.spec();
         let mut params = spec.params();
+        if let Some(name) = &self.display_name {
+            params["client"]["displayName"] = json!(name);
+        }
         if let Some(device) = &self.device {
             let id = self.id_override.clone().unwrap_or_else(|| device.id().to_string());
             let nonce = self.nonce_override.clone().unwrap_or_else(|| nonce.to_owned());

@@ -1,7 +1,7 @@
 //! The audit trail: written inside the transaction of the change it describes.
 
 use super::{Store, StoreResult, WriteTx};
-use crate::{AuditEvent, AuditRow};
+use crate::{AuditEvent, AuditFilter, AuditRow};
 
 /// Writes `event` in the transaction of the change it describes, and tells every node listening
 /// (`NOTIFY`, delivered when the transaction commits, never if it rolls back).
@@ -78,12 +78,27 @@ impl Store {
     }
 
     /// Audit rows, newest first, before `before_id` when given.
-    pub async fn audit_page(&self, before_id: Option<i64>, limit: i64) -> StoreResult<Vec<AuditRow>> {
+    /// Newest first, before `before_id`, the rows `filter` lets through.
+    pub async fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditRow>> {
         let before = before_id.unwrap_or(i64::MAX);
+        let (subject, (exact, family)) = (filter.subject.as_deref(), filter.action_parts());
         let rows = sqlx::query!(
             r#"SELECT event_id AS "event_id!: i64", at_ms, actor, action, subject, remote_addr, details::text AS "details!"
-               FROM audit_events WHERE event_id < $1 ORDER BY event_id DESC LIMIT $2"#,
+               FROM audit_events
+               WHERE event_id < $1
+                 AND ($2::text IS NULL OR subject = $2)
+                 AND ($3::text IS NULL OR action = $3)
+                 AND ($4::text IS NULL OR left(action, length($4)) = $4)
+               ORDER BY event_id DESC LIMIT $5"#,
             before,
+            subject,
+            exact,
+            family,
             limit
         )
         .fetch_all(&self.pool)

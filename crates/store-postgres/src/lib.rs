@@ -24,9 +24,9 @@ mod transfer;
 use std::time::Duration;
 
 use pairgate_store_types::{
-    ARCHIVE_AFTER_MS, Actor, AuditEvent, AuditRow, DeviceFilter, ImportCounts, ImportedDevice, ImportedRequest,
-    NewGrant, NewPairingRequest, NewRun, PairingRequest, RequestOutcome, Run, RunEnd, SeenNote, SessionEntry,
-    SessionPatch, SpawnLimits, TokenChange,
+    ARCHIVE_AFTER_MS, Actor, AuditEvent, AuditFilter, AuditRow, DeviceFilter, ImportCounts, ImportedDevice,
+    ImportedRequest, NewGrant, NewPairingRequest, NewRun, PairingRequest, RequestOutcome, Run, RunEnd, SeenNote,
+    SessionEntry, SessionPatch, SpawnLimits, TokenChange,
 };
 use pairgate_store_types::{
     AppliedMigration, StoreError, StoreMetrics, StoreResult, expect_one, latency_histogram, redact_url,

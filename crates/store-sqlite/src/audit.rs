@@ -1,7 +1,7 @@
 //! The audit trail: written inside the transaction of the change it describes.
 
 use super::{Store, StoreResult, WriteTx};
-use crate::{AuditEvent, AuditRow};
+use crate::{AuditEvent, AuditFilter, AuditRow};
 
 /// Writes `event` in the transaction of the change it describes.
 pub(super) async fn record(tx: &mut WriteTx, event: &AuditEvent) -> StoreResult<()> {
@@ -75,12 +75,31 @@ impl Store {
     }
 
     /// Audit rows, newest first, before `before_id` when given.
-    pub async fn audit_page(&self, before_id: Option<i64>, limit: i64) -> StoreResult<Vec<AuditRow>> {
+    /// Newest first, before `before_id`, the rows `filter` lets through.
+    pub async fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditRow>> {
         let before = before_id.unwrap_or(i64::MAX);
+        let (subject, (exact, family)) = (filter.subject.as_deref(), filter.action_parts());
         let rows = sqlx::query!(
             r#"SELECT event_id AS "event_id!: i64", at_ms, actor, action, subject, remote_addr, details
-               FROM audit_events WHERE event_id < ? ORDER BY event_id DESC LIMIT ?"#,
+               FROM audit_events
+               WHERE event_id < ?
+                 AND (? IS NULL OR subject = ?)
+                 AND (? IS NULL OR action = ?)
+                 AND (? IS NULL OR substr(action, 1, length(?)) = ?)
+               ORDER BY event_id DESC LIMIT ?"#,
             before,
+            subject,
+            subject,
+            exact,
+            exact,
+            family,
+            family,
+            family,
             limit
         )
         .fetch_all(&self.readers)

@@ -17,10 +17,10 @@ mod transfer;
 
 pub use pairgate_store_types::files::{create_private, make_private, remove_database_files, sibling_path};
 pub use pairgate_store_types::{
-    ARCHIVE_AFTER_MS, Actor, AppliedMigration, AuditEvent, AuditRow, DEVICE_CACHE_CAPACITY, DeviceFilter, ImportCounts,
-    ImportedDevice, ImportedRequest, NewGrant, NewPairingRequest, NewRun, PairingRequest, RequestOutcome, Run, RunEnd,
-    SeenNote, SessionEntry, SessionPatch, SpawnLimits, StoreError, StoreMetrics, StoreResult, TokenChange, expect_one,
-    latency_histogram,
+    ARCHIVE_AFTER_MS, Actor, AppliedMigration, AuditEvent, AuditFilter, AuditRow, DEVICE_CACHE_CAPACITY, DeviceFilter,
+    ImportCounts, ImportedDevice, ImportedRequest, NewGrant, NewPairingRequest, NewRun, PairingRequest, RequestOutcome,
+    Run, RunEnd, SeenNote, SessionEntry, SessionPatch, SpawnLimits, StoreError, StoreMetrics, StoreResult, TokenChange,
+    expect_one, latency_histogram,
 };
 
 use std::path::{Path, PathBuf};

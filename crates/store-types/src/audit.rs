@@ -13,8 +13,9 @@ pub enum Actor {
     Socket { conn_id: String, device_id: Option<String> },
     /// The offline CLI, by OS user.
     Cli { user: String },
-    /// A REST caller, by token id.
-    Rest { token_id: String },
+    /// A REST caller, by token id, and the operator name it gave (the admin page asks for one; it is a
+    /// label the token's holder chose, not a separate identity).
+    Rest { token_id: String, operator: Option<String> },
 }
 impl Actor {
     pub fn label(&self) -> String {
@@ -23,7 +24,8 @@ impl Actor {
             Actor::Socket { conn_id, device_id: Some(device) } => format!("socket:{conn_id}/device:{device}"),
             Actor::Socket { conn_id, device_id: None } => format!("socket:{conn_id}"),
             Actor::Cli { user } => format!("cli:{user}"),
-            Actor::Rest { token_id } => format!("rest:{token_id}"),
+            Actor::Rest { token_id, operator: None } => format!("rest:{token_id}"),
+            Actor::Rest { token_id, operator: Some(operator) } => format!("rest:{token_id}/operator:{operator}"),
         }
     }
 
@@ -76,6 +78,25 @@ impl AuditEvent {
         self
     }
 }
+/// Which rows an audit page shows. `None` lets every row through.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// The row's subject: a device id for every device and pairing event.
+    pub subject: Option<String>,
+    /// An exact action (`pairing.approve`), or a family of them when it ends with a dot (`pairing.`).
+    pub action: Option<String>,
+}
+
+impl AuditFilter {
+    /// The action filter as the SQL takes it: (exact action, family prefix), at most one of them.
+    pub fn action_parts(&self) -> (Option<&str>, Option<&str>) {
+        match self.action.as_deref() {
+            Some(family) if family.ends_with('.') => (None, Some(family)),
+            exact => (exact, None),
+        }
+    }
+}
+
 /// A stored audit row.
 #[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -12,7 +12,7 @@ pub mod rows;
 mod sessions;
 pub mod transfer;
 
-pub use audit::{Actor, AuditEvent, AuditRow, AuthFailureCount, AuthFailuresElsewhere, OwnEvents};
+pub use audit::{Actor, AuditEvent, AuditFilter, AuditRow, AuthFailureCount, AuthFailuresElsewhere, OwnEvents};
 pub use devices::{DeviceFilter, NewGrant, SeenNote, TokenChange};
 pub use imports::{ImportCounts, ImportedDevice, ImportedRequest};
 pub use requests::{NewPairingRequest, PairingRequest, RequestOutcome};
