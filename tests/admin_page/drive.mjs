@@ -20,15 +20,12 @@
 //   phone                         390 px wide: every page fits, axe-core finds no violation
 //   quit
 // Env: PAIRGATE_BROWSER_DIR (playwright-core and axe-core, installed by scripts/test), CHROMIUM.
-import { createRequire } from 'node:module';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
+import { browserRequire, launch } from '../browser/chromium.mjs';
 
-const require = createRequire(path.join(process.env.PAIRGATE_BROWSER_DIR ?? '.', 'package.json'));
-const { chromium } = require('playwright-core');
-const axeSource = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+const axeSource = fs.readFileSync(browserRequire.resolve('axe-core/axe.min.js'), 'utf8');
 
 const [base0, artifacts] = process.argv.slice(2);
 if (!base0 || !artifacts) {
@@ -39,16 +36,7 @@ const base = base0.replace(/\/+$/, '');
 fs.mkdirSync(artifacts, { recursive: true });
 const TIMEOUT = 15000;
 
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'pairgate-admin-page-'));
-const ctx = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1024, height: 800 },
-  // The machine has no internet: no background fetches, no sync, no component updates.
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
-const page = ctx.pages()[0] ?? (await ctx.newPage());
+const { ctx, page, close } = await launch('pairgate-admin-page-', { width: 1024, height: 800 });
 page.setDefaultTimeout(TIMEOUT);
 
 const evidence = { console: [], dialogs: [], requests: [], loads: 0, cspViolations: [] };
@@ -261,6 +249,5 @@ for (;;) {
   if (command === 'quit') break;
 }
 input.close();
-await ctx.close();
-fs.rmSync(profile, { recursive: true, force: true });
+await close();
 process.exit(0);

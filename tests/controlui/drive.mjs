@@ -8,14 +8,8 @@
 // <...>.fail.png and the evidence (connect results, HTTP errors, console) on stdout. Exit 0 on success.
 // Env: PAIRGATE_BROWSER_DIR (where playwright-core is installed, by scripts/test), CHROMIUM
 // (default /usr/bin/chromium).
-import { createRequire } from 'node:module';
-import fs from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
-
-const require = createRequire(path.join(process.env.PAIRGATE_BROWSER_DIR ?? '.', 'package.json'));
-const { chromium } = require('playwright-core');
+import { launch } from '../browser/chromium.mjs';
 
 const [base0, token, shot] = process.argv.slice(2);
 if (!base0 || !token || !shot) {
@@ -47,16 +41,7 @@ function rest(method, p) {
   });
 }
 
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'pairgate-control-ui-'));
-const ctx = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1280, height: 800 },
-  // The machine has no internet: no background fetches, no sync, no component updates.
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
-const page = ctx.pages()[0] ?? (await ctx.newPage());
+const { page, close } = await launch('pairgate-control-ui-', { width: 1280, height: 800 });
 
 const evidence = { console: [], httpErrors: [], connects: [] };
 page.on('console', m => evidence.console.push(`${m.type()}: ${m.text()}`));
@@ -85,8 +70,7 @@ async function fail(why) {
   log('FAIL:', why);
   try { await page.screenshot({ path: shot.replace(/\.png$/, '') + '.fail.png' }); } catch {}
   console.log(JSON.stringify(evidence, null, 1));
-  await ctx.close();
-  fs.rmSync(profile, { recursive: true, force: true });
+  await close();
   process.exit(1);
 }
 
@@ -146,6 +130,5 @@ try {
 } catch (error) {
   await fail(error.stack ?? String(error));
 }
-await ctx.close();
-fs.rmSync(profile, { recursive: true, force: true });
+await close();
 process.exit(0);
