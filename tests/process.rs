@@ -480,6 +480,16 @@ async fn offline_cli_manages_tokens_devices_and_audit_while_serving() {
     assert_eq!(audit[0]["actor"], format!("cli:{account}"));
     let (ok, out, _) = pairgate(home.path(), &["audit", "--db", &db]).await;
     assert!(ok && out.lines().count() >= 4 && out.contains("device.approve.silent"), "{out}");
+    // Filtered as the REST API filters: by device, and by an action's family.
+    let device_id = device.id().to_string();
+    let filtered = ["audit", "--json", "--device", &device_id, "--action", "token.", "--db", &db];
+    let (ok, out, err) = pairgate(home.path(), &filtered).await;
+    assert!(ok, "{err}");
+    let audit: Value = serde_json::from_str(&out).unwrap();
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|row| row["action"].as_str().unwrap()).collect();
+    assert_eq!(actions.first(), Some(&"token.rotate"), "{out}");
+    assert!(actions.iter().all(|action| action.starts_with("token.")), "{out}");
+    assert!(audit.as_array().unwrap().iter().all(|row| row["subject"] == device_id.as_str()), "{out}");
     server.kill9().await;
 }
 

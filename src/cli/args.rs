@@ -87,6 +87,12 @@ pub enum Command {
         /// How many events.
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Only this device's events.
+        #[arg(long)]
+        device: Option<String>,
+        /// Only this action (`pairing.approve`), or a family: a prefix ending in a dot (`pairing.`).
+        #[arg(long)]
+        action: Option<String>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]

@@ -47,7 +47,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens { action, db } => offline::tokens(action, &db).await,
         Command::GatewayToken { action, db } => gateway_token::command(action, &db).await,
         Command::Sessions { action, db } => offline::sessions(action, &db).await,
-        Command::Audit { limit, json, db } => offline::audit(limit, json, &db).await,
+        Command::Audit { limit, device, action, json, db } => {
+            let filter = crate::store::AuditFilter { subject: device, action };
+            offline::audit(&filter, limit, json, &db).await
+        }
     }
 }
 

@@ -155,9 +155,14 @@ async fn tokens_on(app: &App, action: TokensAction) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) async fn audit(limit: i64, json: bool, db: &DbArg) -> anyhow::Result<()> {
+pub(super) async fn audit(
+    filter: &crate::store::AuditFilter,
+    limit: i64,
+    json: bool,
+    db: &DbArg,
+) -> anyhow::Result<()> {
     let store = open_for_reading(db).await?;
-    let rows = store.audit_page(None, limit.clamp(1, 10_000)).await?;
+    let rows = store.audit_matching(filter, None, limit.clamp(1, 10_000)).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
