@@ -356,17 +356,12 @@ async fn audit(
     let limit = page_limit(query.limit)?;
     let before =
         query.cursor.as_deref().map(str::parse::<i64>).transpose().map_err(|_| ApiError::invalid("bad cursor"))?;
-    let filter_text = |name: &str, value: Option<String>| -> Result<Option<String>, ApiError> {
-        match value.map(|value| value.trim().to_owned()) {
-            Some(value) if value.len() > MAX_FILTER_BYTES => {
-                Err(ApiError::invalid(format!("{name} is longer than {MAX_FILTER_BYTES} bytes")))
-            }
-            Some(value) if value.is_empty() => Ok(None),
-            value => Ok(value),
+    let filter = AuditFilter::new(query.device, query.action);
+    for (name, value) in [("device", &filter.subject), ("action", &filter.action)] {
+        if value.as_ref().is_some_and(|value| value.len() > MAX_FILTER_BYTES) {
+            return Err(ApiError::invalid(format!("{name} is longer than {MAX_FILTER_BYTES} bytes")));
         }
-    };
-    let filter =
-        AuditFilter { subject: filter_text("device", query.device)?, action: filter_text("action", query.action)? };
+    }
     let rows = app.store.audit_matching(&filter, before, limit).await?;
     let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|row| row.event_id.to_string())).flatten();
     Ok(Json(Page { items: rows, next_cursor }))

@@ -48,7 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::GatewayToken { action, db } => gateway_token::command(action, &db).await,
         Command::Sessions { action, db } => offline::sessions(action, &db).await,
         Command::Audit { limit, device, action, json, db } => {
-            let filter = crate::store::AuditFilter { subject: device, action };
+            let filter = crate::store::AuditFilter::new(device, action);
             offline::audit(&filter, limit, json, &db).await
         }
     }

@@ -88,6 +88,13 @@ pub struct AuditFilter {
 }
 
 impl AuditFilter {
+    /// A filter from what a caller typed: surrounding blanks are dropped, and an empty value filters nothing.
+    pub fn new(subject: Option<String>, action: Option<String>) -> AuditFilter {
+        let given =
+            |value: Option<String>| value.map(|value| value.trim().to_owned()).filter(|value| !value.is_empty());
+        AuditFilter { subject: given(subject), action: given(action) }
+    }
+
     /// The action filter as the SQL takes it: (exact action, family prefix), at most one of them.
     pub fn action_parts(&self) -> (Option<&str>, Option<&str>) {
         match self.action.as_deref() {
