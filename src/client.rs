@@ -65,6 +65,8 @@ pub struct ConnectSpec {
     pub token: Option<String>,
     pub password: Option<String>,
     pub device_token: Option<String>,
+    /// A setup code's bootstrap token (docs/protocol.md §12).
+    pub bootstrap_token: Option<String>,
     pub min_protocol: i64,
     pub max_protocol: i64,
 }
@@ -82,6 +84,7 @@ impl ConnectSpec {
             token: token.map(str::to_owned),
             password: None,
             device_token: None,
+            bootstrap_token: None,
             min_protocol: 3,
             max_protocol: 4,
         }
@@ -96,7 +99,10 @@ impl ConnectSpec {
         signed_at: Millis,
         version: PayloadVersion,
     ) -> Value {
-        let signed_token = self.token.as_deref().or(self.device_token.as_deref()).unwrap_or("");
+        let signed_token = [&self.token, &self.device_token, &self.bootstrap_token]
+            .into_iter()
+            .find_map(|token| token.as_deref())
+            .unwrap_or("");
         let fields = SignedFields {
             client_id: &self.client_id,
             client_mode: &self.client_mode,
@@ -122,8 +128,13 @@ impl ConnectSpec {
     /// The `connect` params, without a device proof (add one with `device_proof`).
     pub fn params(&self) -> Value {
         let mut auth = Map::new();
-        for (name, value) in [("token", &self.token), ("password", &self.password), ("deviceToken", &self.device_token)]
-        {
+        let secrets = [
+            ("token", &self.token),
+            ("password", &self.password),
+            ("deviceToken", &self.device_token),
+            ("bootstrapToken", &self.bootstrap_token),
+        ];
+        for (name, value) in secrets {
             if let Some(value) = value {
                 auth.insert(name.into(), json!(value));
             }

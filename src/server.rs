@@ -63,6 +63,8 @@ pub struct Config {
     pub upstream: Option<crate::gateway::upstream::UpstreamConfig>,
     /// On PostgreSQL, this node's lease: silent for that long, it is taken for dead and its runs ended.
     pub node_lease: Duration,
+    /// Where setup codes point devices (`--public-url`, the listener), and how long they last.
+    pub setup: crate::app::setup::SetupConfig,
 }
 
 impl Default for Config {
@@ -85,6 +87,7 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             upstream: gateway.upstream,
             node_lease: app.node_lease,
+            setup: app.setup,
         }
     }
 }
@@ -98,6 +101,7 @@ impl Config {
             metrics_open: self.metrics_open,
             unstarted_run_ttl: self.unstarted_run_ttl,
             node_lease: self.node_lease,
+            setup: self.setup,
         };
         let gateway = GatewayConfig {
             policy: self.policy,

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use base64::Engine as _;
 use common::*;
 use pairgate::server::Config;
 use serde_json::{Value, json};
@@ -245,6 +246,28 @@ async fn an_operator_pairs_rejects_and_revokes_from_the_admin_page() {
     assert_eq!(killed["stateBefore"], "running", "{killed}");
     let state = server.store.run("run-admin-page").await.unwrap().unwrap().state;
     assert_eq!(state, pairgate::domain::RunState::Killed);
+
+    // Setup codes: made on the page, its QR code read as a camera would, redeemed by a node; the page hears
+    // of it without a reload. Then the node is renamed there.
+    let minted = driver.step(&format!("setup-code node ws://{}", server.addr)).await;
+    let qr = minted["qr"].as_str().unwrap().strip_prefix("data:image/png;base64,").expect("a PNG data URL");
+    let code = decode_qr(&base64::engine::general_purpose::STANDARD.decode(qr).unwrap());
+    assert_eq!(code, minted["code"].as_str().unwrap(), "the QR code holds the setup code");
+    let token = pairgate::domain::setup::SetupPayload::decode(&code).expect("a setup code").bootstrap_token;
+    let pi = Device::new(64);
+    let node = Connect {
+        client_id: "node-host".into(),
+        client_mode: "node".into(),
+        role: "node".into(),
+        scopes: vec![],
+        ..Connect::cli()
+    };
+    let (_hello, _pi_socket) = connect(&server, &node.device(&pi).bootstrap_token(&token)).await.hello();
+    let redeemed = driver.step(&format!("setup-redeemed {}", minted["setupId"].as_str().unwrap())).await;
+    assert!(redeemed["notice"].as_str().unwrap().contains("node access"), "{redeemed}");
+    driver.step(&format!("rename {} Workshop", pi.id())).await;
+    let labelled = server.store.device(&pi.id()).await.unwrap().unwrap();
+    assert_eq!(labelled.label.as_deref(), Some("Workshop"));
 
     // On a 390-px-wide phone: nothing wider than the screen, and axe-core finds no WCAG A/AA violation.
     let phone_view = driver.step("phone").await;

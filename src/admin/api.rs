@@ -18,12 +18,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ApiError;
+use crate::app::setup::MintRequest;
 use crate::app::views::{
-    Approved, DeviceRemoved, DeviceView, Rejected, RequestView, RunsKilled, TokenRevoked, TokenRotated,
+    Approved, DeviceRemoved, DeviceRenamed, DeviceView, Rejected, RequestView, RunsKilled, SetupCodeView, TokenRevoked,
+    TokenRotated,
 };
 use crate::app::{App, Caller};
 use crate::auth::locality;
-use crate::domain::{DeviceId, RequestStatus, Role, ScopeSet};
+use crate::domain::{DeviceId, RequestStatus, Role, ScopeSet, SetupAccess};
 use crate::store::{Actor, AuditFilter, AuditRow, DeviceFilter, Run, SessionEntry};
 
 const MAX_PAGE: i64 = 200;
@@ -135,6 +137,12 @@ impl FromRequestParts<Arc<App>> for RestCaller {
         }
         Ok(RestCaller { remote_addr: client.ip.to_string(), operator })
     }
+}
+
+/// An application failure as the API answers it, for handlers outside this module.
+pub(super) fn unavailable(error: crate::app::AppError) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ApiError::from(error).into_response()
 }
 
 /// A page of results and the cursor of the next one.
@@ -452,6 +460,129 @@ async fn events(State(app): State<Arc<App>>, _caller: RestCaller) -> axum::respo
     response
 }
 
+/// What to mint: the access level (default `node`), a URL over the configured one, and whether to make
+/// a one-time join URL too.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MintBody {
+    /// `full`, `limited`, `node` (default) or `voice-node`.
+    access: Option<String>,
+    /// ws://, wss://, http:// or https:// URL devices reach pairgate at.
+    url: Option<String>,
+    /// Also make a one-time join URL (`openclaw connect <url>`; node access, TLS or loopback).
+    join: Option<bool>,
+}
+
+/// A minted setup code. `setupCode` (and `joinUrl`) are secrets, shown this once: they are not stored.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MintedView {
+    #[serde(flatten)]
+    code: SetupCodeView,
+    /// What the device redeems (`openclaw node run --pair <setupCode>`, or the app's QR scanner).
+    setup_code: String,
+    /// The QR code of `setupCode`, a PNG, base64.
+    qr_png: String,
+    /// The same PNG as a data URL.
+    qr_data_url: String,
+    /// `request.publicUrl`, `pairgate.publicUrl` or `pairgate.listen`.
+    url_source: &'static str,
+    /// Full access was asked for a plaintext URL off loopback and lowered to limited.
+    access_downgraded: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    join_url: Option<String>,
+}
+
+/// Mint a setup code: a short-lived, single-use credential that pairs the device redeeming it with the
+/// access it carries. The reply is the only copy of the code.
+#[utoipa::path(post, path = "/api/v1/setup-codes", request_body(content = Option<MintBody>),
+    responses((status = 201, body = MintedView), (status = 401, body = ApiError), (status = 422, body = ApiError)))]
+async fn mint_setup_code(
+    State(app): State<Arc<App>>,
+    caller: RestCaller,
+    body: Bytes,
+) -> Result<(StatusCode, Json<MintedView>), ApiError> {
+    use base64::Engine as _;
+    let body: MintBody = optional_body(&body)?.unwrap_or_default();
+    let access = match body.access.as_deref() {
+        None => SetupAccess::Node,
+        Some(name) => SetupAccess::parse(name)
+            .ok_or_else(|| ApiError::invalid(format!("unknown access {name}: full, limited, node or voice-node")))?,
+    };
+    let request = MintRequest { access, url: body.url, join: body.join.unwrap_or(false) };
+    let minted = app.mint_setup_code(&caller.caller(), &request).await?;
+    let png = base64::engine::general_purpose::STANDARD.encode(minted.qr_png());
+    let view = MintedView {
+        code: SetupCodeView::new(&minted.code, app.clock.now_ms()),
+        qr_data_url: format!("data:image/png;base64,{png}"),
+        qr_png: png,
+        setup_code: minted.setup_code,
+        url_source: minted.url_source,
+        access_downgraded: minted.access_downgraded,
+        join_url: minted.join_url,
+    };
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SetupCodeQuery {
+    /// How many, newest first, 1 to 200 (default 50).
+    limit: Option<i64>,
+}
+
+/// Setup codes, newest first, with their state (`unused`, `redeemed`, `revoked`, `expired`). Never their
+/// secret.
+#[utoipa::path(get, path = "/api/v1/setup-codes", params(SetupCodeQuery),
+    responses((status = 200, body = Page<SetupCodeView>), (status = 401, body = ApiError)))]
+async fn list_setup_codes(
+    State(app): State<Arc<App>>,
+    _caller: RestCaller,
+    Query(query): Query<SetupCodeQuery>,
+) -> Result<Json<Page<SetupCodeView>>, ApiError> {
+    let codes = app.store.setup_codes(page_limit(query.limit)?).await?;
+    let now = app.clock.now_ms();
+    Ok(Json(Page { items: codes.iter().map(|code| SetupCodeView::new(code, now)).collect(), next_cursor: None }))
+}
+
+/// Revoke an unused setup code (409 when it was used, revoked or expired already).
+#[utoipa::path(post, path = "/api/v1/setup-codes/{id}/revoke", params(("id" = String, Path)),
+    responses((status = 200, body = SetupCodeView), (status = 401, body = ApiError), (status = 404, body = ApiError),
+              (status = 409, body = ApiError)))]
+async fn revoke_setup_code(
+    State(app): State<Arc<App>>,
+    caller: RestCaller,
+    Path(id): Path<String>,
+) -> Result<Json<SetupCodeView>, ApiError> {
+    let code = app.revoke_setup_code(&caller.caller(), &id).await?;
+    Ok(Json(SetupCodeView::new(&code, app.clock.now_ms())))
+}
+
+/// Body of a rename.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelBody {
+    /// 1 to 64 characters.
+    label: String,
+}
+
+/// Set the operator's label of a device; it survives removal and re-pairing.
+#[utoipa::path(put, path = "/api/v1/devices/{id}/label", params(("id" = String, Path)), request_body = LabelBody,
+    responses((status = 200, body = DeviceRenamed), (status = 401, body = ApiError), (status = 404, body = ApiError),
+              (status = 422, body = ApiError)))]
+async fn rename_device(
+    State(app): State<Arc<App>>,
+    caller: RestCaller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<DeviceRenamed>, ApiError> {
+    let id = device_id(&id)?;
+    let body: LabelBody =
+        optional_body(&body)?.ok_or_else(|| ApiError::invalid("a body {\"label\": …} is required"))?;
+    let label = app.rename_device(&caller.caller(), &id, &body.label).await?;
+    Ok(Json(DeviceRenamed { device_id: id.to_string(), label }))
+}
+
 #[derive(OpenApi)]
 #[openapi(info(
     title = "pairgate admin API",
@@ -476,6 +607,9 @@ pub(super) fn documented() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(list_requests))
         .routes(routes!(approve_request))
         .routes(routes!(reject_request))
+        .routes(routes!(mint_setup_code, list_setup_codes))
+        .routes(routes!(revoke_setup_code))
+        .routes(routes!(rename_device))
         .routes(routes!(audit))
         .routes(routes!(events))
         .routes(routes!(list_sessions))

@@ -83,15 +83,18 @@ fn refusal_error(refusal: Refusal) -> ApiError {
         }
         Refusal::UnknownSession { key } => ApiError::not_found(format!("no session {key}")),
         Refusal::UnknownRun { run_id } => ApiError::not_found(format!("no run {run_id}")),
+        Refusal::UnknownSetupCode { setup_id } => ApiError::not_found(format!("no setup code {setup_id}")),
         Refusal::Expired { .. } => ApiError::new(StatusCode::GONE, "gone", refusal.to_string()),
         Refusal::AlreadyDecided { .. }
         | Refusal::IllegalTransition { .. }
         | Refusal::ImmutableField { .. }
         | Refusal::SessionHasActiveRuns { .. }
-        | Refusal::SessionHasChildren { .. } => conflict(&refusal),
-        Refusal::MissingScope { .. } | Refusal::NodeNeedsAdmin { .. } | Refusal::SpawnLimit { .. } => {
-            forbidden(&refusal)
-        }
+        | Refusal::SessionHasChildren { .. }
+        | Refusal::SetupCodeSettled { .. } => conflict(&refusal),
+        Refusal::MissingScope { .. }
+        | Refusal::NodeNeedsAdmin { .. }
+        | Refusal::SpawnLimit { .. }
+        | Refusal::RenameDenied => forbidden(&refusal),
         Refusal::ScopeNotAsked { .. }
         | Refusal::ScopeNotGranted { .. }
         | Refusal::NotAnAgentKey { .. }
@@ -102,6 +105,12 @@ fn refusal_error(refusal: Refusal) -> ApiError {
         | Refusal::InvalidField { .. }
         | Refusal::TooLong { .. }
         | Refusal::TooManyPendingRequests { .. }
+        | Refusal::SetupCodeInvalid { .. }
+        | Refusal::NoPublicUrl { .. }
+        | Refusal::BadPublicUrl { .. }
+        | Refusal::JoinNeedsTls
+        | Refusal::JoinNeedsNodeAccess
+        | Refusal::BadLabel
         | Refusal::InvalidSessionOrRun => ApiError::invalid(refusal.to_string()),
     }
 }

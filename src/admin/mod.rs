@@ -27,6 +27,7 @@ fn documented() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(page::admin_page))
         .routes(routes!(page::admin_js))
         .routes(routes!(page::admin_css))
+        .routes(routes!(join_code))
         .merge(api::documented())
 }
 
@@ -93,4 +94,45 @@ async fn metrics(State(app): State<Arc<App>>, request: axum::extract::Request) -
     let body = app.metrics.render(pending);
     ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
         .into_response()
+}
+
+/// A join code's setup payload (`{url, bootstrapToken, expiresAtMs}`), handed out once, for
+/// `openclaw connect <joinUrl>`. No bearer: the 128-bit short code is the secret. Anything else, a query
+/// string, a second fetch, or an unknown, used, revoked or expired code, is `404 {"error":"not_found"}`,
+/// as OpenClaw answers, and counts as a failed authentication (429 `rate_limited` once locked out).
+#[utoipa::path(get, path = "/j/{code}", params(("code" = String, Path)),
+    responses((status = 200, body = Object), (status = 404, body = Object), (status = 429, body = Object)))]
+async fn join_code(
+    State(app): State<Arc<App>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Path(code): axum::extract::Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> axum::response::Response {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let not_found = || (StatusCode::NOT_FOUND, Json(json!({ "error": "not_found" }))).into_response();
+    let Ok(client) = crate::auth::locality::resolve(peer.ip(), &headers, &app.config.trusted_proxies) else {
+        return not_found();
+    };
+    let now = app.clock.now_ms();
+    if let Some(retry_after_ms) = app.auth_locked_for(&client, now) {
+        let seconds = (retry_after_ms + 999) / 1000;
+        let headers = [(header::RETRY_AFTER, seconds.to_string())];
+        return (StatusCode::TOO_MANY_REQUESTS, headers, Json(json!({ "error": "rate_limited" }))).into_response();
+    }
+    let payload = match query {
+        Some(_) => None,
+        None => match app.fetch_join_code(&code, &client).await {
+            Ok(payload) => payload,
+            Err(error) => return api::unavailable(error),
+        },
+    };
+    match payload {
+        Some(payload) => ([(header::CACHE_CONTROL, "no-store")], Json(payload)).into_response(),
+        None => {
+            app.record_auth_failure(&client, now).await;
+            not_found()
+        }
+    }
 }

@@ -31,7 +31,12 @@ impl Caller<'_> {
 }
 
 /// A caller may only hand out what it holds itself; a node role takes `operator.admin`.
-fn check_may_grant(caller: &Caller<'_>, action: &'static str, roles: &[Role], scopes: &ScopeSet) -> AppResult<()> {
+pub(super) fn check_may_grant(
+    caller: &Caller<'_>,
+    action: &'static str,
+    roles: &[Role],
+    scopes: &ScopeSet,
+) -> AppResult<()> {
     let Some(held) = caller.scopes else { return Ok(()) };
     if roles.contains(&Role::Node) && !held.allows(Scope::Admin) {
         return Err(Refusal::NodeNeedsAdmin { action }.into());
@@ -86,6 +91,7 @@ impl App {
             }
             Err(error) => tracing::warn!(%error, "could not expire pairing requests"),
         }
+        self.purge_setup_codes().await;
     }
 
     pub async fn approve_request(

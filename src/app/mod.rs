@@ -8,7 +8,9 @@
 mod decisions;
 pub mod error;
 pub mod live;
+mod qr;
 pub mod runs;
+pub mod setup;
 pub mod views;
 
 use std::net::IpAddr;
@@ -20,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 pub use decisions::Caller;
 pub use error::AppError;
+pub use qr::{png as qr_png, terminal as qr_terminal};
 
 use crate::auth::locality::ClientAddr;
 use crate::auth::ratelimit::{FailedAuthLimiter, FailureOutcome, LimitKey, RateLimitConfig};
@@ -48,6 +51,8 @@ pub struct AppConfig {
     /// On PostgreSQL, how long this node's lease lasts unrenewed: a node silent for that long is taken
     /// for dead by the fleet, which ends its runs. Renewed three times per lease.
     pub node_lease: std::time::Duration,
+    /// Where setup codes point devices, and how long they last.
+    pub setup: setup::SetupConfig,
 }
 
 impl Default for AppConfig {
@@ -59,6 +64,7 @@ impl Default for AppConfig {
             spawn_limits: SpawnLimits::default(),
             metrics_open: false,
             unstarted_run_ttl: UNSTARTED_RUN_TTL,
+            setup: setup::SetupConfig::default(),
         }
     }
 }

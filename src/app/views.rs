@@ -6,7 +6,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::domain::{DeviceId, DeviceRecord, Role, ScopeSet};
-use crate::store::{PairingRequest, TokenChange};
+use crate::store::{PairingRequest, SetupCode, TokenChange};
 
 /// A pairing request.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -64,6 +64,9 @@ pub struct DeviceView {
     pub public_key: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// The operator's name for the device (`device.pair.rename`), which survives re-pairing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     pub platform: String,
     pub device_family: String,
     pub client_id: Option<String>,
@@ -124,6 +127,7 @@ impl DeviceView {
             device_id: device.device_id.to_string(),
             public_key: device.public_key.to_base64url(),
             display_name: device.meta.display_name.clone(),
+            label: device.label.clone(),
             platform: device.meta.platform.clone().unwrap_or_default(),
             device_family: device.meta.device_family.clone().unwrap_or_default(),
             client_id: device.meta.client_id.clone(),
@@ -230,4 +234,60 @@ pub struct TokenRevoked {
 pub struct RunsKilled {
     pub run_id: String,
     pub killed: Vec<String>,
+}
+
+/// A setup code as operators see it: never its secret.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SetupCodeView {
+    pub setup_id: String,
+    /// `full`, `limited`, `node` or `voice-node`.
+    pub access: &'static str,
+    /// `unused`, `redeemed`, `revoked` or `expired`.
+    pub state: &'static str,
+    pub gateway_url: String,
+    pub issued_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub issued_by: String,
+    /// It has a one-time join URL; `joinFetchedAtMs` says whether it was fetched.
+    pub join: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join_fetched_at_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redeemed_at_ms: Option<i64>,
+    /// The device that redeemed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
+}
+
+impl SetupCodeView {
+    pub fn new(code: &SetupCode, now_ms: i64) -> Self {
+        SetupCodeView {
+            setup_id: code.setup_id.clone(),
+            access: code.access.as_str(),
+            state: code.state(now_ms).as_str(),
+            gateway_url: code.gateway_url.clone(),
+            issued_at_ms: code.issued_at_ms,
+            expires_at_ms: code.expires_at_ms,
+            issued_by: code.issued_by.clone(),
+            join: code.join,
+            join_fetched_at_ms: code.join_fetched_at_ms,
+            redeemed_at_ms: code.redeemed_at_ms,
+            device_id: code.device_id.clone(),
+            revoked_at_ms: code.revoked_at_ms,
+            revoked_by: code.revoked_by.clone(),
+        }
+    }
+}
+
+/// A renamed device.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRenamed {
+    pub device_id: String,
+    pub label: String,
 }

@@ -82,6 +82,35 @@ pub enum Command {
         #[command(flatten)]
         db: DbArg,
     },
+    /// Mint a setup code: a short-lived, single-use credential that pairs the device redeeming it
+    /// (`openclaw node run --pair <code>`, or a phone scanning the QR code) with the access it carries.
+    /// Prints the code and its QR code; the code is shown this once (only its digest is stored).
+    SetupCode {
+        /// What the device gets: node (the node role alone), voice (node, operator.read and .talk),
+        /// limited (node, and operator without admin) or full (node, and operator with admin).
+        #[arg(long, default_value = "node", value_parser = ["full", "limited", "node", "voice", "voice-node"])]
+        access: String,
+        /// The ws:// or wss:// (or http(s)://) address devices reach the server at.
+        #[arg(long, env = "PAIRGATE_PUBLIC_URL")]
+        url: Option<String>,
+        /// Also make a one-time join URL for `openclaw connect <url>` (node access; TLS or loopback).
+        #[arg(long)]
+        join: bool,
+        /// Leave out the terminal QR code.
+        #[arg(long)]
+        no_qr: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Setup codes: list them (never their secret) or revoke an unused one.
+    SetupCodes {
+        #[command(subcommand)]
+        action: SetupCodesAction,
+        #[command(flatten)]
+        db: DbArg,
+    },
     /// The audit trail, newest first.
     Audit {
         /// How many events.
@@ -185,6 +214,10 @@ pub struct ServeArgs {
     /// A reverse proxy whose X-Forwarded-For is believed (repeatable; env: comma-separated).
     #[arg(long = "trusted-proxy", env = "PAIRGATE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpAddr>,
+    /// The address devices reach this server at (ws://, wss://, or http(s):// behind a TLS proxy), put
+    /// in setup codes. Without it, codes are minted only when --listen is a LAN or tailnet address.
+    #[arg(long, env = "PAIRGATE_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Approve pairing asks from local, non-browser clients without an operator.
     #[arg(long, env = "PAIRGATE_AUTO_APPROVE_LOCAL", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_approve_local: bool,
@@ -343,6 +376,30 @@ pub enum DevicesAction {
     /// Remove a paired device (its grants go, its tokens are revoked).
     Remove {
         device_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Name a device (1 to 64 characters); the name survives removal and re-pairing.
+    Rename {
+        device_id: String,
+        label: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetupCodesAction {
+    /// Setup codes, newest first, with their state.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an unused setup code by its id.
+    Revoke {
+        setup_id: String,
         #[arg(long)]
         json: bool,
     },

@@ -47,6 +47,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens { action, db } => offline::tokens(action, &db).await,
         Command::GatewayToken { action, db } => gateway_token::command(action, &db).await,
         Command::Sessions { action, db } => offline::sessions(action, &db).await,
+        Command::SetupCode { access, url, join, no_qr, json, db } => {
+            offline::setup_code(offline::SetupCodeArgs { access, url, join, no_qr, json }, &db).await
+        }
+        Command::SetupCodes { action, db } => offline::setup_codes(action, &db).await,
         Command::Audit { limit, device, action, json, db } => {
             let filter = crate::store::AuditFilter::new(device, action);
             offline::audit(&filter, limit, json, &db).await

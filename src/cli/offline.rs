@@ -4,12 +4,13 @@
 
 use std::path::Path;
 
-use super::args::{DbArg, DevicesAction, ImportArgs, ImportSource, SessionsAction, TokensAction};
+use super::args::{DbArg, DevicesAction, ImportArgs, ImportSource, SessionsAction, SetupCodesAction, TokensAction};
 use super::shown;
-use crate::app::views::{DeviceView, RequestView};
+use crate::app::setup::MintRequest;
+use crate::app::views::{DeviceRenamed, DeviceView, RequestView, SetupCodeView};
 use crate::app::{App, Caller};
 use crate::clock::{Clock, SystemClock};
-use crate::domain::{DeviceId, Role, ScopeSet};
+use crate::domain::{DeviceId, Role, ScopeSet, SetupAccess};
 use crate::importer::openclaw;
 use crate::store::{Location, MigratePolicy, Store};
 
@@ -74,9 +75,114 @@ pub(super) async fn devices(action: DevicesAction, db: &DbArg) -> anyhow::Result
             }),
             Err(error) => Err(error),
         },
+        DevicesAction::Rename { device_id, label, json } => match parse_device_id(&device_id) {
+            Ok(id) => app.rename_device(&caller, &id, &label).await.map_err(anyhow::Error::from).map(|label| {
+                let renamed = DeviceRenamed { device_id: id.to_string(), label };
+                print_result(
+                    json,
+                    serde_json::json!(renamed),
+                    &format!("device {id} is now {}", shown(&renamed.label)),
+                );
+            }),
+            Err(error) => Err(error),
+        },
     };
     app.store.close().await;
     result
+}
+
+/// What `pairgate setup-code` asks for.
+pub(super) struct SetupCodeArgs {
+    pub access: String,
+    pub url: Option<String>,
+    pub join: bool,
+    pub no_qr: bool,
+    pub json: bool,
+}
+
+/// `pairgate setup-code`: mints a code and prints it, with its QR code, once.
+pub(super) async fn setup_code(args: SetupCodeArgs, db: &DbArg) -> anyhow::Result<()> {
+    let access = SetupAccess::parse(&args.access).ok_or_else(|| anyhow::anyhow!("unknown access {}", args.access))?;
+    let url = args.url.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no URL for the setup code: pass --url (or set PAIRGATE_PUBLIC_URL) to the ws:// or wss:// address devices reach the server at"
+        )
+    })?;
+    let app = App::offline(open(db).await?);
+    let minted =
+        app.mint_setup_code(&Caller::local_cli(), &MintRequest { access, url: Some(url), join: args.join }).await;
+    app.store.close().await;
+    let minted = minted?;
+    let code = &minted.code;
+    if args.json {
+        let mut value = serde_json::json!(SetupCodeView::new(code, SystemClock.now_ms()));
+        value["setupCode"] = serde_json::json!(minted.setup_code);
+        value["accessDowngraded"] = serde_json::json!(minted.access_downgraded);
+        if let Some(join_url) = &minted.join_url {
+            value["joinUrl"] = serde_json::json!(join_url);
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let minutes = (code.expires_at_ms - code.issued_at_ms) / 60_000;
+    println!(
+        "Setup code {} ({} access, for {} at {}; single use, expires in {minutes} minutes):",
+        code.setup_id,
+        code.access,
+        code.gateway_url,
+        shown(&code.issued_by)
+    );
+    if minted.access_downgraded {
+        println!("(full access needs wss:// or loopback: this plaintext URL gets limited access)");
+    }
+    println!("\n{}\n", minted.setup_code);
+    if !args.no_qr {
+        println!("{}", crate::app::qr_terminal(&minted.setup_code));
+    }
+    println!("On the device:  openclaw node run --pair \"{}\"", minted.setup_code);
+    if let Some(join_url) = &minted.join_url {
+        println!("Or, once:       openclaw connect {join_url}");
+    }
+    println!("Revoke it:      pairgate setup-codes revoke {}", code.setup_id);
+    Ok(())
+}
+
+pub(super) async fn setup_codes(action: SetupCodesAction, db: &DbArg) -> anyhow::Result<()> {
+    let now = SystemClock.now_ms();
+    match action {
+        SetupCodesAction::List { limit, json } => {
+            let store = open_for_reading(db).await?;
+            let codes = store.setup_codes(limit.clamp(1, 10_000)).await;
+            store.close().await;
+            let views: Vec<SetupCodeView> = codes?.iter().map(|code| SetupCodeView::new(code, now)).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&views)?);
+                return Ok(());
+            }
+            println!("Setup codes ({}):", views.len());
+            for view in &views {
+                let redeemed = view.device_id.as_deref().map(|id| format!("  by device {}…", &id[..id.len().min(12)]));
+                println!(
+                    "  {}  {:<10} {:<8}  {}  by {}{}",
+                    view.setup_id,
+                    view.access,
+                    view.state,
+                    view.gateway_url,
+                    shown(&view.issued_by),
+                    redeemed.unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        SetupCodesAction::Revoke { setup_id, json } => {
+            let app = App::offline(open(db).await?);
+            let revoked = app.revoke_setup_code(&Caller::local_cli(), &setup_id).await;
+            app.store.close().await;
+            let view = SetupCodeView::new(&revoked?, now);
+            print_result(json, serde_json::json!(view), &format!("revoked setup code {setup_id}"));
+            Ok(())
+        }
+    }
 }
 
 async fn list_devices(store: &Store, json: bool) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::args::{SecretArg, ServeArgs};
 use super::lock::ServerLock;
+use crate::app::setup::SetupConfig;
 use crate::auth::policy::PolicyConfig;
 use crate::auth::secrets::{SecretKind, SharedSecret};
 use crate::clock::{SharedClock, SystemClock};
@@ -80,6 +81,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         unstarted_run_ttl: Duration::from_secs(args.unstarted_run_timeout_secs),
         node_lease: Duration::from_millis(args.node_lease_ms),
         upstream: upstream_config(&args, store.sqlite_path())?,
+        setup: SetupConfig { public_url: public_url(&args)?, listen: Some(args.listen), ..SetupConfig::default() },
         ..Config::default()
     };
     if let Some(upstream) = &config.upstream {
@@ -133,6 +135,13 @@ fn configured_secret(args: &ServeArgs) -> anyhow::Result<Option<SharedSecret>> {
 }
 
 /// The gateway behind pairgate, with its secret from a flag, a file or the environment.
+/// `--public-url`, checked now rather than at the first mint.
+fn public_url(args: &ServeArgs) -> anyhow::Result<Option<String>> {
+    let Some(url) = &args.public_url else { return Ok(None) };
+    crate::domain::setup::GatewayUrl::parse(url).map_err(|error| anyhow::anyhow!("--public-url: {error}"))?;
+    Ok(Some(url.clone()))
+}
+
 fn upstream_config(
     args: &ServeArgs,
     db_path: Option<&std::path::Path>,

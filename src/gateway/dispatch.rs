@@ -12,11 +12,12 @@ use super::Gateway;
 use super::errors::truncate;
 use super::frames::ErrorShape;
 use super::handshake::Authenticated;
-use super::methods::{Call, Method};
+use super::methods::{Call, Method, SetupCodeParams};
 use crate::app::Caller;
 use crate::app::runs::WaitOutcome;
-use crate::app::views::{DeviceView, RequestView};
-use crate::domain::{DeviceId, Role, RunState, ScopeSet};
+use crate::app::setup::MintRequest;
+use crate::app::views::{DeviceRenamed, DeviceView, RequestView};
+use crate::domain::{DeviceId, Role, RunState, ScopeSet, SetupAccess};
 use crate::store::{Actor, NewRun, Run, RunEnd, StoreError};
 
 /// The longest `agent.wait` pairgate holds a request open.
@@ -82,7 +83,61 @@ fn wait_result(run: &Run) -> Value {
     result
 }
 
+/// The longest `qrDataUrl` OpenClaw's schema takes; a longer one is left out.
+const MAX_QR_DATA_URL: usize = 16_384;
+
 impl Gateway {
+    /// `device.pair.setupCode`, in OpenClaw's shapes (docs/protocol.md §12).
+    async fn setup_code(&self, who: &Authenticated, p: SetupCodeParams) -> Result<Value, ErrorShape> {
+        use base64::Engine as _;
+        let join = p.join_url == Some(true);
+        let access = match (p.bootstrap_profile.as_deref(), join) {
+            (Some(profile), true) if profile != "node" => {
+                return Err(ErrorShape::invalid("Join URLs require bootstrapProfile=node."));
+            }
+            (_, true) => SetupAccess::Node,
+            (None, false) => SetupAccess::Full,
+            (Some(name @ ("limited" | "node" | "voice-node")), false) => {
+                SetupAccess::parse(name).expect("a listed access level")
+            }
+            (Some(other), false) => {
+                return Err(ErrorShape::invalid(format!(
+                    "invalid device.pair.setupCode params: bootstrapProfile must be limited, node or voice-node, not {}",
+                    truncate(other, 32)
+                )));
+            }
+        };
+        let request = MintRequest { access, url: p.public_url, join };
+        let minted = self.app.mint_setup_code(&caller(who), &request).await?;
+        let auth = match self.app.secret.kind() {
+            crate::auth::secrets::SecretKind::Token => "token",
+            crate::auth::secrets::SecretKind::Password => "password",
+        };
+        let mut result = json!({
+            "setupId": minted.code.setup_id,
+            "expiresAtMs": minted.code.expires_at_ms,
+            "setupCode": minted.setup_code,
+            "gatewayUrl": minted.code.gateway_url,
+            "auth": auth,
+            "urlSource": minted.url_source,
+            "access": minted.code.access.openclaw_label(),
+        });
+        if p.include_qr != Some(false) {
+            let data_url =
+                format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(minted.qr_png()));
+            if data_url.len() <= MAX_QR_DATA_URL {
+                result["qrDataUrl"] = json!(data_url);
+            }
+        }
+        if let Some(join_url) = &minted.join_url {
+            result["joinUrl"] = json!(join_url);
+        }
+        if minted.access_downgraded {
+            result["accessDowngraded"] = json!(true);
+        }
+        Ok(result)
+    }
+
     /// Runs one request of a connected socket. `stop` is cancelled when the socket closes (or the server
     /// shuts down) while the call runs: a call that only waits (`agent.wait`) then ends at once; one that
     /// changes state runs to its end.
@@ -124,6 +179,31 @@ impl Gateway {
             Call::PairRemove(p) => {
                 let device_id = parse_device_id(&p.device_id)?;
                 Ok(to_json(app.remove_device(&caller(who), &device_id).await?))
+            }
+            Call::PairRename(p) => {
+                let device_id = parse_device_id(&p.device_id)?;
+                let label = app.rename_device(&caller(who), &device_id, &p.label).await?;
+                Ok(to_json(DeviceRenamed { device_id: device_id.to_string(), label }))
+            }
+            Call::PairSetupCode(p) => self.setup_code(who, p).await,
+            Call::PairSetupStatus(p) => {
+                let code = app.store.setup_code(&p.setup_id).await.map_err(store_error)?;
+                let Some((code, device_id)) = code.and_then(|code| code.device_id.clone().map(|id| (code, id))) else {
+                    // Unused, expired unused, revoked or unknown: OpenClaw cannot tell them apart either.
+                    return Ok(json!({}));
+                };
+                let mut completion = json!({
+                    "setupId": code.setup_id, "deviceId": device_id, "access": code.access.openclaw_label(),
+                    "ts": code.redeemed_at_ms,
+                });
+                let device = match DeviceId::try_from(device_id) {
+                    Ok(id) => app.store.device(&id).await.map_err(store_error)?,
+                    Err(_) => None,
+                };
+                if let Some(name) = device.and_then(|d| d.label.or(d.meta.display_name)) {
+                    completion["deviceName"] = json!(name);
+                }
+                Ok(json!({ "completion": completion }))
             }
             Call::TokenRotate(p) => {
                 let (device_id, role) = (parse_device_id(&p.device_id)?, parse_role(&p.role)?);

@@ -36,6 +36,9 @@ fn refusal_error(refusal: Refusal) -> ErrorShape {
         }
         Refusal::UnknownSession { key } => ErrorShape::invalid(format!("unknown session {key}")),
         Refusal::UnknownRun { run_id } => ErrorShape::invalid(format!("unknown run {run_id}")),
+        Refusal::UnknownSetupCode { setup_id } => {
+            ErrorShape::invalid(format!("unknown setupId: {}", truncate(&setup_id, 128)))
+        }
         Refusal::SpawnLimit { limit, max, current } => ErrorShape {
             code: "FORBIDDEN",
             message: refusal.to_string(),
@@ -60,6 +63,14 @@ fn refusal_error(refusal: Refusal) -> ErrorShape {
         | Refusal::InvalidField { .. }
         | Refusal::TooLong { .. }
         | Refusal::TooManyPendingRequests { .. }
+        | Refusal::SetupCodeInvalid { .. }
+        | Refusal::SetupCodeSettled { .. }
+        | Refusal::NoPublicUrl { .. }
+        | Refusal::BadPublicUrl { .. }
+        | Refusal::JoinNeedsTls
+        | Refusal::JoinNeedsNodeAccess
+        | Refusal::BadLabel
+        | Refusal::RenameDenied
         | Refusal::InvalidSessionOrRun => ErrorShape::invalid(refusal.to_string()),
     }
 }

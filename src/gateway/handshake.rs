@@ -2,9 +2,10 @@
 
 use serde_json::{Value, json};
 
-use super::frames::{ConnectParams, ErrorShape, NOT_PAIRED, close};
+use super::frames::{ClientInfo, ConnectParams, ErrorShape, NOT_PAIRED, close};
 use super::methods::{EVENTS, Method};
 use super::{ConnInfo, Gateway};
+use crate::app::setup::RedeemError;
 use crate::auth::identity::{DeviceProof, SignedFields, verify_device};
 use crate::auth::policy::{
     self, AuthFailure, AuthOutcome, ConnectFacts, ConnectRefusal, Credentials, Decision, DeviceClaim, ProvenDevice,
@@ -12,7 +13,7 @@ use crate::auth::policy::{
 };
 use crate::auth::secrets::SecretKind;
 use crate::domain::{ClientMeta, DeviceId, DeviceRecord, PairingReason, Refusal, Role, ScopeSet, TokenSecret};
-use crate::store::{Actor, NewGrant, NewPairingRequest, PairingRequest, RequestOutcome, StoreError};
+use crate::store::{Actor, NewGrant, NewPairingRequest, PairingRequest, Redemption, RequestOutcome, StoreError};
 
 /// Protocol versions pairgate speaks; it picks the highest one the client also speaks.
 pub const PROTOCOLS: std::ops::RangeInclusive<i64> = 3..=4;
@@ -205,6 +206,16 @@ fn refusal_error(refusal: ConnectRefusal, kind: SecretKind) -> ConnectError {
     }
 }
 
+/// Every refused setup code reads the same, in OpenClaw's words, which its client takes as final.
+const BOOTSTRAP_INVALID: &str = "unauthorized: setup code invalid, expired, revoked, or already used (create a new code; review `openclaw devices list`)";
+
+fn bootstrap_error() -> ConnectError {
+    ConnectError::policy(ErrorShape::invalid(BOOTSTRAP_INVALID).with_details(json!({
+        "code": "AUTH_BOOTSTRAP_TOKEN_INVALID", "authReason": "bootstrap_token_invalid",
+        "canRetryWithDeviceToken": false, "recommendedNextStep": "review_auth_configuration",
+    })))
+}
+
 fn pairing_error(request: &PairingRequest, reason: PairingReason, stored: Option<&DeviceRecord>) -> ConnectError {
     let mut details = json!({
         "code": "PAIRING_REQUIRED",
@@ -288,6 +299,14 @@ impl Gateway {
             }
             _ => None,
         };
+        // A setup code's bootstrap token, presented alone, is its own way in (docs/protocol.md §12).
+        if let Some(bootstrap) = auth.bootstrap_token.as_deref()
+            && presented_secret.is_none()
+            && auth.device_token.is_none()
+        {
+            let bootstrap = TokenSecret::from_presented(bootstrap);
+            return self.redeem(conn, protocol, &params.client, (role, scopes), &bootstrap, proof, now).await;
+        }
         let device_token_digest = auth.device_token.as_deref().map(|token| TokenSecret::from_presented(token).digest());
         let credentials = Credentials {
             shared_secret,
@@ -429,6 +448,81 @@ impl Gateway {
                 Ok((who, hello))
             }
         }
+    }
+
+    /// A connect that presents a setup code's bootstrap token: the device proof is required, the limiter
+    /// applies, and the store redeems the code or refuses (the client is told the same for every fault).
+    #[allow(clippy::too_many_arguments)]
+    async fn redeem(
+        &self,
+        conn: &ConnInfo,
+        protocol: i64,
+        info: &ClientInfo,
+        (role, scopes): (Role, ScopeSet),
+        bootstrap: &TokenSecret,
+        proof: Option<Result<(DeviceId, crate::domain::PublicKey), crate::auth::identity::DeviceAuthError>>,
+        now: i64,
+    ) -> Result<(Authenticated, HelloOk), ConnectError> {
+        let client = &conn.client;
+        if let Some(retry_after_ms) = self.app.auth_locked_for(client, now) {
+            return Err(auth_error(AuthFailure::RateLimited { retry_after_ms }, self.app.secret.kind()));
+        }
+        let (device_id, public_key) = match proof {
+            Some(Ok(device)) => device,
+            Some(Err(error)) => return Err(refusal_error(ConnectRefusal::DeviceAuth(error), self.app.secret.kind())),
+            None => return Err(refusal_error(ConnectRefusal::DeviceIdentityRequired, self.app.secret.kind())),
+        };
+        let redemption = Redemption {
+            token_digest: bootstrap.digest(),
+            device_id: device_id.clone(),
+            public_key,
+            meta: ClientMeta {
+                client_id: Some(info.id.clone()),
+                client_mode: Some(info.mode.clone()),
+                platform: info.platform.clone(),
+                device_family: info.device_family.clone(),
+                display_name: info.display_name.clone(),
+            },
+            remote_ip: Some(client.ip.to_string()),
+            role,
+            scopes: scopes.clone(),
+        };
+        let actor = Actor::Socket { conn_id: conn.conn_id.clone(), device_id: Some(device_id.to_string()) };
+        let redeemed = match self.app.redeem_setup_code(&redemption, &actor, client).await {
+            Ok(redeemed) => redeemed,
+            Err(RedeemError::Invalid(_)) => return Err(bootstrap_error()),
+            Err(RedeemError::Store(error)) => return Err(ConnectError::internal(&error)),
+        };
+        self.app.metrics.decision("setup_code");
+        let mut tokens = redeemed.tokens.iter();
+        let primary = tokens.next().expect("a redemption hands out the connecting role's token first");
+        let mut auth_info = json!({
+            "method": "bootstrap-token",
+            "role": role,
+            "scopes": scopes.names(),
+            "deviceToken": primary.token.expose(),
+            "issuedAtMs": now,
+        });
+        let handoff: Vec<Value> = tokens
+            .map(|extra| {
+                json!({ "deviceToken": extra.token.expose(), "role": extra.role, "scopes": extra.scopes.names(),
+                        "issuedAtMs": now })
+            })
+            .collect();
+        if !handoff.is_empty() {
+            auth_info["deviceTokens"] = Value::Array(handoff);
+        }
+        self.last_seen.note(device_id.clone(), role, true, now);
+        let hello = HelloOk(self.hello_ok(protocol, conn, auth_info));
+        let who = Authenticated {
+            conn_id: conn.conn_id.clone(),
+            client_ip: client.ip.to_string(),
+            role,
+            scopes,
+            device_id: Some(device_id),
+            client_id: info.id.clone(),
+        };
+        Ok((who, hello))
     }
 
     fn hello_ok(&self, protocol: i64, conn: &ConnInfo, auth_info: Value) -> Value {

@@ -19,6 +19,9 @@ pub enum Method {
     PairApprove,
     PairReject,
     PairRemove,
+    PairRename,
+    PairSetupCode,
+    PairSetupStatus,
     TokenRotate,
     TokenRevoke,
     SessionsList,
@@ -35,13 +38,16 @@ pub enum Method {
 
 impl Method {
     /// Every method, in the order hello-ok lists them.
-    pub const ALL: [Method; 18] = [
+    pub const ALL: [Method; 21] = [
         Method::Health,
         Method::Status,
         Method::PairList,
         Method::PairApprove,
         Method::PairReject,
         Method::PairRemove,
+        Method::PairRename,
+        Method::PairSetupCode,
+        Method::PairSetupStatus,
         Method::TokenRotate,
         Method::TokenRevoke,
         Method::SessionsList,
@@ -65,6 +71,9 @@ impl Method {
             Method::PairApprove => "device.pair.approve",
             Method::PairReject => "device.pair.reject",
             Method::PairRemove => "device.pair.remove",
+            Method::PairRename => "device.pair.rename",
+            Method::PairSetupCode => "device.pair.setupCode",
+            Method::PairSetupStatus => "device.pair.setupStatus",
             Method::TokenRotate => "device.token.rotate",
             Method::TokenRevoke => "device.token.revoke",
             Method::SessionsList => "sessions.list",
@@ -88,9 +97,12 @@ impl Method {
             | Method::PairApprove
             | Method::PairReject
             | Method::PairRemove
+            | Method::PairRename
             | Method::TokenRotate
             | Method::TokenRevoke => Scope::Pairing,
             Method::SessionsList | Method::SessionsGet | Method::SubagentsList => Scope::Read,
+            // Minting hands out a pairing: OpenClaw asks operator.admin for it.
+            Method::PairSetupCode | Method::PairSetupStatus => Scope::Admin,
             Method::SessionsPatch | Method::SessionsDelete | Method::SubagentsKill => Scope::Admin,
             Method::AgentWait | Method::SubagentsRegister | Method::SubagentsStart | Method::SubagentsEnd => {
                 Scope::Write
@@ -110,7 +122,14 @@ impl Method {
 }
 
 /// Events a client may receive.
-pub const EVENTS: &[&str] = &["connect.challenge", "tick", "device.pair.requested", "device.pair.resolved"];
+pub const EVENTS: &[&str] = &[
+    "connect.challenge",
+    "tick",
+    "device.pair.requested",
+    "device.pair.resolved",
+    "device.pair.changed",
+    "device.pair.setup.completed",
+];
 
 /// One call with its params decoded.
 #[derive(Debug)]
@@ -121,6 +140,9 @@ pub enum Call {
     PairApprove(RequestIdParams),
     PairReject(RequestIdParams),
     PairRemove(DeviceParams),
+    PairRename(RenameParams),
+    PairSetupCode(SetupCodeParams),
+    PairSetupStatus(SetupStatusParams),
     TokenRotate(TokenParams),
     TokenRevoke(TokenParams),
     SessionsList(ListSessionsParams),
@@ -146,6 +168,13 @@ impl Call {
             Method::PairApprove => Call::PairApprove(decode(params)?),
             Method::PairReject => Call::PairReject(decode(params)?),
             Method::PairRemove => Call::PairRemove(decode(params)?),
+            Method::PairRename => Call::PairRename(decode(params)?),
+            // Absent params are an empty object: every field is optional.
+            Method::PairSetupCode => Call::PairSetupCode(match params {
+                Some(_) => decode(params)?,
+                None => SetupCodeParams::default(),
+            }),
+            Method::PairSetupStatus => Call::PairSetupStatus(decode(params)?),
             Method::TokenRotate => Call::TokenRotate(decode(params)?),
             Method::TokenRevoke => Call::TokenRevoke(decode(params)?),
             Method::SessionsList => Call::SessionsList(decode(params)?),
@@ -207,6 +236,33 @@ pub struct RequestIdParams {
 #[serde(rename_all = "camelCase")]
 pub struct DeviceParams {
     pub device_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RenameParams {
+    pub device_id: String,
+    pub label: String,
+}
+
+/// `device.pair.setupCode`: OpenClaw's closed object (an unknown key is refused).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetupCodeParams {
+    pub public_url: Option<String>,
+    /// OpenClaw's choice of `gateway.remote.url` over the plugin's URL; pairgate has one public URL.
+    pub prefer_remote_url: Option<bool>,
+    /// Default true.
+    pub include_qr: Option<bool>,
+    /// `limited`, `node` or `voice-node`; absent is full (node with `joinUrl`).
+    pub bootstrap_profile: Option<String>,
+    pub join_url: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetupStatusParams {
+    pub setup_id: String,
 }
 
 #[derive(Debug, Deserialize)]

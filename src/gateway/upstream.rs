@@ -316,6 +316,7 @@ impl Upstream {
             token,
             password,
             device_token: None,
+            bootstrap_token: None,
             min_protocol: UPSTREAM_PROTOCOLS.0,
             max_protocol: UPSTREAM_PROTOCOLS.1,
         };

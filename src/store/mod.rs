@@ -21,9 +21,14 @@ pub use pairgate_store_types::{
     NewGrant, NewPairingRequest, NewRun, PairingRequest, RequestOutcome, Run, RunEnd, SeenNote, SessionEntry,
     SessionPatch, SpawnLimits, StoreError, StoreMetrics, StoreResult, TokenChange, latency_histogram,
 };
+pub use pairgate_store_types::{
+    HandedOff, NewSetupCode, Redeemed, Redemption, SETUP_CODE_RETENTION_MS, SetupCode, clean_label,
+};
 
 use pairgate_domain::clock::Millis;
-use pairgate_domain::{DeviceId, DeviceRecord, PairingReason, RequestStatus, Role, RunState, ScopeSet, TokenSecret};
+use pairgate_domain::{
+    DeviceId, DeviceRecord, PairingReason, RequestStatus, Role, RunState, ScopeSet, TokenDigest, TokenSecret,
+};
 use serde_json::Value;
 
 /// The pairgate database, on either engine. Cloning shares it.
@@ -407,6 +412,71 @@ impl Store {
         now_ms: Millis,
     ) -> StoreResult<TokenChange> {
         engine!(self, store => store.revoke_token(device_id, role, actor, remote_addr, now_ms).await)
+    }
+
+    /// Stores a minted setup code (its digests only), with its audit row.
+    pub async fn create_setup_code(
+        &self,
+        code: &NewSetupCode,
+        actor: &Actor,
+        now_ms: Millis,
+    ) -> StoreResult<SetupCode> {
+        engine!(self, store => store.create_setup_code(code, actor, now_ms).await)
+    }
+
+    /// Redeems the code whose token a connect presented, in one transaction: the code is marked used by
+    /// the device, which is paired with every role the code carries and gets a token for each (the
+    /// connecting role's first). Concurrent redemptions of one code are serialised: exactly one wins. A
+    /// refusal (`Refusal::SetupCodeInvalid`, saying why) writes nothing.
+    pub async fn redeem_setup_code(
+        &self,
+        redemption: &Redemption,
+        actor: &Actor,
+        now_ms: Millis,
+    ) -> StoreResult<Redeemed> {
+        engine!(self, store => store.redeem_setup_code(redemption, actor, now_ms).await)
+    }
+
+    /// Revokes an unused setup code; a used, revoked or expired one is refused, saying which.
+    pub async fn revoke_setup_code(&self, setup_id: &str, actor: &Actor, now_ms: Millis) -> StoreResult<SetupCode> {
+        engine!(self, store => store.revoke_setup_code(setup_id, actor, now_ms).await)
+    }
+
+    /// The first fetch of an unused, unexpired join code marks it fetched and gets its setup code; every
+    /// other fetch gets `None`.
+    pub async fn fetch_join_code(
+        &self,
+        join_digest: &TokenDigest,
+        remote_addr: Option<&str>,
+        now_ms: Millis,
+    ) -> StoreResult<Option<SetupCode>> {
+        engine!(self, store => store.fetch_join_code(join_digest, remote_addr, now_ms).await)
+    }
+
+    pub async fn setup_code(&self, setup_id: &str) -> StoreResult<Option<SetupCode>> {
+        engine!(self, store => store.setup_code(setup_id).await)
+    }
+
+    /// Setup codes, newest first, at most `limit`.
+    pub async fn setup_codes(&self, limit: i64) -> StoreResult<Vec<SetupCode>> {
+        engine!(self, store => store.setup_codes(limit).await)
+    }
+
+    /// Forgets setup codes that expired more than `SETUP_CODE_RETENTION_MS` ago; returns how many.
+    pub async fn purge_setup_codes(&self, now_ms: Millis) -> StoreResult<u64> {
+        engine!(self, store => store.purge_setup_codes(now_ms).await)
+    }
+
+    /// Sets the operator's label of a device pairgate has approved before; it survives removal and
+    /// re-pairing. `UnknownDevice` for a device never approved.
+    pub async fn set_device_label(
+        &self,
+        device_id: &DeviceId,
+        label: &str,
+        actor: &Actor,
+        now_ms: Millis,
+    ) -> StoreResult<()> {
+        engine!(self, store => store.set_device_label(device_id, label, actor, now_ms).await)
     }
 
     /// A page of devices ordered by id, after `after` (keyset pagination).

@@ -199,10 +199,43 @@ const commands = {
     await page.fill('#audit-action', '');
     return { all, filtered, shot: allShot };
   },
+  async 'setup-code'(access, wsUrl) {
+    await openTab('setup');
+    await page.selectOption('#setup-access', access);
+    await page.fill('#setup-url', wsUrl);
+    await page.click('#setup-mint');
+    await page.waitForSelector('#setup-result:not([hidden])');
+    const setupId = await page.evaluate(() => document.getElementById('setup-result').dataset.setupId);
+    await page.waitForSelector(`li[data-setup-id="${setupId}"][data-state="unused"]`);
+    return {
+      setupId,
+      qr: await page.locator('#setup-qr').getAttribute('src'),
+      code: await page.inputValue('#setup-code'),
+      shot: await shot('setup-code'),
+    };
+  },
+  async 'setup-redeemed'(setupId) {
+    // The page hears of the redemption on its event stream: no reload, no click.
+    await page.waitForSelector(`li[data-setup-id="${setupId}"][data-state="redeemed"]`);
+    const notice = await waitText('#notice', /paired with a setup code/);
+    return { notice, shot: await shot('setup-redeemed') };
+  },
+  async rename(deviceId, label) {
+    await openTab('devices');
+    const card = page.locator(`li[data-device-id="${deviceId}"]`);
+    await card.waitFor();
+    await card.locator('summary').click();
+    await card.locator('input[name=label]').fill(label);
+    await card.locator('button[data-action=rename]').click();
+    const notice = await waitText('#notice', /is now named/);
+    await page.waitForFunction(([id, name]) =>
+      document.querySelector(`li[data-device-id="${id}"] h3.name`)?.textContent.includes(name), [deviceId, label]);
+    return { notice, shot: await shot('renamed') };
+  },
   async phone() {
     await page.setViewportSize({ width: 390, height: 844 });
     const pages = {};
-    for (const tab of ['requests', 'devices', 'sessions', 'audit', 'health']) {
+    for (const tab of ['requests', 'devices', 'setup', 'sessions', 'audit', 'health']) {
       await openTab(tab);
       const width = await page.evaluate(() => document.documentElement.scrollWidth);
       await page.evaluate(axeSource);

@@ -149,6 +149,7 @@ pub struct Connect {
     pub token: Option<String>,
     pub password: Option<String>,
     pub device_token: Option<String>,
+    pub bootstrap_token: Option<String>,
     pub device: Option<Device>,
     pub platform: String,
     pub device_family: Option<String>,
@@ -175,6 +176,7 @@ impl Connect {
             token: Some(TOKEN.into()),
             password: None,
             device_token: None,
+            bootstrap_token: None,
             device: None,
             platform: "linux".into(),
             device_family: None,
@@ -212,6 +214,14 @@ impl Connect {
         self
     }
 
+    /// A setup code's bootstrap token, presented alone (no gateway token), as `openclaw node run --pair`
+    /// does.
+    pub fn bootstrap_token(mut self, token: &str) -> Connect {
+        self.bootstrap_token = Some(token.to_owned());
+        self.token = None;
+        self
+    }
+
     /// `client.displayName` (unsigned: it is not part of the signed payload).
     pub fn display_name(mut self, name: &str) -> Connect {
         self.display_name = Some(name.to_owned());
@@ -235,6 +245,7 @@ impl Connect {
             token: self.token.clone(),
             password: self.password.clone(),
             device_token: self.device_token.clone(),
+            bootstrap_token: self.bootstrap_token.clone(),
             min_protocol: self.protocol.0,
             max_protocol: self.protocol.1,
         }
@@ -461,4 +472,18 @@ pub fn metric_samples(text: &str) -> std::collections::HashMap<String, f64> {
         samples.insert(series.to_owned(), value);
     }
     samples
+}
+
+/// Reads the QR code in a PNG with a QR decoder (rqrr), as a phone's camera would.
+pub fn decode_qr(png_bytes: &[u8]) -> String {
+    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let frame = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!(frame.color_type, png::ColorType::Grayscale);
+    let (width, height) = (frame.width as usize, frame.height as usize);
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(width, height, |x, y| pixels[y * width + x]);
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in the image");
+    grids[0].decode().unwrap().1
 }

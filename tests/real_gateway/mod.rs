@@ -69,8 +69,7 @@ impl Tools {
 
 /// A real OpenClaw gateway, stopped (its whole process group, by id) when dropped.
 pub struct RealGateway {
-    child: std::process::Child,
-    pgid: u32,
+    group: ProcessGroup,
     pub port: u16,
     pub token: String,
     dir: tempfile::TempDir,
@@ -104,18 +103,18 @@ impl RealGateway {
         let dir = tempfile::tempdir().unwrap();
         let port = options.port.unwrap_or_else(free_port);
         let token = options.token.clone().unwrap_or_else(|| format!("upstream-{}", uuid::Uuid::new_v4().simple()));
-        let child = RealGateway::spawn(tools, dir.path(), port, &token, &options);
-        RealGateway { pgid: child.id(), child, port, token, dir, options }
+        let group = ProcessGroup::spawn(RealGateway::command(tools, dir.path(), port, &token, &options));
+        RealGateway { group, port, token, dir, options }
     }
 
     /// The same gateway again (its state dir, port and token), after `stop` or `kill9`.
     pub fn restart(&mut self, tools: &Tools) {
-        assert_eq!(self.pgid, 0, "stopped first");
-        self.child = RealGateway::spawn(tools, self.dir.path(), self.port, &self.token, &self.options);
-        self.pgid = self.child.id();
+        assert!(self.group.stopped(), "stopped first");
+        let command = RealGateway::command(tools, self.dir.path(), self.port, &self.token, &self.options);
+        self.group = ProcessGroup::spawn(command);
     }
 
-    fn spawn(tools: &Tools, dir: &Path, port: u16, token: &str, options: &GatewayOptions) -> std::process::Child {
+    fn command(tools: &Tools, dir: &Path, port: u16, token: &str, options: &GatewayOptions) -> std::process::Command {
         let (home, state) = (dir.join("home"), dir.join("state"));
         std::fs::create_dir_all(&home).unwrap();
         std::fs::create_dir_all(&state).unwrap();
@@ -135,7 +134,8 @@ impl RealGateway {
         }
         std::fs::write(state.join("openclaw.json"), config.to_string()).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("gateway.log")).unwrap();
-        std::process::Command::new(&tools.node)
+        let mut command = std::process::Command::new(&tools.node);
+        command
             .arg(&tools.openclaw)
             .args(["gateway", "run", "--port", &port.to_string(), "--bind", "loopback"])
             .env_clear()
@@ -152,11 +152,8 @@ impl RealGateway {
             .envs(options.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            // A process group of its own (pgid = its pid): stopped as a whole, by id, never by name.
-            .process_group(0)
-            .spawn()
-            .unwrap()
+            .stderr(log);
+        command
     }
 
     pub fn url(&self) -> String {
@@ -185,6 +182,56 @@ impl RealGateway {
 
     /// Kills the whole process group at once (a crash).
     pub fn kill9(&mut self) {
+        self.group.kill9();
+    }
+
+    /// Stops the whole process group: SIGTERM, then SIGKILL if it is still there after 10 s.
+    pub fn stop(&mut self) {
+        self.group.stop();
+    }
+}
+
+/// A process started in a process group of its own (pgid = its pid), stopped as a whole, by that id, never
+/// by name; also when dropped, so a failing test leaves nothing behind.
+pub struct ProcessGroup {
+    child: std::process::Child,
+    pgid: u32,
+    /// How the leader exited, when it did of itself.
+    exited: Option<std::process::ExitStatus>,
+}
+
+impl ProcessGroup {
+    pub fn spawn(mut command: std::process::Command) -> ProcessGroup {
+        let child = command.process_group(0).spawn().unwrap();
+        ProcessGroup { pgid: child.id(), child, exited: None }
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.pgid == 0
+    }
+
+    /// The leader's exit status, once it exited of itself within `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        if self.exited.is_some() || self.stopped() {
+            return self.exited;
+        }
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // What the leader left in its group (the node host's supervised child) goes with it.
+                let group = format!("-{}", self.pgid);
+                let _ = std::process::Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
+                self.pgid = 0;
+                self.exited = Some(status);
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50)); // waiting for an external process to exit
+        }
+        None
+    }
+
+    /// Kills the whole group at once (a crash).
+    pub fn kill9(&mut self) {
         let group = format!("-{}", self.pgid);
         let killed = std::process::Command::new("kill").args(["-KILL", "--", &group]).status().unwrap();
         assert!(killed.success());
@@ -192,7 +239,7 @@ impl RealGateway {
         self.pgid = 0;
     }
 
-    /// Stops the whole process group: SIGTERM, then SIGKILL if it is still there after 10 s.
+    /// SIGTERM to the group, then SIGKILL to whatever is left after 10 s.
     pub fn stop(&mut self) {
         if self.pgid == 0 {
             return;
@@ -220,9 +267,59 @@ impl RealGateway {
     }
 }
 
-impl Drop for RealGateway {
+impl Drop for ProcessGroup {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The real OpenClaw node host (`openclaw node run --pair <code>`, `openclaw connect <joinUrl>`) in an
+/// empty home of its own, its output in files, stopped by its process group.
+pub struct NodeHost {
+    pub group: ProcessGroup,
+    dir: tempfile::TempDir,
+}
+
+impl NodeHost {
+    pub fn start(tools: &Tools, args: &[&str]) -> NodeHost {
+        let dir = tempfile::tempdir().unwrap();
+        let (home, state) = (dir.path().join("home"), dir.path().join("state"));
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        let output = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+        let mut command = std::process::Command::new(&tools.node);
+        command
+            .arg(&tools.openclaw_9_6)
+            .args(args)
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", tools.node.parent().unwrap().display()))
+            .env("HOME", &home)
+            .env("OPENCLAW_STATE_DIR", &state)
+            .env("OPENCLAW_CONFIG_PATH", state.join("openclaw.json"))
+            .env("OPENCLAW_NO_AUTO_UPDATE", "1")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(output("stdout"))
+            .stderr(output("stderr"));
+        NodeHost { group: ProcessGroup::spawn(command), dir }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+
+    /// Waits (at most `CLI_WAIT`) until its stderr holds `text`, or it exits; says which.
+    pub fn wait_for_stderr(&mut self, text: &str) -> bool {
+        let deadline = Instant::now() + CLI_WAIT;
+        while Instant::now() < deadline {
+            if self.stderr().contains(text) {
+                return true;
+            }
+            if self.group.wait_exit(Duration::from_millis(200)).is_some() {
+                return self.stderr().contains(text);
+            }
+        }
+        false
     }
 }
 

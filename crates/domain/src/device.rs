@@ -45,6 +45,9 @@ pub struct DeviceRecord {
     pub approved_at_ms: Option<Millis>,
     pub last_seen_at_ms: Option<Millis>,
     pub removed_at_ms: Option<Millis>,
+    /// The operator's name for the device (`device.pair.rename`); kept apart from the device's row, so it
+    /// survives removal and re-pairing.
+    pub label: Option<String>,
     pub grants: Vec<Grant>,
     pub tokens: Vec<TokenInfo>,
 }

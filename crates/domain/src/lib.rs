@@ -5,12 +5,14 @@ mod device;
 mod refusal;
 mod run;
 mod scope;
+pub mod setup;
 mod token;
 
 pub use device::{ClientMeta, DeviceRecord, Grant, TokenInfo};
 pub use refusal::{Refusal, SpawnLimit};
 pub use run::{RunState, agent_id_of, is_main_key, is_subagent_key};
 pub use scope::{Scope, ScopeSet, UnknownScope};
+pub use setup::{SetupAccess, SetupFault, SetupState};
 pub use token::{TokenDigest, TokenSecret};
 
 use std::fmt;

@@ -2,7 +2,7 @@
 //! application layer adds its own, and each front end turns them into its wire format in one place
 //! (`gateway::errors` for WebSocket errors, `admin::error` for HTTP ones). Nothing decides by an error's text.
 
-use crate::{RequestStatus, Role, RunState, Scope};
+use crate::{RequestStatus, Role, RunState, Scope, SetupFault, SetupState};
 
 /// An operation refused for a reason the caller can act on; nothing was written.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -69,6 +69,39 @@ pub enum Refusal {
     InvalidField { field: &'static str, value: String, expected: String },
     #[error("{field} is too long: {length} bytes (at most {max})")]
     TooLong { field: &'static str, length: usize, max: usize },
+    /// A connect with a setup code that cannot be redeemed. Every fault reads the same on the wire
+    /// (OpenClaw's words); the audit trail says which it was.
+    #[error("setup code {}", fault.as_str())]
+    SetupCodeInvalid { fault: SetupFault },
+    #[error("setup code {setup_id} not found")]
+    UnknownSetupCode { setup_id: String },
+    /// Revoking a code that can no longer be redeemed.
+    #[error("setup code {setup_id} is already {}", state.as_str())]
+    SetupCodeSettled { setup_id: String, state: SetupState },
+    /// Minting with no URL a device could reach: pairgate listens on loopback only (OpenClaw refuses
+    /// then too), or on every address, of which it cannot pick the one devices reach.
+    #[error(
+        "no public URL for setup codes: pairgate {} Set --public-url (PAIRGATE_PUBLIC_URL) to the ws:// or wss:// address devices reach{}",
+        if *loopback_only { "is only listening on loopback." } else { "listens on every address and cannot tell which one devices reach." },
+        if *loopback_only { ", or listen on a LAN or tailnet address" } else { "" }
+    )]
+    NoPublicUrl { loopback_only: bool },
+    #[error("{reason}")]
+    BadPublicUrl { reason: String },
+    /// Join codes hand their token to whoever fetches them: TLS, or loopback.
+    #[error(
+        "join URLs require a TLS gateway URL (wss://), except for loopback; use the setup code directly for plaintext LAN pairing"
+    )]
+    JoinNeedsTls,
+    #[error("join URLs pair the node role only (access node)")]
+    JoinNeedsNodeAccess,
+    /// A device without `operator.admin` renaming another device, or itself while it holds the node role
+    /// (OpenClaw's words).
+    #[error("device pairing rename denied")]
+    RenameDenied,
+    /// A device label outside 1..=64 characters, or with control characters.
+    #[error("label must be 1 to 64 characters, without control characters")]
+    BadLabel,
     /// A session or run the database's own constraints refuse, past every check above (the detail is
     /// logged, never sent: it is SQLite's text).
     #[error("invalid session or run")]

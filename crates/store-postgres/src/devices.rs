@@ -26,7 +26,7 @@ impl Store {
         let row = sqlx::query!(
             r#"SELECT m.mark AS "mark!", d.device_id, d.public_key, d.client_id, d.client_mode, d.platform,
                       d.device_family, d.display_name, d.remote_ip, d.approved_via, d.created_at_ms,
-                      d.approved_at_ms, d.last_seen_at_ms, d.removed_at_ms, d.grants::text AS grants,
+                      d.approved_at_ms, d.last_seen_at_ms, d.removed_at_ms, d.label, d.grants::text AS grants,
                       d.tokens::text AS tokens
                  FROM (SELECT COALESCE(MAX(event_id), 0) AS mark FROM audit_events) m
                  LEFT JOIN device_records d ON d.device_id = $1"#,
@@ -50,6 +50,7 @@ impl Store {
                     approved_at_ms: row.approved_at_ms,
                     last_seen_at_ms: row.last_seen_at_ms,
                     removed_at_ms: row.removed_at_ms,
+                    label: row.label,
                     grants,
                     tokens,
                 }
@@ -413,7 +414,7 @@ impl Store {
             DeviceRow,
             r#"SELECT device_id AS "device_id!", public_key AS "public_key!", client_id, client_mode, platform,
                       device_family, display_name, remote_ip, approved_via, created_at_ms AS "created_at_ms!",
-                      approved_at_ms, last_seen_at_ms, removed_at_ms, grants::text AS "grants!",
+                      approved_at_ms, last_seen_at_ms, removed_at_ms, label, grants::text AS "grants!",
                       tokens::text AS "tokens!"
                  FROM device_records
                 WHERE device_id > $1

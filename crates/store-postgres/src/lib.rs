@@ -19,6 +19,7 @@ mod nodes;
 mod requests;
 mod schema;
 mod sessions;
+mod setup;
 mod transfer;
 
 use std::time::Duration;
@@ -30,6 +31,9 @@ use pairgate_store_types::{
 };
 use pairgate_store_types::{
     AppliedMigration, StoreError, StoreMetrics, StoreResult, expect_one, latency_histogram, redact_url,
+};
+pub use pairgate_store_types::{
+    HandedOff, NewSetupCode, Redeemed, Redemption, SETUP_CODE_RETENTION_MS, SetupCode, SetupRow,
 };
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;

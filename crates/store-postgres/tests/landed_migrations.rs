@@ -4,11 +4,18 @@
 
 use pairgate_store_postgres::MIGRATOR;
 
-const LANDED: &[(i64, &str, &str)] = &[(
-    1,
-    "initial schema",
-    "A61BBAEBCA90CE2A551AF59C72E10DB70D6722DB9CD59B13B12375E7754BA774B41CC27B95722584EDE384599ED896AB",
-)];
+const LANDED: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial schema",
+        "A61BBAEBCA90CE2A551AF59C72E10DB70D6722DB9CD59B13B12375E7754BA774B41CC27B95722584EDE384599ED896AB",
+    ),
+    (
+        2,
+        "setup codes and device labels",
+        "172617EFDBB4FEAA1633E30540B4AAA79518F03696889A3EA5F2E24D082905732A2C482AFE43DD2BAC0F4741616CC92D",
+    ),
+];
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02X}")).collect()

@@ -388,7 +388,7 @@ impl Store {
             DeviceRow,
             r#"SELECT device_id AS "device_id!", public_key AS "public_key!", client_id, client_mode, platform,
                       device_family, display_name, remote_ip, approved_via, created_at_ms AS "created_at_ms!",
-                      approved_at_ms, last_seen_at_ms, removed_at_ms, grants AS "grants!: String",
+                      approved_at_ms, last_seen_at_ms, removed_at_ms, label AS "label?", grants AS "grants!: String",
                       tokens AS "tokens!: String"
                  FROM device_records
                 WHERE device_id > ?
@@ -417,7 +417,7 @@ async fn read_device<'e>(
         DeviceRow,
         r#"SELECT device_id AS "device_id!", public_key AS "public_key!", client_id, client_mode, platform,
                       device_family, display_name, remote_ip, approved_via, created_at_ms AS "created_at_ms!",
-                      approved_at_ms, last_seen_at_ms, removed_at_ms, grants AS "grants!: String",
+                      approved_at_ms, last_seen_at_ms, removed_at_ms, label AS "label?", grants AS "grants!: String",
                       tokens AS "tokens!: String"
                  FROM device_records WHERE device_id = ?"#,
         id

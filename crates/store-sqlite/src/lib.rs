@@ -13,6 +13,7 @@ mod imports;
 mod meta;
 mod requests;
 mod sessions;
+mod setup;
 mod transfer;
 
 pub use pairgate_store_types::files::{create_private, make_private, remove_database_files, sibling_path};
@@ -21,6 +22,9 @@ pub use pairgate_store_types::{
     ImportCounts, ImportedDevice, ImportedRequest, NewGrant, NewPairingRequest, NewRun, PairingRequest, RequestOutcome,
     Run, RunEnd, SeenNote, SessionEntry, SessionPatch, SpawnLimits, StoreError, StoreMetrics, StoreResult, TokenChange,
     expect_one, latency_histogram,
+};
+pub use pairgate_store_types::{
+    HandedOff, NewSetupCode, Redeemed, Redemption, SETUP_CODE_RETENTION_MS, SetupCode, SetupRow,
 };
 
 use std::path::{Path, PathBuf};

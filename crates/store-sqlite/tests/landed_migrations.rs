@@ -21,8 +21,12 @@ const LANDED: &[(i64, &str, &str)] = &[
         "device token index for early 0002",
         "54ED80DA000A250BCCD986C831100EA91FAB9F402A0F41BBDE30BD4F48A1187FDE454BE2FE102EED04B26A0BC13D2A1F",
     ),
+    (
+        4,
+        "setup codes and device labels",
+        "F27C0CFF8613EAD59FD74BCD90F4EC043FEC5EC59B1770F1F7D700E02E31471068DDD198B6BD2B0620F5C7DACCFCD957",
+    ),
 ];
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02X}")).collect()
 }

@@ -10,6 +10,7 @@ mod imports;
 mod requests;
 pub mod rows;
 mod sessions;
+mod setup;
 pub mod transfer;
 
 pub use audit::{Actor, AuditEvent, AuditFilter, AuditRow, AuthFailureCount, AuthFailuresElsewhere, OwnEvents};
@@ -17,6 +18,9 @@ pub use devices::{DeviceFilter, NewGrant, SeenNote, TokenChange};
 pub use imports::{ImportCounts, ImportedDevice, ImportedRequest};
 pub use requests::{NewPairingRequest, PairingRequest, RequestOutcome};
 pub use sessions::{ARCHIVE_AFTER_MS, NewRun, Run, RunEnd, SessionEntry, SessionPatch, SpawnLimits};
+pub use setup::{
+    HandedOff, NewSetupCode, Redeemed, Redemption, SETUP_CODE_RETENTION_MS, SetupCode, SetupRow, clean_label,
+};
 
 use std::path::PathBuf;
 

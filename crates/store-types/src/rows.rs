@@ -66,6 +66,7 @@ pub struct DeviceRow {
     pub approved_at_ms: Option<i64>,
     pub last_seen_at_ms: Option<i64>,
     pub removed_at_ms: Option<i64>,
+    pub label: Option<String>,
     pub grants: String,
     pub tokens: String,
 }
@@ -93,6 +94,7 @@ impl DeviceRow {
             approved_at_ms: self.approved_at_ms,
             last_seen_at_ms: self.last_seen_at_ms,
             removed_at_ms: self.removed_at_ms,
+            label: self.label,
             grants: grants
                 .into_iter()
                 .map(|g| {

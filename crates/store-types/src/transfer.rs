@@ -6,9 +6,12 @@
 use serde_json::Value;
 
 /// In foreign-key order (parents first).
-pub const TABLES: [(&str, &str); 8] = [
+/// Setup codes are not here: a code is a short-lived credential of the database that minted it, not state
+/// to move (and only digests of it are stored anyway).
+pub const TABLES: [(&str, &str); 9] = [
     ("meta", "key"),
     ("devices", "device_id"),
+    ("device_labels", "device_id"),
     ("grants", "device_id, role"),
     ("device_tokens", "token_id"),
     ("pairing_requests", "created_at_ms, request_id"),
@@ -27,6 +30,7 @@ pub fn check_row(table: &str, row: &serde_json::Map<String, Value>) -> Result<()
     // would pass the checks unseen, so it is refused.
     let checked: &[&str] = match table {
         "devices" => &["device_id", "public_key"],
+        "device_labels" => &["device_id", "label"],
         "grants" | "device_tokens" => &["role", "scopes"],
         "pairing_requests" => &["device_id", "public_key", "role", "roles", "scopes", "reason", "status"],
         "runs" => &["state"],
@@ -68,6 +72,15 @@ pub fn check_row(table: &str, row: &serde_json::Map<String, Value>) -> Result<()
     };
     match table {
         "devices" => device(),
+        "device_labels" => {
+            device()?;
+            match text("label") {
+                Some(label) if crate::clean_label(label).as_deref() != Some(label) => {
+                    Err("label must be 1 to 64 characters, trimmed, without control characters".to_owned())
+                }
+                _ => Ok(()),
+            }
+        }
         "grants" | "device_tokens" => {
             role("role")?;
             scopes("scopes")

@@ -12,7 +12,7 @@
 
 const TOKEN_KEY = 'pairgate.token';
 const OPERATOR_KEY = 'pairgate.operator';
-const SECTIONS = ['requests', 'devices', 'sessions', 'audit', 'health'];
+const SECTIONS = ['requests', 'devices', 'setup', 'sessions', 'audit', 'health'];
 
 const $ = id => document.getElementById(id);
 
@@ -226,7 +226,7 @@ function show(name) {
   // aria-busy while the section loads: assistive technology (and the browser test) knows when it is done.
   const section = $(name);
   section.setAttribute('aria-busy', 'true');
-  const load = { requests: loadRequests, devices: loadDevices, sessions: loadSessions, audit: loadAudit, health: loadHealth }[name];
+  const load = { requests: loadRequests, devices: loadDevices, setup: loadSetupCodes, sessions: loadSessions, audit: loadAudit, health: loadHealth }[name];
   load().finally(() => section.removeAttribute('aria-busy'));
 }
 
@@ -334,7 +334,7 @@ function tokenState(token) {
 
 function deviceCard(device) {
   const id = device.deviceId;
-  const name = device.displayName || 'Unnamed device';
+  const name = device.label || device.displayName || 'Unnamed device';
   const path = `/api/v1/devices/${encodeURIComponent(id)}`;
   const buttons = [];
   for (const token of device.tokens) {
@@ -359,11 +359,21 @@ function deviceCard(device) {
     act(remove, `Removing ${name}`, () => api('DELETE', path), () => `Removed ${name}.`).then(() => loadDevices());
   });
   buttons.push(remove);
+  const labelInput = el('input', { name: 'label', maxlength: 64, value: device.label ?? '', 'aria-label': `New name for ${name}`, autocomplete: 'off' });
+  const save = el('button', { type: 'submit', 'data-action': 'rename' }, 'Save name');
+  const renameForm = el('form', {}, labelInput, save);
+  renameForm.addEventListener('submit', event => {
+    event.preventDefault();
+    act(save, `Renaming ${name}`, () => api('PUT', `${path}/label`, { label: labelInput.value }),
+      result => `${name} is now named ${result.label}.`).then(result => { if (result) loadDevices(); });
+  });
+  const rename = el('details', { class: 'rename' }, el('summary', { text: 'Rename' }), renameForm);
   return el('li', { class: 'card', 'data-device-id': id },
     el('h3', { class: 'name' }, name, ' ',
       el('span', { class: device.connected ? 'badge live' : 'badge', text: device.connected ? 'connected' : 'offline' })),
     facts([
       ['Device', el('span', { class: 'mono', title: id, text: shortId(id) })],
+      ['Calls itself', device.label && device.displayName ? device.displayName : null],
       ['Kind', [device.platform, device.deviceFamily, device.clientId].filter(Boolean).join(' · ')],
       ['Roles', device.roles.join(', ') || 'none'],
       ['Scopes', device.approvedScopes.join(', ') || 'none'],
@@ -372,7 +382,69 @@ function deviceCard(device) {
       ['From', device.remoteIp ?? 'this machine'],
       ['Approved', device.approvedAtMs ? `${when(device.approvedAtMs)}${device.approvedVia ? ` (${device.approvedVia})` : ''}` : null],
     ]),
+    rename,
     el('div', { class: 'actions' }, buttons));
+}
+
+// ---- setup codes -------------------------------------------------------------------------------------------
+
+async function mintSetupCode(event) {
+  event.preventDefault();
+  const body = { access: $('setup-access').value, join: $('setup-join').checked };
+  const url = $('setup-url').value.trim();
+  if (url) body.url = url;
+  const minted = await act($('setup-mint'), 'Making a setup code', () => api('POST', '/api/v1/setup-codes', body),
+    code => `Setup code made: ${code.access} access, until ${when(code.expiresAtMs)}.`);
+  if (!minted) return;
+  $('setup-qr').src = minted.qrDataUrl;
+  $('setup-code').value = minted.setupCode;
+  $('setup-facts').replaceChildren(...facts([
+    ['Id', el('span', { class: 'mono', text: minted.setupId })],
+    ['Access', minted.access + (minted.accessDowngraded ? ' (full access needs wss:// or loopback)' : '')],
+    ['Address', minted.gatewayUrl],
+    ['Expires', when(minted.expiresAtMs)],
+    ['Join URL', minted.joinUrl ? el('span', { class: 'mono', text: minted.joinUrl }) : null],
+  ]).children);
+  $('setup-result').hidden = false;
+  $('setup-result').dataset.setupId = minted.setupId;
+  loadSetupCodes();
+}
+
+async function loadSetupCodes() {
+  let page;
+  try {
+    page = await api('GET', '/api/v1/setup-codes?limit=50');
+  } catch (error) {
+    fail(explain(error, 'Loading the setup codes'));
+    return;
+  }
+  $('setup-list').replaceChildren(...page.items.map(setupCard));
+  $('setup-empty').hidden = page.items.length > 0;
+}
+
+function setupCard(code) {
+  const buttons = [];
+  if (code.state === 'unused') {
+    const revoke = el('button', { type: 'button', class: 'danger', 'data-action': 'revoke-setup', 'aria-label': `Revoke setup code ${code.setupId}` }, 'Revoke');
+    revoke.addEventListener('click', async () => {
+      if (!(await confirmAction('Revoke this setup code? No device can redeem it after.', 'Revoke'))) return;
+      act(revoke, 'Revoking the setup code', () => api('POST', `/api/v1/setup-codes/${encodeURIComponent(code.setupId)}/revoke`),
+        () => 'Revoked the setup code.').then(loadSetupCodes);
+    });
+    buttons.push(revoke);
+  }
+  return el('li', { class: 'card', 'data-setup-id': code.setupId, 'data-state': code.state },
+    el('h3', {}, `${code.access} access `, el('span', { class: code.state === 'redeemed' ? 'badge live' : 'badge', text: code.state })),
+    facts([
+      ['Id', el('span', { class: 'mono', text: code.setupId })],
+      ['Address', code.gatewayUrl],
+      ['Made', `${when(code.issuedAtMs)} by ${code.issuedBy}`],
+      ['Expires', when(code.expiresAtMs)],
+      ['Join URL', code.join ? (code.joinFetchedAtMs ? `fetched ${when(code.joinFetchedAtMs)}` : 'not fetched') : null],
+      ['Paired', code.deviceId ? el('span', { class: 'mono', title: code.deviceId, text: `${shortId(code.deviceId)} at ${when(code.redeemedAtMs)}` }) : null],
+      ['Revoked', code.revokedAtMs ? `${when(code.revokedAtMs)} by ${code.revokedBy}` : null],
+    ]),
+    buttons.length ? el('div', { class: 'actions' }, buttons) : null);
 }
 
 // ---- sessions ----------------------------------------------------------------------------------------------
@@ -537,23 +609,34 @@ async function startStream(delayMs = 0) {
         const block = buffer.slice(0, end);
         buffer = buffer.slice(end + 2);
         const name = /^event: ?(.*)$/m.exec(block)?.[1];
-        if (name) onEvent(name);
+        let payload = null;
+        try { payload = JSON.parse(/^data: ?(.*)$/m.exec(block)?.[1] ?? 'null'); } catch { /* a name alone will do */ }
+        if (name) onEvent(name, payload);
       }
     }
   } catch (error) {
     if (abort.signal.aborted) return;
     reason = explain(error, 'The event stream');
-    if (error.status === 401) return;
+    if (error.status === 401) {
+      // The gateway token changed under this tab: say so now, not at the next click.
+      signOut('Signed out: the gateway token is no longer valid. Sign in with the new one.');
+      return;
+    }
   }
   if (abort.signal.aborted) return;
   setStreamState(`reconnecting (${reason})`);
   startStream(3000);
 }
 
-function onEvent(name) {
+function onEvent(name, payload) {
   if (name.startsWith('device.pair.')) {
     loadRequests();
     if (!$('devices').hidden) loadDevices();
+  }
+  if (name === 'device.pair.setup.completed') {
+    if (!$('setup').hidden) loadSetupCodes();
+    const who = payload?.deviceName || (payload?.deviceId ? shortId(payload.deviceId) : 'A device');
+    say(`${who} paired with a setup code (${payload?.access ?? 'some'} access).`);
   }
 }
 
@@ -566,6 +649,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('audit-more').addEventListener('click', () => loadAudit(true));
   $('devices-more').addEventListener('click', () => loadDevices(true));
   $('health-refresh').addEventListener('click', loadHealth);
+  $('setup-form').addEventListener('submit', mintSetupCode);
   window.addEventListener('hashchange', () => { if (!$('console').hidden) show(location.hash.slice(1)); });
   // Ages stay current.
   setInterval(() => {

@@ -118,6 +118,7 @@ fn record() -> impl Strategy<Value = DeviceRecord> {
                 approved_at_ms: Some(1),
                 last_seen_at_ms: None,
                 removed_at_ms: removed.then_some(3),
+                label: None,
                 grants: [grant(Role::Operator, operator), grant(Role::Node, node)].into_iter().flatten().collect(),
                 tokens: [operator_token, node_token].into_iter().flatten().collect(),
             }

@@ -64,6 +64,7 @@ fn record(role: Role, granted: &[&str], token: bool, platform: &str) -> DeviceRe
         approved_at_ms: Some(1),
         last_seen_at_ms: None,
         removed_at_ms: None,
+        label: None,
         grants: vec![Grant { role, scopes: scopes(granted), approved_at_ms: 1 }],
         tokens: if token {
             vec![TokenInfo {
@@ -91,6 +92,7 @@ fn stored_for(dev: Dev) -> Option<DeviceRecord> {
         Dev::Paired { role, scopes, token, platform } => Some(record(role, scopes, token, platform)),
         Dev::Removed => Some(DeviceRecord {
             removed_at_ms: Some(2),
+            label: None,
             grants: vec![],
             ..record(Role::Operator, READ, false, "linux")
         }),

@@ -1,0 +1,275 @@
+//! Setup codes and device labels.
+
+use super::audit;
+use super::devices::{mint_token_on, record_grant};
+use super::{Store, StoreResult};
+use crate::{
+    Actor, AuditEvent, HandedOff, NewGrant, NewSetupCode, Redeemed, Redemption, SETUP_CODE_RETENTION_MS, SetupCode,
+    SetupRow, expect_one,
+};
+use pairgate_domain::clock::Millis;
+use pairgate_domain::{DeviceId, Refusal, SetupFault, TokenDigest};
+
+impl Store {
+    /// Stores a minted code, with its audit row.
+    pub async fn create_setup_code(
+        &self,
+        code: &NewSetupCode,
+        actor: &Actor,
+        now_ms: Millis,
+    ) -> StoreResult<SetupCode> {
+        let mut tx = self.begin_write().await?;
+        let token = code.token_digest.as_bytes().as_slice();
+        let join = code.join_digest.as_ref().map(|digest| digest.as_bytes().to_vec());
+        let access = code.access.as_str();
+        let issued_by = actor.label();
+        sqlx::query!(
+            "INSERT INTO setup_codes (setup_id, token_digest, join_digest, access, gateway_url, issued_at_ms,
+                                      expires_at_ms, issued_by)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            code.setup_id,
+            token,
+            join,
+            access,
+            code.gateway_url,
+            code.issued_at_ms,
+            code.expires_at_ms,
+            issued_by
+        )
+        .execute(&mut *tx)
+        .await?;
+        let event =
+            AuditEvent::new(actor, "setup.mint", now_ms).subject(code.setup_id.as_str()).details(serde_json::json!({
+                "access": access, "url": code.gateway_url, "expiresAtMs": code.expires_at_ms, "join": join.is_some(),
+            }));
+        audit::record(&mut tx, &event).await?;
+        let stored = read_code(&mut tx, &code.setup_id).await?.expect("the code just inserted");
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Redeems the code whose token the connect presented: in one transaction the code is marked used by
+    /// this device, the device is paired with every role the code carries and gets a token for each, and
+    /// any pending request of the device is resolved. Two redemptions of one code are serialised by the
+    /// write lock: the second finds the code used. A refusal writes nothing.
+    pub async fn redeem_setup_code(
+        &self,
+        redemption: &Redemption,
+        actor: &Actor,
+        now_ms: Millis,
+    ) -> StoreResult<Redeemed> {
+        let mut tx = self.begin_write().await?;
+        let digest = redemption.token_digest.as_bytes().as_slice();
+        let setup_id = sqlx::query_scalar!("SELECT setup_id FROM setup_codes WHERE token_digest = ?", digest)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let unknown = || Refusal::SetupCodeInvalid { fault: SetupFault::Unknown };
+        let code = match setup_id {
+            Some(id) => read_code(&mut tx, &id).await?.ok_or_else(unknown)?,
+            None => return Err(unknown().into()),
+        };
+        if let Some(fault) = code.state(now_ms).fault() {
+            return Err(Refusal::SetupCodeInvalid { fault }.into());
+        }
+        if !code.access.allows(redemption.role, &redemption.scopes) {
+            return Err(Refusal::SetupCodeInvalid { fault: SetupFault::OutsideAccess }.into());
+        }
+        let device_id = redemption.device_id.as_str();
+        let updated = sqlx::query!(
+            "UPDATE setup_codes SET redeemed_at_ms = ?, device_id = ?
+              WHERE setup_id = ? AND redeemed_at_ms IS NULL AND revoked_at_ms IS NULL",
+            now_ms,
+            device_id,
+            code.setup_id
+        )
+        .execute(&mut *tx)
+        .await?;
+        expect_one(updated.rows_affected(), || Refusal::SetupCodeInvalid { fault: SetupFault::AlreadyUsed })?;
+        let approved_by = format!("setup-code:{}", code.setup_id);
+        let mut tokens = Vec::new();
+        // The connecting role first: its token is hello-ok's primary one.
+        let roles = code.access.roles().iter().copied();
+        let roles = std::iter::once(redemption.role).chain(roles.filter(|role| *role != redemption.role));
+        for role in roles {
+            let grant = NewGrant {
+                device_id: redemption.device_id.clone(),
+                public_key: redemption.public_key,
+                meta: redemption.meta.clone(),
+                remote_ip: redemption.remote_ip.clone(),
+                role,
+                scopes: code.access.scopes_for(role),
+            };
+            let scopes = record_grant(&mut tx, &grant, "operator", &approved_by, now_ms).await?;
+            let token = mint_token_on(&mut tx, &redemption.device_id, role, &scopes, now_ms).await?;
+            tokens.push(HandedOff { role, scopes, token });
+        }
+        sqlx::query!(
+            "UPDATE pairing_requests SET status = 'approved', resolved_by = ?, resolved_at_ms = ?
+              WHERE device_id = ? AND status = 'pending'",
+            approved_by,
+            now_ms,
+            device_id
+        )
+        .execute(&mut *tx)
+        .await?;
+        let device_name = sqlx::query_scalar!(
+            r#"SELECT COALESCE((SELECT label FROM device_labels WHERE device_id = ?), display_name) AS "name?: String"
+                 FROM devices WHERE device_id = ?"#,
+            device_id,
+            device_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let event = AuditEvent::new(actor, "setup.redeem", now_ms)
+            .subject(device_id)
+            .remote(redemption.remote_ip.as_deref())
+            .details(serde_json::json!({
+                "setupId": code.setup_id, "access": code.access.as_str(), "issuedBy": code.issued_by,
+                "roles": tokens.iter().map(|t| t.role).collect::<Vec<_>>(),
+                "scopes": tokens.iter().flat_map(|t| t.scopes.names()).collect::<Vec<_>>(),
+            }));
+        audit::record(&mut tx, &event).await?;
+        let code = read_code(&mut tx, &code.setup_id).await?.expect("the code just redeemed");
+        tx.commit().await?;
+        Ok(Redeemed { code, tokens, device_name })
+    }
+
+    /// Revokes an unused code; a used, revoked or expired one is refused, saying which.
+    pub async fn revoke_setup_code(&self, setup_id: &str, actor: &Actor, now_ms: Millis) -> StoreResult<SetupCode> {
+        let mut tx = self.begin_write().await?;
+        let code = read_code(&mut tx, setup_id)
+            .await?
+            .ok_or_else(|| Refusal::UnknownSetupCode { setup_id: setup_id.to_owned() })?;
+        let state = code.state(now_ms);
+        if state.fault().is_some() {
+            return Err(Refusal::SetupCodeSettled { setup_id: setup_id.to_owned(), state }.into());
+        }
+        let by = actor.label();
+        sqlx::query!(
+            "UPDATE setup_codes SET revoked_at_ms = ?, revoked_by = ? WHERE setup_id = ?",
+            now_ms,
+            by,
+            setup_id
+        )
+        .execute(&mut *tx)
+        .await?;
+        let event = AuditEvent::new(actor, "setup.revoke", now_ms)
+            .subject(setup_id)
+            .details(serde_json::json!({ "access": code.access.as_str() }));
+        audit::record(&mut tx, &event).await?;
+        let code = read_code(&mut tx, setup_id).await?.expect("the code just revoked");
+        tx.commit().await?;
+        Ok(code)
+    }
+
+    /// Hands out a join code once: the first fetch of an unused, unexpired code marks it fetched and gets
+    /// it; every other gets `None`.
+    pub async fn fetch_join_code(
+        &self,
+        join_digest: &TokenDigest,
+        remote_addr: Option<&str>,
+        now_ms: Millis,
+    ) -> StoreResult<Option<SetupCode>> {
+        let mut tx = self.begin_write().await?;
+        let digest = join_digest.as_bytes().as_slice();
+        let setup_id = sqlx::query_scalar!(
+            "UPDATE setup_codes SET join_fetched_at_ms = ?
+              WHERE join_digest = ? AND join_fetched_at_ms IS NULL AND redeemed_at_ms IS NULL
+                AND revoked_at_ms IS NULL AND expires_at_ms > ?
+              RETURNING setup_id",
+            now_ms,
+            digest,
+            now_ms
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(setup_id) = setup_id else { return Ok(None) };
+        let event =
+            AuditEvent::new(&Actor::System, "setup.join.fetch", now_ms).subject(setup_id.as_str()).remote(remote_addr);
+        audit::record(&mut tx, &event).await?;
+        let code = read_code(&mut tx, &setup_id).await?;
+        tx.commit().await?;
+        Ok(code)
+    }
+
+    /// One code, whatever its state.
+    pub async fn setup_code(&self, setup_id: &str) -> StoreResult<Option<SetupCode>> {
+        let mut conn = self.readers.acquire().await?;
+        read_code(&mut conn, setup_id).await
+    }
+
+    /// Codes newest first, at most `limit`.
+    pub async fn setup_codes(&self, limit: i64) -> StoreResult<Vec<SetupCode>> {
+        let rows = sqlx::query_as!(
+            SetupRow,
+            r#"SELECT setup_id AS "setup_id!", access, gateway_url, issued_at_ms, expires_at_ms, issued_by,
+                      join_digest IS NOT NULL AS "join!: bool", join_fetched_at_ms, redeemed_at_ms, device_id,
+                      revoked_at_ms, revoked_by
+                 FROM setup_codes ORDER BY issued_at_ms DESC, setup_id LIMIT ?"#,
+            limit
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter().map(SetupRow::into_code).collect()
+    }
+
+    /// Forgets codes that expired more than `SETUP_CODE_RETENTION_MS` ago (their story stays in the audit
+    /// trail); returns how many.
+    pub async fn purge_setup_codes(&self, now_ms: Millis) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let before = now_ms - SETUP_CODE_RETENTION_MS;
+        let purged = sqlx::query!("DELETE FROM setup_codes WHERE expires_at_ms < ?", before).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(purged.rows_affected())
+    }
+
+    /// Sets the operator's label of a device that pairgate has seen approved; it survives removal and
+    /// re-pairing.
+    pub async fn set_device_label(
+        &self,
+        device_id: &DeviceId,
+        label: &str,
+        actor: &Actor,
+        now_ms: Millis,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let id = device_id.as_str();
+        let known = sqlx::query_scalar!(r#"SELECT 1 AS "one!: i64" FROM devices WHERE device_id = ?"#, id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if known.is_none() {
+            return Err(Refusal::UnknownDevice { device_id: id.to_owned() }.into());
+        }
+        let by = actor.label();
+        sqlx::query!(
+            "INSERT INTO device_labels (device_id, label, set_at_ms, set_by) VALUES (?, ?, ?, ?)
+             ON CONFLICT (device_id) DO UPDATE SET label = excluded.label, set_at_ms = excluded.set_at_ms,
+                                                   set_by = excluded.set_by",
+            id,
+            label,
+            now_ms,
+            by
+        )
+        .execute(&mut *tx)
+        .await?;
+        let event =
+            AuditEvent::new(actor, "device.rename", now_ms).subject(id).details(serde_json::json!({ "label": label }));
+        audit::record(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn read_code(conn: &mut sqlx::SqliteConnection, setup_id: &str) -> StoreResult<Option<SetupCode>> {
+    let row = sqlx::query_as!(
+        SetupRow,
+        r#"SELECT setup_id AS "setup_id!", access, gateway_url, issued_at_ms, expires_at_ms, issued_by,
+                  join_digest IS NOT NULL AS "join!: bool", join_fetched_at_ms, redeemed_at_ms, device_id,
+                  revoked_at_ms, revoked_by
+             FROM setup_codes WHERE setup_id = ?"#,
+        setup_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(SetupRow::into_code).transpose()
+}
