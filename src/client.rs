@@ -54,7 +54,7 @@ pub enum PayloadVersion {
 }
 
 /// The fields of a `connect` request.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ConnectSpec {
     pub client_id: String,
     pub client_mode: String,
@@ -69,6 +69,23 @@ pub struct ConnectSpec {
     pub bootstrap_token: Option<String>,
     pub min_protocol: i64,
     pub max_protocol: i64,
+}
+
+/// Shows which secrets a spec carries, never their values.
+impl std::fmt::Debug for ConnectSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>");
+        f.debug_struct("ConnectSpec")
+            .field("client_id", &self.client_id)
+            .field("client_mode", &self.client_mode)
+            .field("role", &self.role)
+            .field("scopes", &self.scopes)
+            .field("token", &hidden(&self.token))
+            .field("password", &hidden(&self.password))
+            .field("device_token", &hidden(&self.device_token))
+            .field("bootstrap_token", &hidden(&self.bootstrap_token))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnectSpec {

@@ -163,7 +163,15 @@ pub fn router(server: &Server) -> Router {
         Some(_) => router.layer(axum::middleware::from_fn_with_state(Arc::new(FrontDoor::new(server)), front_door)),
         None => router,
     };
-    router.layer(TraceLayer::new_for_http())
+    router.layer(TraceLayer::new_for_http().make_span_with(request_span))
+}
+
+/// The span of an HTTP request: its method and path, but not a join URL's short code (a credential until
+/// fetched) nor any query string.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let path = request.uri().path();
+    let path = if path.starts_with("/j/") { "/j/<code>" } else { path };
+    tracing::debug_span!("request", method = %request.method(), path = %path)
 }
 
 /// What the front door answers itself over HTTP: exact routes, never prefixes (the gateway serves paths

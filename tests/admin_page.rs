@@ -265,6 +265,7 @@ async fn an_operator_pairs_rejects_and_revokes_from_the_admin_page() {
     let (_hello, _pi_socket) = connect(&server, &node.device(&pi).bootstrap_token(&token)).await.hello();
     let redeemed = driver.step(&format!("setup-redeemed {}", minted["setupId"].as_str().unwrap())).await;
     assert!(redeemed["notice"].as_str().unwrap().contains("node access"), "{redeemed}");
+    assert_eq!(redeemed["codeShown"], "", "a spent code is cleared from the page");
     driver.step(&format!("rename {} Workshop", pi.id())).await;
     let labelled = server.store.device(&pi.id()).await.unwrap().unwrap();
     assert_eq!(labelled.label.as_deref(), Some("Workshop"));

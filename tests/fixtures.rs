@@ -80,7 +80,7 @@ async fn populate(store: &Store) {
     store.end_run("run-a", pairgate::store::RunEnd::Ok, None, &actor, NOW + 9).await.unwrap();
     // Schema 4: a device label and a setup code (digests only).
     let labelled = DeviceId::from_public_key(&PublicKey::from_bytes([1; 32]));
-    store.set_device_label(&labelled, "fixture label", &actor, NOW + 10).await.unwrap();
+    store.set_device_label(&labelled, "fixture label", &actor, None, NOW + 10).await.unwrap();
     let code = pairgate::store::NewSetupCode {
         setup_id: "00000000-0000-4000-8000-000000000001".into(),
         token_digest: pairgate::domain::TokenSecret::from_presented("fixture bootstrap token").digest(),
@@ -90,7 +90,7 @@ async fn populate(store: &Store) {
         issued_at_ms: NOW + 11,
         expires_at_ms: NOW + 11 + pairgate::domain::setup::SETUP_CODE_TTL_MS,
     };
-    store.create_setup_code(&code, &actor, NOW + 11).await.unwrap();
+    store.create_setup_code(&code, &actor, None, NOW + 11).await.unwrap();
 }
 
 /// Every field of every snapshot row is in some row of the same table now (later schemas may add columns).

@@ -277,6 +277,10 @@ async fn a_sqlite_node_moves_to_postgres_with_every_row_and_token() {
             String::from_utf8(output.stdout).unwrap()
         }
     };
+    // An operator's label moves too (the offline CLI names the device on the SQLite file).
+    let device_id = device.id().to_string();
+    let rename = ["devices", "rename", device_id.as_str(), "Front desk", "--db", sqlite_arg.as_str()];
+    run(rename.into_iter().map(str::to_owned).collect()).await;
     run(vec!["export".into(), "--out".into(), export.clone(), "--db".into(), sqlite_arg.clone()]).await;
     let url = cluster.url(&cluster.new_database("moved"));
     let imported = run(vec![
@@ -306,6 +310,7 @@ async fn a_sqlite_node_moves_to_postgres_with_every_row_and_token() {
     assert_eq!(superseded.expect("the superseded request")["superseded_by"], request_id);
     let meta = after["tables"]["meta"].to_string();
     assert!(meta.contains("last_migrated_by") && !meta.contains("gateway_token"), "{meta}");
+    assert_eq!(after["tables"]["device_labels"][0]["label"], "Front desk");
     assert!(counts(&before).iter().all(|(table, rows)| *rows > 0 || ["sessions", "runs"].contains(&table.as_str())));
 
     let mut command = command(home.path());
@@ -426,7 +431,7 @@ async fn every_command_works_on_postgres() {
     let (ok, _, err) = pairgate(&["devices", "list"]).await;
     assert!(!ok && err.contains("has no pairgate schema"), "{err}");
     let (ok, out, err) = pairgate(&["migrate", "up"]).await;
-    assert!(ok && out.contains("applied migrations [1]"), "{out}{err}");
+    assert!(ok && out.contains("applied migrations [1, 2]"), "{out}{err}");
     let (ok, out, _) = pairgate(&["migrate", "up"]).await;
     assert!(ok && out.contains("nothing to apply"), "{out}");
     let (ok, out, _) = pairgate(&["migrate", "status"]).await;

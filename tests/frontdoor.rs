@@ -121,6 +121,40 @@ async fn pairgate_decides_every_connect_and_the_real_gateway_does_the_work() {
         tokio::time::sleep(Duration::from_millis(100)).await; // polling the gateway's view
     }
 
+    // A setup code minted on pairgate, redeemed by the real node host through pairgate: the real gateway
+    // behind sees the node connected, and answers the calls the node host makes after hello-ok.
+    let minted: Value = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/setup-codes", server.addr))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "access": "node", "url": url }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut host = NodeHost::start(&tools, &["node", "run", "--pair", minted["setupCode"].as_str().unwrap()]);
+    assert!(host.wait_for_stderr("node host gateway connected"), "{}", host.stderr());
+    let paired = server.store.paired_devices().await.unwrap();
+    let redeemed = minted["setupId"].as_str().unwrap();
+    let host_device = paired
+        .iter()
+        .find(|device| device.grant(Role::Node).is_some() && device.device_id != node_device.id())
+        .unwrap_or_else(|| panic!("the node host is paired: {paired:?}"));
+    let upstream_host = master_key.identity(&host_device.device_id, Role::Node).id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = call(&mut ws, "n3", "node.list", json!({})).await;
+        let nodes = reply["payload"]["nodes"].as_array().cloned().unwrap_or_default();
+        if nodes.iter().any(|node| node["nodeId"] == upstream_host.as_str() && node["connected"] == true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the gateway never saw the node host of setup code {redeemed}: {reply}");
+        tokio::time::sleep(Duration::from_millis(100)).await; // polling the gateway's view
+    }
+    assert!(!host.stderr().contains("unknown method"), "the gateway answered the node host: {}", host.stderr());
+    host.group.stop();
+
     // A storm: 100 clients at once, more than the gateway takes unauthenticated from one address (32).
     // Straight at the gateway some are refused (HTTP 503); pairgate paces its upstream handshakes, so through
     // it every one is served.

@@ -143,15 +143,15 @@ async fn a_join_url_hands_out_its_payload_once_and_nothing_else() {
     let server = Server::start().await;
     let minted = mint(&server, json!({ "url": server.url(), "join": true })).await;
     let join_url = minted["joinUrl"].as_str().unwrap();
-    // A query string, another method or a malformed code never hand it out, nor use it up.
-    for (method, url) in [
-        (reqwest::Method::GET, format!("{join_url}?x=1")),
-        (reqwest::Method::POST, join_url.to_owned()),
-        (reqwest::Method::GET, format!("http://{}/j/short", server.addr)),
-        (reqwest::Method::GET, format!("http://{}/j/AAAAAAAAAAAAAAAAAAAAAA", server.addr)),
+    // A query string or a malformed code is not found; another method is not allowed. None uses it up.
+    for (method, url, status) in [
+        (reqwest::Method::GET, format!("{join_url}?x=1"), StatusCode::NOT_FOUND),
+        (reqwest::Method::POST, join_url.to_owned(), StatusCode::METHOD_NOT_ALLOWED),
+        (reqwest::Method::GET, format!("http://{}/j/short", server.addr), StatusCode::NOT_FOUND),
+        (reqwest::Method::GET, format!("http://{}/j/AAAAAAAAAAAAAAAAAAAAAA", server.addr), StatusCode::NOT_FOUND),
     ] {
         let response = reqwest::Client::new().request(method.clone(), &url).send().await.unwrap();
-        assert_ne!(response.status(), StatusCode::OK, "{method} {url}");
+        assert_eq!(response.status(), status, "{method} {url}");
     }
     let response = reqwest::get(join_url).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -162,9 +162,17 @@ async fn a_join_url_hands_out_its_payload_once_and_nothing_else() {
     assert_eq!(payload["expiresAtMs"], minted["expiresAtMs"]);
     let second = reqwest::get(join_url).await.unwrap();
     assert_eq!(second.status(), StatusCode::NOT_FOUND);
+    let actions = audit_actions(&server).await;
+    assert_eq!(actions.iter().filter(|(action, _)| action == "setup.join.fetch").count(), 1);
+    assert_eq!(actions.iter().filter(|(action, _)| action == "setup.join.refuse").count(), 4, "{actions:?}");
 
-    // The token it handed out redeems the code, for the node role.
+    // The fetch handed out a token made then: the code minted with the URL is spent, and the URL alone,
+    // wherever it was seen since, is worth nothing.
+    let minted_token = token_of(minted["setupCode"].as_str().unwrap());
+    let (error, _) = connect(&server, &node_host(&Device::new(1), &minted_token)).await.refused();
+    assert_eq!(error["message"], REFUSED);
     let token = payload["bootstrapToken"].as_str().unwrap();
+    assert_ne!(token, minted_token);
     let (hello, _ws) = connect(&server, &node_host(&Device::new(1), token)).await.hello();
     assert_eq!(hello["auth"]["method"], "bootstrap-token");
     assert!(hello["auth"].get("deviceTokens").is_none(), "node access hands off nothing more");
@@ -400,6 +408,15 @@ async fn codes_are_listed_and_revoked_and_a_revoked_one_is_refused() {
     let (status, error) = rest(&server, reqwest::Method::POST, "/api/v1/setup-codes", Some(json!({}))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
     assert!(error["message"].as_str().unwrap().contains("--public-url"), "{error}");
+    let long = format!("{}{}", server.url(), "a".repeat(2000));
+    let (status, error) =
+        rest(&server, reqwest::Method::POST, "/api/v1/setup-codes", Some(json!({ "url": long }))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert!(error["message"].as_str().unwrap().contains("too long"), "{error}");
+    // A revoked code has no completion to report.
+    let (_, mut admin) = connect(&server, &Connect::cli().scopes(&["operator.admin"])).await.hello();
+    let status = call(&mut admin, "1", "device.pair.setupStatus", json!({ "setupId": id })).await;
+    assert_eq!(status["payload"], json!({}));
 }
 
 #[tokio::test]
@@ -444,6 +461,15 @@ async fn a_label_survives_removal_and_re_pairing() {
         call(&mut admin, "3", "device.pair.rename", json!({ "deviceId": Device::new(51).id().as_str(), "label": "x" }))
             .await;
     assert!(unknown["error"]["message"].as_str().unwrap().starts_with("unknown deviceId"), "{unknown}");
+    // A device without operator.admin renames itself only.
+    let own = Device::new(52);
+    let (_, mut own_ws) = connect(&server, &Connect::cli().device(&own).scopes(&["operator.pairing"])).await.hello();
+    let params = json!({ "deviceId": device.id().as_str(), "label": "Mine" });
+    let denied = call(&mut own_ws, "4", "device.pair.rename", params).await;
+    assert_eq!(denied["error"]["message"], "device pairing rename denied", "{denied}");
+    let params = json!({ "deviceId": own.id().as_str(), "label": "Me" });
+    let allowed = call(&mut own_ws, "5", "device.pair.rename", params).await;
+    assert_eq!(allowed["payload"]["label"], "Me", "{allowed}");
 
     let path = format!("/api/v1/devices/{}", device.id().as_str());
     let (status, _) = rest(&server, reqwest::Method::DELETE, &path, None).await;
@@ -459,7 +485,50 @@ async fn a_label_survives_removal_and_re_pairing() {
         rest(&server, reqwest::Method::PUT, &format!("{path}/label"), Some(json!({ "label": "Shed" }))).await;
     assert_eq!((status, renamed["label"].clone()), (StatusCode::OK, json!("Shed")));
     let actions = audit_actions(&server).await;
-    assert_eq!(actions.iter().filter(|(action, _)| action == "device.rename").count(), 2);
+    let renames: Vec<_> = actions.iter().filter(|(action, _)| action == "device.rename").collect();
+    assert_eq!(renames.len(), 3, "{renames:?}");
+}
+
+#[tokio::test]
+async fn a_redemption_settles_the_devices_pending_request_only_when_it_grants_all_it_asked() {
+    let config = Config { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..Config::default() };
+    let server = Server::start_with(config).await;
+    let (_, mut operator) = connect(&server, &Connect::cli().scopes(&["operator.pairing"])).await.hello();
+    let ask = |device: &Device| {
+        Connect { client_id: "node-host".into(), client_mode: "node".into(), role: "node".into(), ..Connect::cli() }
+            .device(device)
+            .scopes(&[])
+            .via_proxy_for("198.51.100.30")
+    };
+    // A node asked to pair and waits; its setup code (node access) grants what it asked: settled, announced.
+    let pi = Device::new(70);
+    let (error, _) = connect(&server, &ask(&pi)).await.refused();
+    let request_id = error["details"]["requestId"].as_str().unwrap().to_owned();
+    let minted = mint(&server, json!({ "url": server.url() })).await;
+    let redeem = node_host(&pi, &token_of(minted["setupCode"].as_str().unwrap())).via_proxy_for("198.51.100.30");
+    connect(&server, &redeem).await.hello();
+    let resolved = loop {
+        let frame = tokio::time::timeout(FRAME_WAIT, next_json(&mut operator)).await.unwrap().unwrap();
+        if frame["event"] == "device.pair.resolved" {
+            break frame["payload"].clone();
+        }
+    };
+    assert_eq!(
+        (resolved["requestId"].as_str(), resolved["decision"].as_str()),
+        (Some(request_id.as_str()), Some("approved"))
+    );
+    let request = server.store.pairing_request(&request_id).await.unwrap().unwrap();
+    assert_eq!(request.status, pairgate::domain::RequestStatus::Approved);
+
+    // An operator asked for admin; a node code grants less: its request stays for an operator to decide.
+    let laptop = Device::new(71);
+    let asking = Connect::cli().device(&laptop).scopes(&["operator.admin"]).via_proxy_for("198.51.100.31");
+    let (error, _) = connect(&server, &asking).await.refused();
+    let request_id = error["details"]["requestId"].as_str().unwrap().to_owned();
+    let minted = mint(&server, json!({ "url": server.url() })).await;
+    connect(&server, &node_host(&laptop, &token_of(minted["setupCode"].as_str().unwrap()))).await.hello();
+    let request = server.store.pairing_request(&request_id).await.unwrap().unwrap();
+    assert_eq!(request.status, pairgate::domain::RequestStatus::Pending);
 }
 
 #[tokio::test]
@@ -471,6 +540,10 @@ async fn no_secret_of_a_code_is_stored_or_exported() {
     let shortcode = minted["joinUrl"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
     connect(&server, &node_host(&Device::new(60), &token)).await.hello();
     let export = server.store.export_json(server.now()).await.unwrap().to_string();
+    let audit = serde_json::to_string(&audit_actions(&server).await).unwrap();
+    for secret in [code, token.as_str(), shortcode.as_str()] {
+        assert!(!audit.contains(secret), "a secret in the audit trail");
+    }
     let dir = server.stop().await;
     let mut stored = Vec::new();
     for entry in std::fs::read_dir(dir.path()).unwrap() {

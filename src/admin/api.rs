@@ -474,7 +474,7 @@ pub struct MintBody {
 }
 
 /// A minted setup code. `setupCode` (and `joinUrl`) are secrets, shown this once: they are not stored.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MintedView {
     #[serde(flatten)]
@@ -482,9 +482,11 @@ pub struct MintedView {
     /// What the device redeems (`openclaw node run --pair <setupCode>`, or the app's QR scanner).
     setup_code: String,
     /// The QR code of `setupCode`, a PNG, base64.
-    qr_png: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    qr_png: Option<String>,
     /// The same PNG as a data URL.
-    qr_data_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    qr_data_url: Option<String>,
     /// `request.publicUrl`, `pairgate.publicUrl` or `pairgate.listen`.
     url_source: &'static str,
     /// Full access was asked for a plaintext URL off loopback and lowered to limited.
@@ -495,6 +497,12 @@ pub struct MintedView {
 
 /// Mint a setup code: a short-lived, single-use credential that pairs the device redeeming it with the
 /// access it carries. The reply is the only copy of the code.
+impl std::fmt::Debug for MintedView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MintedView").field("code", &self.code).field("setup_code", &"<redacted>").finish()
+    }
+}
+
 #[utoipa::path(post, path = "/api/v1/setup-codes", request_body(content = Option<MintBody>),
     responses((status = 201, body = MintedView), (status = 401, body = ApiError), (status = 422, body = ApiError)))]
 async fn mint_setup_code(
@@ -511,10 +519,10 @@ async fn mint_setup_code(
     };
     let request = MintRequest { access, url: body.url, join: body.join.unwrap_or(false) };
     let minted = app.mint_setup_code(&caller.caller(), &request).await?;
-    let png = base64::engine::general_purpose::STANDARD.encode(minted.qr_png());
+    let png = minted.qr_png.as_ref().map(|png| base64::engine::general_purpose::STANDARD.encode(png));
     let view = MintedView {
         code: SetupCodeView::new(&minted.code, app.clock.now_ms()),
-        qr_data_url: format!("data:image/png;base64,{png}"),
+        qr_data_url: png.as_ref().map(|png| format!("data:image/png;base64,{png}")),
         qr_png: png,
         setup_code: minted.setup_code,
         url_source: minted.url_source,

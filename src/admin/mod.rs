@@ -131,7 +131,7 @@ async fn join_code(
     match payload {
         Some(payload) => ([(header::CACHE_CONTROL, "no-store")], Json(payload)).into_response(),
         None => {
-            app.record_auth_failure(&client, now).await;
+            app.join_fetch_refused(&client).await;
             not_found()
         }
     }

@@ -70,7 +70,7 @@ fn check_may_manage(caller: &Caller<'_>, device: Option<&DeviceRecord>) -> AppRe
 }
 
 impl App {
-    fn announce_resolution(&self, request_id: &str, device_id: &str, decision: &str) {
+    pub(super) fn announce_resolution(&self, request_id: &str, device_id: &str, decision: &str) {
         let payload =
             json!({ "requestId": request_id, "deviceId": device_id, "decision": decision, "ts": self.clock.now_ms() });
         self.live.broadcast("device.pair.resolved", payload);
@@ -254,6 +254,24 @@ impl App {
                     if let Ok(Some(request)) = self.store.pairing_request(request_id).await {
                         self.announce_resolution(request_id, request.device_id.as_str(), "expired");
                     }
+                }
+            }
+            ("setup.redeem", Some(device)) => {
+                let details = &change.details;
+                if let (Some(setup_id), Some(access)) = (
+                    details["setupId"].as_str(),
+                    details["access"].as_str().and_then(crate::domain::SetupAccess::parse),
+                ) {
+                    self.announce_setup_completed(
+                        setup_id,
+                        device,
+                        details["deviceName"].as_str(),
+                        access,
+                        change.at_ms,
+                    );
+                }
+                if let Some(request_id) = request_id {
+                    self.announce_resolution(request_id, device, "approved");
                 }
             }
             (action, _) if action.starts_with("run.") => self.runs_changed(),

@@ -7,14 +7,14 @@ use qrcode::{Color, EcLevel, QrCode};
 const MARGIN: usize = 4;
 const SCALE: usize = 6;
 
-fn code_of(text: &str) -> QrCode {
-    // A setup code is a few hundred bytes at most; version 40 at level M holds 2,331.
-    QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M).expect("a setup code fits a QR code")
+/// `None` past what a QR code holds (2,331 bytes at level M); a setup code's URL is capped well below.
+fn code_of(text: &str) -> Option<QrCode> {
+    QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M).ok()
 }
 
 /// The QR code of `text` as a greyscale PNG.
-pub fn png(text: &str) -> Vec<u8> {
-    let code = code_of(text);
+pub fn png(text: &str) -> Option<Vec<u8>> {
+    let code = code_of(text)?;
     let modules = code.width();
     let colors = code.to_colors();
     let side = (modules + 2 * MARGIN) * SCALE;
@@ -33,13 +33,25 @@ pub fn png(text: &str) -> Vec<u8> {
     encoder.set_color(png::ColorType::Grayscale);
     encoder.set_depth(png::BitDepth::Eight);
     encoder.set_compression(png::Compression::Best);
-    let mut writer = encoder.write_header().expect("writing a PNG to memory");
-    writer.write_image_data(&pixels).expect("writing a PNG to memory");
-    writer.finish().expect("writing a PNG to memory");
-    out
+    let mut writer = encoder.write_header().ok()?;
+    writer.write_image_data(&pixels).ok()?;
+    writer.finish().ok()?;
+    Some(out)
 }
 
-/// The QR code of `text` for a terminal: two modules a character, dark on light whatever the theme.
-pub fn terminal(text: &str) -> String {
-    code_of(text).render::<Dense1x2>().dark_color(Dense1x2::Light).light_color(Dense1x2::Dark).quiet_zone(true).build()
+/// The QR code of `text` for a terminal, two modules a character, drawn light on dark (a dark terminal's
+/// background is the code's dark modules).
+pub fn terminal(text: &str) -> Option<String> {
+    let code = code_of(text)?;
+    Some(code.render::<Dense1x2>().dark_color(Dense1x2::Light).light_color(Dense1x2::Dark).quiet_zone(true).build())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn too_much_for_a_qr_code_is_none_not_a_panic() {
+        assert!(super::png(&"x".repeat(3000)).is_none());
+        assert!(super::terminal(&"x".repeat(3000)).is_none());
+        assert!(super::png("short").is_some());
+    }
 }

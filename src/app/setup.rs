@@ -52,18 +52,13 @@ pub struct Minted {
     /// Full access was asked for a plaintext URL off loopback, and lowered to limited.
     pub access_downgraded: bool,
     pub join_url: Option<String>,
+    /// The QR code of the setup code, as a PNG (`None` only if it could not be drawn).
+    pub qr_png: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Minted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Minted").field("code", &self.code).field("setup_code", &"<redacted>").finish()
-    }
-}
-
-impl Minted {
-    /// The QR code of the setup code, as a PNG.
-    pub fn qr_png(&self) -> Vec<u8> {
-        super::qr::png(&self.setup_code)
     }
 }
 
@@ -110,11 +105,13 @@ impl App {
             }
             false => None,
         };
-        let token = match &join {
-            Some((_, join)) => join.bootstrap_token(),
-            None => TokenSecret::generate(),
-        };
+        let token = TokenSecret::generate();
         let now = self.clock.now_ms();
+        let expires_at_ms = now + self.config.setup.code_ttl_ms;
+        // The code and its QR code are made before anything is stored: nothing minted goes unshown.
+        let setup_code =
+            SetupPayload { url: url.url.clone(), bootstrap_token: token.expose().to_owned(), expires_at_ms }.encode();
+        let qr_png = super::qr::png(&setup_code);
         let new = NewSetupCode {
             setup_id: uuid::Uuid::new_v4().to_string(),
             token_digest: token.digest(),
@@ -122,23 +119,12 @@ impl App {
             access,
             gateway_url: url.url.clone(),
             issued_at_ms: now,
-            expires_at_ms: now + self.config.setup.code_ttl_ms,
+            expires_at_ms,
         };
-        let code = self.store.create_setup_code(&new, &caller.actor, now).await?;
+        let code = self.store.create_setup_code(&new, &caller.actor, caller.remote_addr.as_deref(), now).await?;
         tracing::info!(actor = %caller.actor.label(), setup = %code.setup_id, access = %access, url = %url.url,
             "setup code minted");
-        let payload = SetupPayload {
-            url: url.url,
-            bootstrap_token: token.expose().to_owned(),
-            expires_at_ms: code.expires_at_ms,
-        };
-        Ok(Minted {
-            code,
-            setup_code: payload.encode(),
-            url_source,
-            access_downgraded,
-            join_url: join.map(|(url, _)| url),
-        })
+        Ok(Minted { code, setup_code, qr_png, url_source, access_downgraded, join_url: join.map(|(url, _)| url) })
     }
 
     /// Redeems a setup code for a connect whose device proof verified. A refusal counts as a failed
@@ -156,14 +142,17 @@ impl App {
                 let code = &redeemed.code;
                 tracing::info!(setup = %code.setup_id, device = %redemption.device_id, access = %code.access,
                     "setup code redeemed");
-                let mut payload = json!({
-                    "setupId": code.setup_id, "deviceId": redemption.device_id, "access": code.access.openclaw_label(),
-                    "ts": now,
-                });
-                if let Some(name) = &redeemed.device_name {
-                    payload["deviceName"] = json!(name);
+                let device_id = redemption.device_id.as_str();
+                self.announce_setup_completed(
+                    &code.setup_id,
+                    device_id,
+                    redeemed.device_name.as_deref(),
+                    code.access,
+                    now,
+                );
+                if let Some(request_id) = &redeemed.resolved_request {
+                    self.announce_resolution(request_id, device_id, "approved");
                 }
-                self.live.broadcast("device.pair.setup.completed", payload);
                 Ok(redeemed)
             }
             Err(StoreError::Refused(Refusal::SetupCodeInvalid { fault })) => {
@@ -184,9 +173,27 @@ impl App {
         }
     }
 
+    /// Tells pairing sockets and the admin page that a code was redeemed (here, or elsewhere in the fleet).
+    pub(super) fn announce_setup_completed(
+        &self,
+        setup_id: &str,
+        device_id: &str,
+        device_name: Option<&str>,
+        access: SetupAccess,
+        at_ms: Millis,
+    ) {
+        let mut payload =
+            json!({ "setupId": setup_id, "deviceId": device_id, "access": access.openclaw_label(), "ts": at_ms });
+        if let Some(name) = device_name {
+            payload["deviceName"] = json!(name);
+        }
+        self.live.broadcast("device.pair.setup.completed", payload);
+    }
+
     /// Revokes an unused setup code.
     pub async fn revoke_setup_code(&self, caller: &Caller<'_>, setup_id: &str) -> AppResult<SetupCode> {
-        let code = self.store.revoke_setup_code(setup_id, &caller.actor, self.clock.now_ms()).await?;
+        let remote = caller.remote_addr.as_deref();
+        let code = self.store.revoke_setup_code(setup_id, &caller.actor, remote, self.clock.now_ms()).await?;
         tracing::info!(actor = %caller.actor.label(), setup = %setup_id, "setup code revoked");
         Ok(code)
     }
@@ -196,16 +203,31 @@ impl App {
     pub async fn fetch_join_code(&self, shortcode: &str, client: &ClientAddr) -> AppResult<Option<SetupPayload>> {
         let Some(join) = JoinCode::parse(shortcode) else { return Ok(None) };
         let ip = client.ip.to_string();
-        let code = self.store.fetch_join_code(&join.digest(), Some(&ip), self.clock.now_ms()).await?;
+        // A token made now: whoever saw the URL or the minted code after this fetch holds nothing.
+        let token = TokenSecret::generate();
+        let code = self.store.fetch_join_code(&join.digest(), &token.digest(), Some(&ip), self.clock.now_ms()).await?;
         Ok(code.map(|code| SetupPayload {
             url: code.gateway_url,
-            bootstrap_token: join.bootstrap_token().expose().to_owned(),
+            bootstrap_token: token.expose().to_owned(),
             expires_at_ms: code.expires_at_ms,
         }))
     }
 
+    /// A join URL fetch that handed nothing out (a query string, or a code unknown, spent, revoked or
+    /// expired): counted toward the lockout and audited, never naming the code.
+    pub async fn join_fetch_refused(&self, client: &ClientAddr) {
+        let now = self.clock.now_ms();
+        self.record_auth_failure(client, now).await;
+        let ip = client.ip.to_string();
+        let event = AuditEvent::new(&Actor::System, "setup.join.refuse", now).remote(Some(&ip));
+        if let Err(error) = self.store.record_audit(&event).await {
+            tracing::error!(%error, "could not audit a refused join fetch");
+        }
+    }
+
     /// Sets the operator's label of a device (`device.pair.rename`). A device may rename only itself, and
-    /// only when it holds no node role, unless its caller holds `operator.admin`.
+    /// only when it holds no node role, unless it holds `operator.admin`. A caller without a device identity
+    /// holds the gateway secret (remote ones get no scopes), as for removal and rotation (`check_may_manage`).
     pub async fn rename_device(&self, caller: &Caller<'_>, device_id: &DeviceId, label: &str) -> AppResult<String> {
         let label = clean_label(label).ok_or(Refusal::BadLabel)?;
         if let (Some(held), Some(own)) = (caller.scopes, caller.device_id)
@@ -217,7 +239,8 @@ impl App {
                 return Err(Refusal::RenameDenied.into());
             }
         }
-        self.store.set_device_label(device_id, &label, &caller.actor, self.clock.now_ms()).await?;
+        let remote = caller.remote_addr.as_deref();
+        self.store.set_device_label(device_id, &label, &caller.actor, remote, self.clock.now_ms()).await?;
         self.live.broadcast("device.pair.changed", json!({}));
         Ok(label)
     }

@@ -215,7 +215,7 @@ pub struct ServeArgs {
     #[arg(long = "trusted-proxy", env = "PAIRGATE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpAddr>,
     /// The address devices reach this server at (ws://, wss://, or http(s):// behind a TLS proxy), put
-    /// in setup codes. Without it, codes are minted only when --listen is a LAN or tailnet address.
+    /// in setup codes. Without it, codes are minted only when --listen is a specific LAN address.
     #[arg(long, env = "PAIRGATE_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Approve pairing asks from local, non-browser clients without an operator.

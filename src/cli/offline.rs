@@ -136,8 +136,8 @@ pub(super) async fn setup_code(args: SetupCodeArgs, db: &DbArg) -> anyhow::Resul
         println!("(full access needs wss:// or loopback: this plaintext URL gets limited access)");
     }
     println!("\n{}\n", minted.setup_code);
-    if !args.no_qr {
-        println!("{}", crate::app::qr_terminal(&minted.setup_code));
+    if let (false, Some(qr)) = (args.no_qr, crate::app::qr_terminal(&minted.setup_code)) {
+        println!("{qr}");
     }
     println!("On the device:  openclaw node run --pair \"{}\"", minted.setup_code);
     if let Some(join_url) = &minted.join_url {

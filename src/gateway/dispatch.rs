@@ -122,9 +122,8 @@ impl Gateway {
             "urlSource": minted.url_source,
             "access": minted.code.access.openclaw_label(),
         });
-        if p.include_qr != Some(false) {
-            let data_url =
-                format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(minted.qr_png()));
+        if let (true, Some(png)) = (p.include_qr != Some(false), &minted.qr_png) {
+            let data_url = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png));
             if data_url.len() <= MAX_QR_DATA_URL {
                 result["qrDataUrl"] = json!(data_url);
             }

@@ -512,7 +512,8 @@ impl Gateway {
         if !handoff.is_empty() {
             auth_info["deviceTokens"] = Value::Array(handoff);
         }
-        self.last_seen.note(device_id.clone(), role, true, now);
+        // Seen now; its new token is not used until it presents it.
+        self.last_seen.note(device_id.clone(), role, false, now);
         let hello = HelloOk(self.hello_ok(protocol, conn, auth_info));
         let who = Authenticated {
             conn_id: conn.conn_id.clone(),

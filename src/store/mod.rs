@@ -419,9 +419,10 @@ impl Store {
         &self,
         code: &NewSetupCode,
         actor: &Actor,
+        remote_addr: Option<&str>,
         now_ms: Millis,
     ) -> StoreResult<SetupCode> {
-        engine!(self, store => store.create_setup_code(code, actor, now_ms).await)
+        engine!(self, store => store.create_setup_code(code, actor, remote_addr, now_ms).await)
     }
 
     /// Redeems the code whose token a connect presented, in one transaction: the code is marked used by
@@ -438,19 +439,27 @@ impl Store {
     }
 
     /// Revokes an unused setup code; a used, revoked or expired one is refused, saying which.
-    pub async fn revoke_setup_code(&self, setup_id: &str, actor: &Actor, now_ms: Millis) -> StoreResult<SetupCode> {
-        engine!(self, store => store.revoke_setup_code(setup_id, actor, now_ms).await)
+    pub async fn revoke_setup_code(
+        &self,
+        setup_id: &str,
+        actor: &Actor,
+        remote_addr: Option<&str>,
+        now_ms: Millis,
+    ) -> StoreResult<SetupCode> {
+        engine!(self, store => store.revoke_setup_code(setup_id, actor, remote_addr, now_ms).await)
     }
 
-    /// The first fetch of an unused, unexpired join code marks it fetched and gets its setup code; every
-    /// other fetch gets `None`.
+    /// The first fetch of an unused, unexpired join code marks it fetched and puts `fresh_token`'s digest
+    /// in place of the code's (the token the fetch hands out; the one minted is spent); every other fetch
+    /// gets `None`.
     pub async fn fetch_join_code(
         &self,
         join_digest: &TokenDigest,
+        fresh_token: &TokenDigest,
         remote_addr: Option<&str>,
         now_ms: Millis,
     ) -> StoreResult<Option<SetupCode>> {
-        engine!(self, store => store.fetch_join_code(join_digest, remote_addr, now_ms).await)
+        engine!(self, store => store.fetch_join_code(join_digest, fresh_token, remote_addr, now_ms).await)
     }
 
     pub async fn setup_code(&self, setup_id: &str) -> StoreResult<Option<SetupCode>> {
@@ -474,9 +483,10 @@ impl Store {
         device_id: &DeviceId,
         label: &str,
         actor: &Actor,
+        remote_addr: Option<&str>,
         now_ms: Millis,
     ) -> StoreResult<()> {
-        engine!(self, store => store.set_device_label(device_id, label, actor, now_ms).await)
+        engine!(self, store => store.set_device_label(device_id, label, actor, remote_addr, now_ms).await)
     }
 
     /// A page of devices ordered by id, after `after` (keyset pagination).

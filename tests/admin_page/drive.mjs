@@ -218,7 +218,10 @@ const commands = {
     // The page hears of the redemption on its event stream: no reload, no click.
     await page.waitForSelector(`li[data-setup-id="${setupId}"][data-state="redeemed"]`);
     const notice = await waitText('#notice', /paired with a setup code/);
-    return { notice, shot: await shot('setup-redeemed') };
+    // The code, a spent credential now, is no longer shown.
+    await page.waitForSelector('#setup-result', { state: 'hidden' });
+    const codeShown = await page.inputValue('#setup-code');
+    return { notice, codeShown, shot: await shot('setup-redeemed') };
   },
   async rename(deviceId, label) {
     await openTab('devices');

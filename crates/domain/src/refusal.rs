@@ -83,7 +83,7 @@ pub enum Refusal {
     #[error(
         "no public URL for setup codes: pairgate {} Set --public-url (PAIRGATE_PUBLIC_URL) to the ws:// or wss:// address devices reach{}",
         if *loopback_only { "is only listening on loopback." } else { "listens on every address and cannot tell which one devices reach." },
-        if *loopback_only { ", or listen on a LAN or tailnet address" } else { "" }
+        if *loopback_only { ", or listen on a LAN address" } else { "" }
     )]
     NoPublicUrl { loopback_only: bool },
     #[error("{reason}")]

@@ -5,15 +5,13 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use crate::clock::Millis;
+use crate::{Role, Scope, ScopeSet, TokenSecret};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
-use crate::clock::Millis;
-use crate::{Role, Scope, ScopeSet, TokenSecret};
 
 /// How long a setup code may be redeemed (OpenClaw's `DEVICE_BOOTSTRAP_TOKEN_TTL_MS`).
 pub const SETUP_CODE_TTL_MS: Millis = 10 * 60 * 1000;
@@ -198,7 +196,8 @@ impl SetupPayload {
 }
 
 /// A join code's short code: 128 random bits, base64url (22 characters), fetched once at `/j/<code>`.
-/// Its bootstrap token is derived from it, so neither is ever stored, only their digests.
+/// Only its digest is stored. The fetch hands out a bootstrap token made at that moment, so the URL is
+/// worth nothing once fetched.
 #[derive(Clone, PartialEq, Eq)]
 pub struct JoinCode(String);
 
@@ -223,15 +222,6 @@ impl JoinCode {
     pub fn digest(&self) -> crate::TokenDigest {
         TokenSecret::from_presented(self.0.clone()).digest()
     }
-
-    /// The bootstrap token the join code hands out: a hash of the short code under a label of its own,
-    /// so knowing one digest tells nothing of the other.
-    pub fn bootstrap_token(&self) -> TokenSecret {
-        let mut hash = Sha256::new();
-        hash.update(b"pairgate join-code bootstrap token\0");
-        hash.update(self.0.as_bytes());
-        TokenSecret::from_presented(URL_SAFE_NO_PAD.encode(hash.finalize()))
-    }
 }
 
 impl fmt::Debug for JoinCode {
@@ -240,9 +230,14 @@ impl fmt::Debug for JoinCode {
     }
 }
 
+/// The longest URL a setup code carries (bytes): the code must fit a QR code a phone can read.
+pub const MAX_URL_BYTES: usize = 512;
+
 /// Why a URL cannot go in a setup code.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SetupUrlError {
+    #[error("the public URL is too long: {0} bytes (at most 512)")]
+    TooLong(usize),
     #[error("the public URL is not a ws://, wss://, http:// or https:// URL with a host: {0}")]
     Invalid(String),
     #[error("the public URL must not carry a user name, password, query or fragment")]
@@ -268,6 +263,9 @@ impl GatewayUrl {
     /// applies its policy on plaintext.
     pub fn parse(text: &str) -> Result<GatewayUrl, SetupUrlError> {
         let text = text.trim();
+        if text.len() > MAX_URL_BYTES {
+            return Err(SetupUrlError::TooLong(text.len()));
+        }
         let invalid = || SetupUrlError::Invalid(text.chars().take(200).collect());
         let (scheme, rest) = match text.split_once("://") {
             Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
@@ -286,14 +284,24 @@ impl GatewayUrl {
             return Err(SetupUrlError::HasExtras);
         }
         let (host, port) = split_host_port(authority).ok_or_else(invalid)?;
-        let host_ok = !host.is_empty()
-            && host.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b':' | b'[' | b']'));
-        if !host_ok || !path.bytes().all(|c| c.is_ascii_graphic()) {
+        if port == Some(0) || !path.bytes().all(|c| c.is_ascii_graphic()) {
             return Err(invalid());
         }
         let host = host.to_ascii_lowercase();
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let ip = bare.parse::<IpAddr>().ok();
+        // `[v6]`, a dotted IPv4 address, or a DNS name of letters, digits and inner hyphens.
+        let (bare, ip) = match host.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
+            Some(v6) => (v6, Some(IpAddr::V6(v6.parse().map_err(|_| invalid())?))),
+            None => (host.as_str(), host.parse::<IpAddr>().ok()),
+        };
+        let dns_label = |label: &str| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        };
+        if ip.is_none() && !(bare.len() <= 253 && bare.split('.').all(dns_label)) {
+            return Err(invalid());
+        }
         let loopback = host == "localhost" || ip.is_some_and(|ip| ip.is_loopback());
         if !tls && !loopback && !private_host(bare, ip) {
             return Err(SetupUrlError::Insecure);
@@ -394,7 +402,9 @@ mod tests {
             (SetupAccess::Node, Role::Operator, &read, false),
             (SetupAccess::Full, Role::Node, &none, true),
             (SetupAccess::Full, Role::Operator, &admin, true),
-            (SetupAccess::Full, Role::Operator, &pairing, false),
+            // Never handed off by name, but full access's operator.admin implies it, as it implies every scope.
+            (SetupAccess::Full, Role::Operator, &pairing, true),
+            (SetupAccess::Limited, Role::Operator, &pairing, false),
             (SetupAccess::Limited, Role::Operator, &read, true),
             (SetupAccess::Limited, Role::Operator, &admin, false),
             (SetupAccess::VoiceNode, Role::Operator, &read, true),
@@ -432,14 +442,12 @@ mod tests {
     }
 
     #[test]
-    fn join_codes_derive_their_token_and_hide_both() {
+    fn join_codes_are_random_and_hidden() {
         let code = JoinCode::generate();
         assert_eq!(code.expose().len(), 22);
         assert_eq!(JoinCode::parse(code.expose()), Some(code.clone()));
-        assert_eq!(code.bootstrap_token(), JoinCode::parse(code.expose()).unwrap().bootstrap_token());
-        assert_ne!(code.bootstrap_token(), JoinCode::generate().bootstrap_token());
-        assert_eq!(code.bootstrap_token().expose().len(), 43);
-        assert_ne!(code.digest(), code.bootstrap_token().digest());
+        assert_ne!(code, JoinCode::generate());
+        assert_eq!(code.digest(), JoinCode::parse(code.expose()).unwrap().digest());
         for bad in ["short", "aaaaaaaaaaaaaaaaaaaaa/", "aaaaaaaaaaaaaaaaaaaaaaa"] {
             assert_eq!(JoinCode::parse(bad), None, "{bad}");
         }
@@ -461,8 +469,11 @@ mod tests {
         ] {
             assert_eq!(GatewayUrl::parse(input).map(|u| u.url), Ok(url.to_owned()), "{input}");
         }
+        let long = format!("wss://gw.example.com/{}", "a".repeat(600));
+        assert_eq!(GatewayUrl::parse(&long), Err(SetupUrlError::TooLong(long.len())));
         for (input, error) in [
             ("ws://gw.example.com", SetupUrlError::Insecure),
+            ("ws://100.100.1.1:18789", SetupUrlError::Insecure),
             ("ws://8.8.8.8:1", SetupUrlError::Insecure),
             ("wss://user:pw@gw.example.com", SetupUrlError::HasExtras),
             ("wss://gw.example.com/?a=1", SetupUrlError::HasExtras),
@@ -470,6 +481,14 @@ mod tests {
             ("wss://", SetupUrlError::Invalid("wss://".into())),
             ("wss://host:99999", SetupUrlError::Invalid("wss://host:99999".into())),
             ("wss://bad host", SetupUrlError::Invalid("wss://bad host".into())),
+            ("wss://[", SetupUrlError::Invalid("wss://[".into())),
+            ("wss://[foo]", SetupUrlError::Invalid("wss://[foo]".into())),
+            ("ws://[x.local]", SetupUrlError::Invalid("ws://[x.local]".into())),
+            ("wss://ab[c]", SetupUrlError::Invalid("wss://ab[c]".into())),
+            ("wss://a..b", SetupUrlError::Invalid("wss://a..b".into())),
+            ("wss://-a.com", SetupUrlError::Invalid("wss://-a.com".into())),
+            ("wss://host:0", SetupUrlError::Invalid("wss://host:0".into())),
+            ("wss://ünïcode.com", SetupUrlError::Invalid("wss://ünïcode.com".into())),
         ] {
             assert_eq!(GatewayUrl::parse(input), Err(error), "{input}");
         }

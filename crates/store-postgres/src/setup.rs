@@ -9,6 +9,8 @@ use crate::{
 };
 use pairgate_domain::clock::Millis;
 use pairgate_domain::{DeviceId, Refusal, SetupFault, TokenDigest};
+use pairgate_store_types::rows::invalid;
+use pairgate_store_types::settles_request;
 
 impl Store {
     /// Stores a minted code, with its audit row.
@@ -16,6 +18,7 @@ impl Store {
         &self,
         code: &NewSetupCode,
         actor: &Actor,
+        remote_addr: Option<&str>,
         now_ms: Millis,
     ) -> StoreResult<SetupCode> {
         let mut tx = self.begin_write().await?;
@@ -38,12 +41,14 @@ impl Store {
         )
         .execute(&mut *tx)
         .await?;
-        let event =
-            AuditEvent::new(actor, "setup.mint", now_ms).subject(code.setup_id.as_str()).details(serde_json::json!({
+        let event = AuditEvent::new(actor, "setup.mint", now_ms)
+            .subject(code.setup_id.as_str())
+            .remote(remote_addr)
+            .details(serde_json::json!({
                 "access": access, "url": code.gateway_url, "expiresAtMs": code.expires_at_ms, "join": join.is_some(),
             }));
         audit::record(&mut tx, &event).await?;
-        let stored = read_code(&mut tx, &code.setup_id).await?.expect("the code just inserted");
+        let stored = read_code(&mut tx, &code.setup_id).await?.ok_or_else(|| invalid("setup code", "not stored"))?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -103,15 +108,29 @@ impl Store {
             let token = mint_token_on(&mut tx, &redemption.device_id, role, &scopes, now_ms).await?;
             tokens.push(HandedOff { role, scopes, token });
         }
-        sqlx::query!(
-            "UPDATE pairing_requests SET status = 'approved', resolved_by = $1, resolved_at_ms = $2
-              WHERE device_id = $3 AND status = 'pending'",
-            approved_by,
-            now_ms,
+        // The device's pending request is settled by the code when the code grants all it asked.
+        let pending = sqlx::query!(
+            r#"SELECT request_id, roles::text AS "roles!", scopes::text AS "scopes!" FROM pairing_requests
+              WHERE device_id = $1 AND status = 'pending'"#,
             device_id
         )
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        let mut resolved_request = None;
+        if let Some(pending) = pending
+            && settles_request(&pending.roles, &pending.scopes, &tokens)?
+        {
+            sqlx::query!(
+                "UPDATE pairing_requests SET status = 'approved', resolved_by = $1, resolved_at_ms = $2
+                  WHERE request_id = $3",
+                approved_by,
+                now_ms,
+                pending.request_id
+            )
+            .execute(&mut *tx)
+            .await?;
+            resolved_request = Some(pending.request_id);
+        }
         let device_name = sqlx::query_scalar!(
             r#"SELECT COALESCE((SELECT label FROM device_labels WHERE device_id = $1), display_name) AS "name?: String"
                  FROM devices WHERE device_id = $2"#,
@@ -127,15 +146,23 @@ impl Store {
                 "setupId": code.setup_id, "access": code.access.as_str(), "issuedBy": code.issued_by,
                 "roles": tokens.iter().map(|t| t.role).collect::<Vec<_>>(),
                 "scopes": tokens.iter().flat_map(|t| t.scopes.names()).collect::<Vec<_>>(),
+                "requestId": resolved_request, "deviceName": device_name,
             }));
         audit::record(&mut tx, &event).await?;
-        let code = read_code(&mut tx, &code.setup_id).await?.expect("the code just redeemed");
+        let code =
+            read_code(&mut tx, &code.setup_id).await?.ok_or_else(|| invalid("setup code", "gone mid-redemption"))?;
         tx.commit().await?;
-        Ok(Redeemed { code, tokens, device_name })
+        Ok(Redeemed { code, tokens, device_name, resolved_request })
     }
 
     /// Revokes an unused code; a used, revoked or expired one is refused, saying which.
-    pub async fn revoke_setup_code(&self, setup_id: &str, actor: &Actor, now_ms: Millis) -> StoreResult<SetupCode> {
+    pub async fn revoke_setup_code(
+        &self,
+        setup_id: &str,
+        actor: &Actor,
+        remote_addr: Option<&str>,
+        now_ms: Millis,
+    ) -> StoreResult<SetupCode> {
         let mut tx = self.begin_write().await?;
         let code = read_code(&mut tx, setup_id)
             .await?
@@ -155,29 +182,34 @@ impl Store {
         .await?;
         let event = AuditEvent::new(actor, "setup.revoke", now_ms)
             .subject(setup_id)
+            .remote(remote_addr)
             .details(serde_json::json!({ "access": code.access.as_str() }));
         audit::record(&mut tx, &event).await?;
-        let code = read_code(&mut tx, setup_id).await?.expect("the code just revoked");
+        let code = read_code(&mut tx, setup_id).await?.ok_or_else(|| invalid("setup code", "gone mid-revocation"))?;
         tx.commit().await?;
         Ok(code)
     }
 
-    /// Hands out a join code once: the first fetch of an unused, unexpired code marks it fetched and gets
-    /// it; every other gets `None`.
+    /// Hands out a join code once: the first fetch of an unused, unexpired code marks it fetched and
+    /// replaces its token's digest with `fresh_token`'s (the token handed out now: the code minted with it,
+    /// and the join URL, are spent); every other fetch gets `None`.
     pub async fn fetch_join_code(
         &self,
         join_digest: &TokenDigest,
+        fresh_token: &TokenDigest,
         remote_addr: Option<&str>,
         now_ms: Millis,
     ) -> StoreResult<Option<SetupCode>> {
         let mut tx = self.begin_write().await?;
         let digest = join_digest.as_bytes().as_slice();
+        let fresh = fresh_token.as_bytes().as_slice();
         let setup_id = sqlx::query_scalar!(
-            "UPDATE setup_codes SET join_fetched_at_ms = $1
-              WHERE join_digest = $2 AND join_fetched_at_ms IS NULL AND redeemed_at_ms IS NULL
-                AND revoked_at_ms IS NULL AND expires_at_ms > $3
+            "UPDATE setup_codes SET join_fetched_at_ms = $1, token_digest = $2
+              WHERE join_digest = $3 AND join_fetched_at_ms IS NULL AND redeemed_at_ms IS NULL
+                AND revoked_at_ms IS NULL AND expires_at_ms > $4
               RETURNING setup_id",
             now_ms,
+            fresh,
             digest,
             now_ms
         )
@@ -230,6 +262,7 @@ impl Store {
         device_id: &DeviceId,
         label: &str,
         actor: &Actor,
+        remote_addr: Option<&str>,
         now_ms: Millis,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
@@ -252,8 +285,10 @@ impl Store {
         )
         .execute(&mut *tx)
         .await?;
-        let event =
-            AuditEvent::new(actor, "device.rename", now_ms).subject(id).details(serde_json::json!({ "label": label }));
+        let event = AuditEvent::new(actor, "device.rename", now_ms)
+            .subject(id)
+            .remote(remote_addr)
+            .details(serde_json::json!({ "label": label }));
         audit::record(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(())

@@ -78,6 +78,19 @@ pub struct Redeemed {
     pub tokens: Vec<HandedOff>,
     /// The device's name as operators see it: its label, else what it calls itself.
     pub device_name: Option<String>,
+    /// The device's pending request, approved by the redemption because the code grants all it asked.
+    pub resolved_request: Option<String>,
+}
+
+/// Whether a redemption that handed out `tokens` settles a pending request that asked for `roles_json`
+/// with `scopes_json` (both JSON lists): every role asked is among those paired, and every scope asked is
+/// covered by the operator grant. A request asking more stays pending for an operator.
+pub fn settles_request(roles_json: &str, scopes_json: &str, tokens: &[HandedOff]) -> StoreResult<bool> {
+    let roles: Vec<String> = serde_json::from_str(roles_json).map_err(|e| invalid("request roles", e))?;
+    let asked = ScopeSet::from_json(scopes_json).map_err(|e| invalid("request scopes", e))?;
+    let granted: ScopeSet = tokens.iter().flat_map(|token| token.scopes.iter()).collect();
+    let roles_paired = roles.iter().all(|name| tokens.iter().any(|token| token.role.as_str() == name));
+    Ok(roles_paired && granted.covers(&asked))
 }
 
 /// One row of the setup-code queries, as both engines return it.
@@ -115,9 +128,51 @@ impl SetupRow {
     }
 }
 
-/// A device label as stored: trimmed, 1 to 64 characters, no control characters.
+/// A device label as stored: trimmed, 1 to 64 characters, no control characters, and none of the invisible
+/// formatting characters (bidirectional overrides, zero-width joiners, …) that make one name look like
+/// another in a list.
 pub fn clean_label(label: &str) -> Option<String> {
     let label = label.trim();
-    let fits = (1..=64).contains(&label.chars().count()) && !label.chars().any(char::is_control);
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+    };
+    let fits = (1..=64).contains(&label.chars().count()) && !label.chars().any(invisible);
     fits.then(|| label.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_trimmed_bounded_and_visible() {
+        assert_eq!(clean_label("  Garage pi "), Some("Garage pi".to_owned()));
+        assert_eq!(clean_label(&"é".repeat(64)), Some("é".repeat(64)));
+        for bad in ["", "   ", "a\u{7}b", "evil\u{202E}gpj.exe", "zero\u{200B}width", &"x".repeat(65)] {
+            assert_eq!(clean_label(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_is_settled_only_when_the_code_grants_all_it_asked() {
+        let token = |role: Role, scopes: &[&str]| HandedOff {
+            role,
+            scopes: ScopeSet::parse(scopes).unwrap(),
+            token: TokenSecret::generate(),
+        };
+        let node_only = [token(Role::Node, &[])];
+        let limited = [token(Role::Node, &[]), token(Role::Operator, &["operator.read", "operator.write"])];
+        for (roles, scopes, tokens, settled) in [
+            (r#"["node"]"#, "[]", &node_only[..], true),
+            (r#"["operator"]"#, r#"["operator.read"]"#, &node_only[..], false),
+            (r#"["operator"]"#, r#"["operator.read"]"#, &limited[..], true),
+            (r#"["operator","node"]"#, r#"["operator.write"]"#, &limited[..], true),
+            (r#"["operator"]"#, r#"["operator.admin"]"#, &limited[..], false),
+        ] {
+            assert_eq!(settles_request(roles, scopes, tokens).unwrap(), settled, "{roles} {scopes}");
+        }
+        assert!(settles_request("not json", "[]", &limited).is_err());
+    }
 }

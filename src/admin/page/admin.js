@@ -194,6 +194,7 @@ async function signIn(event) {
 
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
+  clearSetupResult();
   stopStream();
   $('console').hidden = true;
   $('who').hidden = true;
@@ -408,6 +409,15 @@ async function mintSetupCode(event) {
   $('setup-result').hidden = false;
   $('setup-result').dataset.setupId = minted.setupId;
   loadSetupCodes();
+}
+
+// A code is shown until it is used or the operator signs out: it is a credential.
+function clearSetupResult() {
+  $('setup-result').hidden = true;
+  delete $('setup-result').dataset.setupId;
+  $('setup-qr').removeAttribute('src');
+  $('setup-code').value = '';
+  $('setup-facts').replaceChildren();
 }
 
 async function loadSetupCodes() {
@@ -634,6 +644,7 @@ function onEvent(name, payload) {
     if (!$('devices').hidden) loadDevices();
   }
   if (name === 'device.pair.setup.completed') {
+    if (payload?.setupId && payload.setupId === $('setup-result').dataset.setupId) clearSetupResult();
     if (!$('setup').hidden) loadSetupCodes();
     const who = payload?.deviceName || (payload?.deviceId ? shortId(payload.deviceId) : 'A device');
     say(`${who} paired with a setup code (${payload?.access ?? 'some'} access).`);
