@@ -493,6 +493,74 @@ async fn offline_cli_manages_tokens_devices_and_audit_while_serving() {
     server.kill9().await;
 }
 
+/// `pairgate setup-code`, `setup-codes list|revoke` and `devices rename` on the database of a running
+/// server: the code printed (with a terminal QR code) pairs a device through the server, and the secret is in
+/// no log line of either process.
+#[tokio::test]
+async fn the_offline_cli_mints_lists_and_revokes_setup_codes_and_names_devices() {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("setup.db").display().to_string();
+    let server = serve(home.path(), &["--db", &db, "--token", TOKEN], "serve.log").await;
+    let public_url = server.url();
+    let (ok, _, err) = pairgate(home.path(), &["setup-code", "--db", &db]).await;
+    assert!(!ok && err.contains("--url") && err.contains("PAIRGATE_PUBLIC_URL"), "{err}");
+
+    let output = command(home.path())
+        .env("PAIRGATE_PUBLIC_URL", &public_url)
+        .args(["setup-code", "--access", "node", "--db", &db])
+        .output()
+        .await
+        .unwrap();
+    let (printed, cli_log) = (String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap());
+    assert!(output.status.success(), "{cli_log}");
+    assert!(printed.contains('█') && printed.contains("openclaw node run --pair"), "{printed}");
+    let code = printed.lines().map(str::trim).find(|line| line.starts_with("eyJ")).expect("the code").to_owned();
+    let token = pairgate::domain::setup::SetupPayload::decode(&code).unwrap().bootstrap_token;
+
+    let node =
+        Connect { client_id: "node-host".into(), client_mode: "node".into(), role: "node".into(), ..Connect::cli() };
+    let pi = Device::new(96);
+    let (hello, _pi) =
+        connect_url(&server.url(), &node.device(&pi).scopes(&[]).bootstrap_token(&token), now_ms()).await.hello();
+    assert_eq!(hello["auth"]["method"], "bootstrap-token");
+
+    let (ok, out, err) =
+        pairgate(home.path(), &["setup-code", "--url", &public_url, "--access", "voice", "--json", "--db", &db]).await;
+    assert!(ok, "{err}");
+    let second: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(second["access"], "voice-node");
+    let second_id = second["setupId"].as_str().unwrap();
+    let (ok, out, err) = pairgate(home.path(), &["setup-codes", "list", "--json", "--db", &db]).await;
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let states: Vec<&str> = listed.as_array().unwrap().iter().map(|code| code["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["unused", "redeemed"], "{out}");
+    assert!(!out.contains(&token), "a listing never shows a code");
+    let (ok, out, err) = pairgate(home.path(), &["setup-codes", "revoke", second_id, "--db", &db]).await;
+    assert!(ok && out.contains("revoked setup code"), "{out}{err}");
+    let (ok, _, err) = pairgate(home.path(), &["setup-codes", "revoke", second_id, "--db", &db]).await;
+    assert!(!ok && err.contains("already revoked"), "{err}");
+
+    let id = pi.id().to_string();
+    let (ok, out, err) = pairgate(home.path(), &["devices", "rename", &id, "Bench pi", "--db", &db]).await;
+    assert!(ok && out.contains("Bench pi"), "{out}{err}");
+    let (ok, out, _) = pairgate(home.path(), &["devices", "list", "--json", "--db", &db]).await;
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["paired"][0]["label"], "Bench pi", "{out}");
+
+    let server_log = server.stderr();
+    assert!(server_log.contains("setup code redeemed"), "{server_log}");
+    for log in [&server_log, &cli_log] {
+        assert!(!log.contains(&code) && !log.contains(&token), "a secret in a log: {log}");
+    }
+    server.kill9().await;
+
+    // A --public-url that cannot go in a code stops the server at its start, saying why.
+    let (ok, _, err) =
+        pairgate(home.path(), &["serve", "--db", &db, "--token", TOKEN, "--public-url", "ws://gw.example.com"]).await;
+    assert!(!ok && err.contains("--public-url") && err.contains("wss://"), "{err}");
+}
+
 /// A crash while runs are running: after the restart they are interrupted (once), and a waiter that
 /// reconnects gets that outcome.
 #[tokio::test]

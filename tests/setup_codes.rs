@@ -201,6 +201,13 @@ async fn a_code_past_its_expiry_is_refused_in_openclaws_words() {
     server.clock.advance_ms(SETUP_CODE_TTL_MS - 1);
     let token = token_of(fresh["setupCode"].as_str().unwrap());
     connect(&server, &node_host(&Device::new(3), &token)).await.hello();
+    // A day after their expiry, codes are forgotten by the sweep; their story stays in the audit trail.
+    server.app.sweep_expired().await;
+    assert_eq!(codes(&server).await.len(), 2);
+    server.clock.advance_ms(pairgate::store::SETUP_CODE_RETENTION_MS + SETUP_CODE_TTL_MS);
+    server.app.sweep_expired().await;
+    assert_eq!(codes(&server).await, Vec::<Value>::new());
+    assert!(audit_actions(&server).await.iter().any(|(action, _)| action == "setup.redeem"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
