@@ -546,7 +546,7 @@ async fn the_offline_cli_mints_lists_and_revokes_setup_codes_and_names_devices()
     assert!(ok && out.contains("Bench pi"), "{out}{err}");
     let (ok, out, _) = pairgate(home.path(), &["devices", "list", "--json", "--db", &db]).await;
     assert!(ok);
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["paired"][0]["label"], "Bench pi", "{out}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["paired"][0]["operatorLabel"], "Bench pi", "{out}");
 
     let server_log = server.stderr();
     assert!(server_log.contains("setup code redeemed"), "{server_log}");

@@ -96,6 +96,15 @@ async fn the_real_node_host_redeems_a_code_once_and_its_qr_decodes_to_it() {
     assert_eq!(paired[0].meta.client_id.as_deref(), Some("node-host"));
     assert!(paired[0].live_token(Role::Node).is_some());
     host.group.stop();
+    // Named by an operator, it shows under that name in the real CLI's list.
+    let path = format!("/api/v1/devices/{}/label", paired[0].device_id.as_str());
+    let (status, _) = rest(&server, reqwest::Method::PUT, &path, Some(json!({ "label": "Garage pi" }))).await;
+    assert_eq!(status, StatusCode::OK);
+    let cli_home = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let (ok, out, err) =
+        real_gateway::run_cli(&oc, cli_home.path(), &["devices", "list", "--url", &url, "--token", TOKEN]).await;
+    assert!(ok && out.contains("Garage pi"), "{out}\n{err}");
 
     // The same code again, from another empty home: refused in OpenClaw's words, which make it exit 1.
     let mut second = NodeHost::start(&oc, &["node", "run", "--pair", &code]);
@@ -485,7 +494,7 @@ async fn a_label_survives_removal_and_re_pairing() {
     connect(&server, &node_host(&device, &token_of(second["setupCode"].as_str().unwrap()))).await.hello();
     let (status, shown) = rest(&server, reqwest::Method::GET, &path, None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(shown["label"], "Garage");
+    assert_eq!(shown["operatorLabel"], "Garage");
     assert_eq!(shown["roles"], json!(["node"]));
     // Over REST too.
     let (status, renamed) =

@@ -64,9 +64,10 @@ pub struct DeviceView {
     pub public_key: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
-    /// The operator's name for the device (`device.pair.rename`), which survives re-pairing.
+    /// The operator's name for the device (`device.pair.rename`), which survives re-pairing. OpenClaw's
+    /// name for the field, which its CLI shows in `openclaw devices list`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
+    pub operator_label: Option<String>,
     pub platform: String,
     pub device_family: String,
     pub client_id: Option<String>,
@@ -127,7 +128,7 @@ impl DeviceView {
             device_id: device.device_id.to_string(),
             public_key: device.public_key.to_base64url(),
             display_name: device.meta.display_name.clone(),
-            label: device.label.clone(),
+            operator_label: device.label.clone(),
             platform: device.meta.platform.clone().unwrap_or_default(),
             device_family: device.meta.device_family.clone().unwrap_or_default(),
             client_id: device.meta.client_id.clone(),

@@ -335,7 +335,7 @@ function tokenState(token) {
 
 function deviceCard(device) {
   const id = device.deviceId;
-  const name = device.label || device.displayName || 'Unnamed device';
+  const name = device.operatorLabel || device.displayName || 'Unnamed device';
   const path = `/api/v1/devices/${encodeURIComponent(id)}`;
   const buttons = [];
   for (const token of device.tokens) {
@@ -360,7 +360,7 @@ function deviceCard(device) {
     act(remove, `Removing ${name}`, () => api('DELETE', path), () => `Removed ${name}.`).then(() => loadDevices());
   });
   buttons.push(remove);
-  const labelInput = el('input', { name: 'label', maxlength: 64, value: device.label ?? '', 'aria-label': `New name for ${name}`, autocomplete: 'off' });
+  const labelInput = el('input', { name: 'label', maxlength: 64, value: device.operatorLabel ?? '', 'aria-label': `New name for ${name}`, autocomplete: 'off' });
   const save = el('button', { type: 'submit', 'data-action': 'rename' }, 'Save name');
   const renameForm = el('form', {}, labelInput, save);
   renameForm.addEventListener('submit', event => {
@@ -374,7 +374,7 @@ function deviceCard(device) {
       el('span', { class: device.connected ? 'badge live' : 'badge', text: device.connected ? 'connected' : 'offline' })),
     facts([
       ['Device', el('span', { class: 'mono', title: id, text: shortId(id) })],
-      ['Calls itself', device.label && device.displayName ? device.displayName : null],
+      ['Calls itself', device.operatorLabel && device.displayName ? device.displayName : null],
       ['Kind', [device.platform, device.deviceFamily, device.clientId].filter(Boolean).join(' · ')],
       ['Roles', device.roles.join(', ') || 'none'],
       ['Scopes', device.approvedScopes.join(', ') || 'none'],
