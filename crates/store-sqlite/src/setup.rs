@@ -4,8 +4,8 @@ use super::audit;
 use super::devices::{mint_token_on, record_grant};
 use super::{Store, StoreResult};
 use crate::{
-    Actor, AuditEvent, HandedOff, NewGrant, NewSetupCode, Redeemed, Redemption, SETUP_CODE_RETENTION_MS, SetupCode,
-    SetupRow, expect_one,
+    Actor, AuditEvent, HandedOff, NewSetupCode, Redeemed, Redemption, SETUP_CODE_RETENTION_MS, SetupCode, SetupRow,
+    expect_one,
 };
 use pairgate_domain::clock::Millis;
 use pairgate_domain::{DeviceId, Refusal, SetupFault, TokenDigest};
@@ -68,17 +68,12 @@ impl Store {
         let setup_id = sqlx::query_scalar!("SELECT setup_id FROM setup_codes WHERE token_digest = ?", digest)
             .fetch_optional(&mut *tx)
             .await?;
-        let unknown = || Refusal::SetupCodeInvalid { fault: SetupFault::Unknown };
         let code = match setup_id {
-            Some(id) => read_code(&mut tx, &id).await?.ok_or_else(unknown)?,
-            None => return Err(unknown().into()),
+            Some(id) => read_code(&mut tx, &id).await?,
+            None => None,
         };
-        if let Some(fault) = code.state(now_ms).fault() {
-            return Err(Refusal::SetupCodeInvalid { fault }.into());
-        }
-        if !code.access.allows(redemption.role, &redemption.scopes) {
-            return Err(Refusal::SetupCodeInvalid { fault: SetupFault::OutsideAccess }.into());
-        }
+        redemption.check(code.as_ref(), now_ms)?;
+        let code = code.ok_or_else(|| invalid("setup code", "checked but absent"))?;
         let device_id = redemption.device_id.as_str();
         let updated = sqlx::query!(
             "UPDATE setup_codes SET redeemed_at_ms = ?, device_id = ?
@@ -92,21 +87,10 @@ impl Store {
         expect_one(updated.rows_affected(), || Refusal::SetupCodeInvalid { fault: SetupFault::AlreadyUsed })?;
         let approved_by = format!("setup-code:{}", code.setup_id);
         let mut tokens = Vec::new();
-        // The connecting role first: its token is hello-ok's primary one.
-        let roles = code.access.roles().iter().copied();
-        let roles = std::iter::once(redemption.role).chain(roles.filter(|role| *role != redemption.role));
-        for role in roles {
-            let grant = NewGrant {
-                device_id: redemption.device_id.clone(),
-                public_key: redemption.public_key,
-                meta: redemption.meta.clone(),
-                remote_ip: redemption.remote_ip.clone(),
-                role,
-                scopes: code.access.scopes_for(role),
-            };
+        for grant in redemption.grants(code.access) {
             let scopes = record_grant(&mut tx, &grant, "operator", &approved_by, now_ms).await?;
-            let token = mint_token_on(&mut tx, &redemption.device_id, role, &scopes, now_ms).await?;
-            tokens.push(HandedOff { role, scopes, token });
+            let token = mint_token_on(&mut tx, &grant.device_id, grant.role, &scopes, now_ms).await?;
+            tokens.push(HandedOff { role: grant.role, scopes, token });
         }
         // The device's pending request is settled by the code when the code grants all it asked.
         let pending = sqlx::query!(
@@ -138,20 +122,16 @@ impl Store {
         )
         .fetch_one(&mut *tx)
         .await?;
+        let code =
+            read_code(&mut tx, &code.setup_id).await?.ok_or_else(|| invalid("setup code", "gone mid-redemption"))?;
+        let redeemed = Redeemed { code, tokens, device_name, resolved_request };
         let event = AuditEvent::new(actor, "setup.redeem", now_ms)
             .subject(device_id)
             .remote(redemption.remote_ip.as_deref())
-            .details(serde_json::json!({
-                "setupId": code.setup_id, "access": code.access.as_str(), "issuedBy": code.issued_by,
-                "roles": tokens.iter().map(|t| t.role).collect::<Vec<_>>(),
-                "scopes": tokens.iter().flat_map(|t| t.scopes.names()).collect::<Vec<_>>(),
-                "requestId": resolved_request, "deviceName": device_name,
-            }));
+            .details(redeemed.audit_details());
         audit::record(&mut tx, &event).await?;
-        let code =
-            read_code(&mut tx, &code.setup_id).await?.ok_or_else(|| invalid("setup code", "gone mid-redemption"))?;
         tx.commit().await?;
-        Ok(Redeemed { code, tokens, device_name, resolved_request })
+        Ok(redeemed)
     }
 
     /// Revokes an unused code; a used, revoked or expired one is refused, saying which.

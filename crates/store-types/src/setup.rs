@@ -6,8 +6,9 @@ use pairgate_domain::{
     ClientMeta, DeviceId, PublicKey, Role, ScopeSet, SetupAccess, SetupState, TokenDigest, TokenSecret,
 };
 
-use crate::StoreResult;
 use crate::rows::invalid;
+use crate::{NewGrant, StoreResult};
+use pairgate_domain::{Refusal, SetupFault};
 
 /// How long a setup code's row is kept after it expired, for `device.pair.setupStatus` and listings
 /// (OpenClaw keeps completions 20 minutes); its story stays in the audit trail.
@@ -82,6 +83,51 @@ pub struct Redeemed {
     pub resolved_request: Option<String>,
 }
 
+impl Redemption {
+    /// Refuses redeeming `code` (`None`: no code has the presented token) at `now_ms`: unknown, used,
+    /// revoked, expired, or asking a role or scopes outside the code's access.
+    pub fn check(&self, code: Option<&SetupCode>, now_ms: Millis) -> Result<(), Refusal> {
+        let fault = match code {
+            None => Some(SetupFault::Unknown),
+            Some(code) => code
+                .state(now_ms)
+                .fault()
+                .or_else(|| (!code.access.allows(self.role, &self.scopes)).then_some(SetupFault::OutsideAccess)),
+        };
+        fault.map_or(Ok(()), |fault| Err(Refusal::SetupCodeInvalid { fault }))
+    }
+
+    /// The grant of each role the code pairs, the connecting role's first (its token is hello-ok's
+    /// primary one).
+    pub fn grants(&self, access: SetupAccess) -> Vec<NewGrant> {
+        let others = access.roles().iter().copied().filter(|role| *role != self.role);
+        std::iter::once(self.role)
+            .chain(others)
+            .map(|role| NewGrant {
+                device_id: self.device_id.clone(),
+                public_key: self.public_key,
+                meta: self.meta.clone(),
+                remote_ip: self.remote_ip.clone(),
+                role,
+                scopes: access.scopes_for(role),
+            })
+            .collect()
+    }
+}
+
+impl Redeemed {
+    /// The details of the `setup.redeem` audit row: what other nodes announce from (never a token).
+    pub fn audit_details(&self) -> serde_json::Value {
+        let code = &self.code;
+        serde_json::json!({
+            "setupId": code.setup_id, "access": code.access.as_str(), "issuedBy": code.issued_by,
+            "roles": self.tokens.iter().map(|t| t.role).collect::<Vec<_>>(),
+            "scopes": self.tokens.iter().flat_map(|t| t.scopes.names()).collect::<Vec<_>>(),
+            "requestId": self.resolved_request, "deviceName": self.device_name,
+        })
+    }
+}
+
 /// Whether a redemption that handed out `tokens` settles a pending request that asked for `roles_json`
 /// with `scopes_json` (both JSON lists): every role asked is among those paired, and every scope asked is
 /// covered by the operator grant. A request asking more stays pending for an operator.
@@ -153,6 +199,62 @@ mod tests {
         for bad in ["", "   ", "a\u{7}b", "evil\u{202E}gpj.exe", "zero\u{200B}width", &"x".repeat(65)] {
             assert_eq!(clean_label(bad), None, "{bad:?}");
         }
+    }
+
+    fn code(access: SetupAccess) -> SetupCode {
+        SetupCode {
+            setup_id: "s".into(),
+            access,
+            gateway_url: "ws://127.0.0.1:1".into(),
+            issued_at_ms: 0,
+            expires_at_ms: 100,
+            issued_by: "cli:test".into(),
+            join: false,
+            join_fetched_at_ms: None,
+            redeemed_at_ms: None,
+            device_id: None,
+            revoked_at_ms: None,
+            revoked_by: None,
+        }
+    }
+
+    fn redemption(role: Role, scopes: &[&str]) -> Redemption {
+        let key = PublicKey::from_bytes([7; 32]);
+        Redemption {
+            token_digest: TokenSecret::generate().digest(),
+            device_id: DeviceId::from_public_key(&key),
+            public_key: key,
+            meta: ClientMeta::default(),
+            remote_ip: None,
+            role,
+            scopes: ScopeSet::parse(scopes).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_redemption_is_checked_against_the_codes_state_and_access() {
+        let fault = |result: Result<(), Refusal>| match result {
+            Ok(()) => None,
+            Err(Refusal::SetupCodeInvalid { fault }) => Some(fault),
+            Err(other) => panic!("{other}"),
+        };
+        let node = redemption(Role::Node, &[]);
+        let used = SetupCode { redeemed_at_ms: Some(5), device_id: Some("d".into()), ..code(SetupAccess::Node) };
+        let revoked = SetupCode { revoked_at_ms: Some(5), ..code(SetupAccess::Node) };
+        assert_eq!(fault(node.check(None, 1)), Some(SetupFault::Unknown));
+        assert_eq!(fault(node.check(Some(&code(SetupAccess::Node)), 99)), None);
+        assert_eq!(fault(node.check(Some(&code(SetupAccess::Node)), 100)), Some(SetupFault::Expired));
+        assert_eq!(fault(node.check(Some(&used), 1)), Some(SetupFault::AlreadyUsed));
+        assert_eq!(fault(node.check(Some(&revoked), 1)), Some(SetupFault::Revoked));
+        let operator = redemption(Role::Operator, &["operator.read"]);
+        assert_eq!(fault(operator.check(Some(&code(SetupAccess::Node)), 1)), Some(SetupFault::OutsideAccess));
+        assert_eq!(fault(operator.check(Some(&code(SetupAccess::Limited)), 1)), None);
+        // The connecting role's grant first; node's without scopes, operator's with the access's.
+        let grants = operator.grants(SetupAccess::Limited);
+        assert_eq!(grants.iter().map(|g| g.role).collect::<Vec<_>>(), [Role::Operator, Role::Node]);
+        assert_eq!(grants[0].scopes.names().len(), 5);
+        assert!(grants[1].scopes.is_empty());
+        assert_eq!(node.grants(SetupAccess::Node).len(), 1);
     }
 
     #[test]
