@@ -146,6 +146,22 @@ async fn pairing_events_reach_the_operators_of_every_node() {
     assert_eq!(resolved["payload"]["decision"], "approved");
     // The approval made on B lets the device in through A.
     connect_url(&a.url(), &ask, now_ms()).await.hello();
+
+    // A setup code minted on B and redeemed on B: A's operators hear of it too.
+    let (_, mut admin_on_b) =
+        connect_url(&b.url(), &Connect::cli().scopes(&["operator.admin"]), now_ms()).await.hello();
+    let minted =
+        ok(&mut admin_on_b, "device.pair.setupCode", json!({"publicUrl": b.url(), "bootstrapProfile": "node"})).await;
+    let code = minted["setupCode"].as_str().unwrap();
+    let token = pairgate::domain::setup::SetupPayload::decode(code).unwrap().bootstrap_token;
+    let node =
+        Connect { client_id: "node-host".into(), client_mode: "node".into(), role: "node".into(), ..Connect::cli() };
+    let pi = Device::new(63);
+    connect_url(&b.url(), &node.device(&pi).scopes(&[]).bootstrap_token(&token), now_ms()).await.hello();
+    let completed = next_event(&mut watcher_on_a).await;
+    assert_eq!(completed["event"], "device.pair.setup.completed", "{completed}");
+    assert_eq!(completed["payload"]["setupId"], minted["setupId"]);
+    assert_eq!(completed["payload"]["deviceId"], pi.id().as_str());
 }
 
 /// A sub-agent run registered and started through `ws`, as a gateway's spawn does; returns its id.
