@@ -147,6 +147,45 @@ async fn the_real_openclaw_connect_redeems_a_join_url_fetched_once() {
     assert!(again.stderr().contains("join code was not found or has expired"), "{}", again.stderr());
 }
 
+/// Only real OpenClaw CLIs on the device side: `openclaw devices join-code` mints through pairgate's
+/// `device.pair.setupCode` (its URL from `serve --public-url`), `openclaw connect` redeems it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_cli_mints_a_join_url_on_pairgate_and_the_real_node_host_redeems_it() {
+    let Some(oc) = Tools::find(Version::V2026_9) else { return };
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join("join.db").display().to_string();
+    let listen = format!("127.0.0.1:{}", real_gateway::free_port());
+    let public = format!("ws://{listen}");
+    let args = ["--db", db.as_str(), "--token", TOKEN, "--listen", listen.as_str(), "--public-url", public.as_str()];
+    // Debug logging: the request spans, which name every path, are written too.
+    let mut command = common::processes::command(home.path());
+    command.env("RUST_LOG", "debug");
+    let server = common::processes::serve_from(command, home.path(), &args, "serve.log").await;
+    let cli_home = tempfile::tempdir().unwrap();
+    let (ok, out, err) = real_gateway::run_cli(
+        &oc,
+        cli_home.path(),
+        &["devices", "join-code", "--url", &public, "--token", TOKEN, "--json"],
+    )
+    .await;
+    assert!(ok, "openclaw devices join-code through pairgate:\n{out}\n{err}");
+    let join_url = real_gateway::json_of(&out)["joinUrl"].as_str().unwrap().to_owned();
+    assert!(join_url.starts_with(&format!("http://{listen}/j/")), "{join_url}");
+    let mut host = NodeHost::start(&oc, &["connect", &join_url]);
+    assert!(host.wait_for_stderr("node host gateway connected"), "{}", host.stderr());
+    host.group.stop();
+    let (ok, out, err) =
+        common::processes::pairgate(home.path(), &["setup-codes", "list", "--json", "--db", &db]).await;
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed[0]["state"], "redeemed", "{out}");
+    assert_eq!(listed[0]["join"], true);
+    let log = server.stderr();
+    assert!(log.contains("/j/<code>"), "the fetch was logged, its code hidden");
+    assert!(!log.contains(join_url.rsplit('/').next().unwrap()), "the short code is in no log line");
+    server.kill9().await;
+}
+
 #[tokio::test]
 async fn a_join_url_hands_out_its_payload_once_and_nothing_else() {
     let server = Server::start().await;
