@@ -610,3 +610,22 @@ async fn no_secret_of_a_code_is_stored_or_exported() {
         assert!(!export.contains(secret), "a secret in the export");
     }
 }
+
+#[tokio::test]
+async fn live_codes_are_capped_and_a_revoked_or_expired_one_makes_room() {
+    let server = Server::start().await;
+    let max = pairgate::store::MAX_UNUSED_SETUP_CODES;
+    let mut first = None;
+    for _ in 0..max {
+        first.get_or_insert(mint(&server, json!({ "url": server.url() })).await);
+    }
+    let (status, error) =
+        rest(&server, reqwest::Method::POST, "/api/v1/setup-codes", Some(json!({ "url": server.url() }))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert!(error["message"].as_str().unwrap().contains("too many unused setup codes"), "{error}");
+    let path = format!("/api/v1/setup-codes/{}/revoke", first.unwrap()["setupId"].as_str().unwrap());
+    assert_eq!(rest(&server, reqwest::Method::POST, &path, None).await.0, StatusCode::OK);
+    mint(&server, json!({ "url": server.url() })).await;
+    server.clock.advance_ms(SETUP_CODE_TTL_MS);
+    mint(&server, json!({ "url": server.url() })).await;
+}

@@ -106,6 +106,7 @@ fn refusal_error(refusal: Refusal) -> ApiError {
         | Refusal::TooLong { .. }
         | Refusal::TooManyPendingRequests { .. }
         | Refusal::SetupCodeInvalid { .. }
+        | Refusal::TooManySetupCodes { .. }
         | Refusal::NoPublicUrl { .. }
         | Refusal::BadPublicUrl { .. }
         | Refusal::JoinNeedsTls

@@ -65,6 +65,7 @@ fn refusal_error(refusal: Refusal) -> ErrorShape {
         | Refusal::TooManyPendingRequests { .. }
         | Refusal::SetupCodeInvalid { .. }
         | Refusal::SetupCodeSettled { .. }
+        | Refusal::TooManySetupCodes { .. }
         | Refusal::NoPublicUrl { .. }
         | Refusal::BadPublicUrl { .. }
         | Refusal::JoinNeedsTls

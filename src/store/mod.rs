@@ -22,7 +22,8 @@ pub use pairgate_store_types::{
     SessionPatch, SpawnLimits, StoreError, StoreMetrics, StoreResult, TokenChange, latency_histogram,
 };
 pub use pairgate_store_types::{
-    HandedOff, NewSetupCode, Redeemed, Redemption, SETUP_CODE_RETENTION_MS, SetupCode, clean_label,
+    HandedOff, MAX_UNUSED_SETUP_CODES, NewSetupCode, Redeemed, Redemption, SETUP_CODE_RETENTION_MS, SetupCode,
+    clean_label,
 };
 
 use pairgate_domain::clock::Millis;

@@ -75,6 +75,9 @@ pub enum Refusal {
     SetupCodeInvalid { fault: SetupFault },
     #[error("setup code {setup_id} not found")]
     UnknownSetupCode { setup_id: String },
+    /// Minting past the cap on codes that could still be redeemed.
+    #[error("too many unused setup codes (at most {max}); revoke some, or wait for them to expire")]
+    TooManySetupCodes { max: i64 },
     /// Revoking a code that can no longer be redeemed.
     #[error("setup code {setup_id} is already {}", state.as_str())]
     SetupCodeSettled { setup_id: String, state: SetupState },

@@ -33,7 +33,7 @@ use pairgate_store_types::{
     AppliedMigration, StoreError, StoreMetrics, StoreResult, expect_one, latency_histogram, redact_url,
 };
 pub use pairgate_store_types::{
-    HandedOff, NewSetupCode, Redeemed, Redemption, SETUP_CODE_RETENTION_MS, SetupCode, SetupRow,
+    HandedOff, MAX_UNUSED_SETUP_CODES, NewSetupCode, Redeemed, Redemption, SETUP_CODE_RETENTION_MS, SetupCode, SetupRow,
 };
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;

@@ -4,8 +4,8 @@ use super::audit;
 use super::devices::{mint_token_on, record_grant};
 use super::{Store, StoreResult};
 use crate::{
-    Actor, AuditEvent, HandedOff, NewSetupCode, Redeemed, Redemption, SETUP_CODE_RETENTION_MS, SetupCode, SetupRow,
-    expect_one,
+    Actor, AuditEvent, HandedOff, MAX_UNUSED_SETUP_CODES, NewSetupCode, Redeemed, Redemption, SETUP_CODE_RETENTION_MS,
+    SetupCode, SetupRow, expect_one,
 };
 use pairgate_domain::clock::Millis;
 use pairgate_domain::{DeviceId, Refusal, SetupFault, TokenDigest};
@@ -22,6 +22,16 @@ impl Store {
         now_ms: Millis,
     ) -> StoreResult<SetupCode> {
         let mut tx = self.begin_write().await?;
+        let live = sqlx::query_scalar!(
+            r#"SELECT COUNT(*) AS "live!" FROM setup_codes
+                WHERE redeemed_at_ms IS NULL AND revoked_at_ms IS NULL AND expires_at_ms > $1"#,
+            now_ms
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if live >= MAX_UNUSED_SETUP_CODES {
+            return Err(Refusal::TooManySetupCodes { max: MAX_UNUSED_SETUP_CODES }.into());
+        }
         let token = code.token_digest.as_bytes().as_slice();
         let join = code.join_digest.as_ref().map(|digest| digest.as_bytes().to_vec());
         let access = code.access.as_str();

@@ -24,7 +24,7 @@ pub use pairgate_store_types::{
     expect_one, latency_histogram,
 };
 pub use pairgate_store_types::{
-    HandedOff, NewSetupCode, Redeemed, Redemption, SETUP_CODE_RETENTION_MS, SetupCode, SetupRow,
+    HandedOff, MAX_UNUSED_SETUP_CODES, NewSetupCode, Redeemed, Redemption, SETUP_CODE_RETENTION_MS, SetupCode, SetupRow,
 };
 
 use std::path::{Path, PathBuf};

@@ -19,8 +19,8 @@ pub use imports::{ImportCounts, ImportedDevice, ImportedRequest};
 pub use requests::{NewPairingRequest, PairingRequest, RequestOutcome};
 pub use sessions::{ARCHIVE_AFTER_MS, NewRun, Run, RunEnd, SessionEntry, SessionPatch, SpawnLimits};
 pub use setup::{
-    HandedOff, NewSetupCode, Redeemed, Redemption, SETUP_CODE_RETENTION_MS, SetupCode, SetupRow, clean_label,
-    settles_request,
+    HandedOff, MAX_UNUSED_SETUP_CODES, NewSetupCode, Redeemed, Redemption, SETUP_CODE_RETENTION_MS, SetupCode,
+    SetupRow, clean_label, settles_request,
 };
 
 use std::path::PathBuf;

@@ -14,6 +14,10 @@ use pairgate_domain::{Refusal, SetupFault};
 /// (OpenClaw keeps completions 20 minutes); its story stays in the audit trail.
 pub const SETUP_CODE_RETENTION_MS: Millis = 24 * 60 * 60 * 1000;
 
+/// Codes that could still be redeemed (unused, unrevoked, unexpired) at most: past it, minting is refused.
+/// A setup code is a credential; a runaway script should not leave thousands of them live.
+pub const MAX_UNUSED_SETUP_CODES: i64 = 100;
+
 /// A code to store. Neither secret is here: only the digests of the bootstrap token and of the join
 /// code's short code.
 #[derive(Clone, Debug)]
