@@ -599,15 +599,24 @@ async fn no_secret_of_a_code_is_stored_or_exported() {
     for secret in [code, token.as_str(), shortcode.as_str()] {
         assert!(!audit.contains(secret), "a secret in the audit trail");
     }
+    for secret in [code, token.as_str(), shortcode.as_str()] {
+        assert!(!export.contains(secret), "a secret in the export");
+    }
+    let setup_id = minted["setupId"].as_str().unwrap().to_owned();
     let dir = server.stop().await;
+    // The database's own files, byte for byte (on PostgreSQL they are the server's: the export and the audit
+    // trail above stand for them).
+    if test_engine_is_postgres() {
+        return;
+    }
     let mut stored = Vec::new();
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         stored.extend(std::fs::read(entry.unwrap().path()).unwrap_or_default());
     }
     let stored = String::from_utf8_lossy(&stored);
+    assert!(stored.contains(&setup_id), "the scan reads the code's row");
     for secret in [code, token.as_str(), shortcode.as_str()] {
         assert!(!stored.contains(secret), "a secret in the database files");
-        assert!(!export.contains(secret), "a secret in the export");
     }
 }
 

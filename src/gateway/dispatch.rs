@@ -97,9 +97,9 @@ impl Gateway {
             }
             (_, true) => SetupAccess::Node,
             (None, false) => SetupAccess::Full,
-            (Some(name @ ("limited" | "node" | "voice-node")), false) => {
-                SetupAccess::parse(name).expect("a listed access level")
-            }
+            (Some("limited"), false) => SetupAccess::Limited,
+            (Some("node"), false) => SetupAccess::Node,
+            (Some("voice-node"), false) => SetupAccess::VoiceNode,
             (Some(other), false) => {
                 return Err(ErrorShape::invalid(format!(
                     "invalid device.pair.setupCode params: bootstrapProfile must be limited, node or voice-node, not {}",
